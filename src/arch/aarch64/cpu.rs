@@ -1,0 +1,135 @@
+//! The CPU's own registers: identity (MPIDR), the per-CPU pointer (TPIDR_EL1), the generic
+//! counter, waiting (WFE/SEV/WFI), and cache maintenance (chapters 1 and 3).
+
+use aarch64_cpu::asm;
+use aarch64_cpu::registers::*;
+
+use super::boot::MPIDR_AFFINITY_MASK;
+
+/// This CPU's MPIDR_EL1 affinity (Aff3.Aff2.Aff1.Aff0), the value the device tree's `reg` holds.
+#[inline]
+pub fn mpidr_affinity() -> u64 {
+    MPIDR_EL1.get() & MPIDR_AFFINITY_MASK
+}
+
+/// The exception level we run at now (1 after boot.rs dropped from EL2).
+#[inline]
+pub fn current_el() -> u64 {
+    CurrentEL.read(CurrentEL::EL)
+}
+
+/// The per-CPU area pointer kept in TPIDR_EL1 (0 before the CPU has one).
+#[inline]
+pub fn percpu_pointer() -> usize {
+    TPIDR_EL1.get() as usize
+}
+
+/// Point TPIDR_EL1 at this CPU's per-CPU area.
+#[inline]
+pub fn set_percpu_pointer(area: usize) {
+    TPIDR_EL1.set(area as u64);
+}
+
+/// The generic counter (CNTPCT_EL0), ticking at `counter_frequency()` since reset.
+#[inline]
+pub fn counter() -> u64 {
+    // The ISB keeps the read from being speculated ahead of earlier instructions.
+    asm::barrier::isb(asm::barrier::SY);
+    CNTPCT_EL0.get()
+}
+
+/// Ticks per second of the generic counter (62.5 MHz on QEMU virt, 54 MHz on a Pi 4).
+#[inline]
+pub fn counter_frequency() -> u64 {
+    CNTFRQ_EL0.get()
+}
+
+/// Wait for an event: a SEV from another CPU, or the loss of this CPU's exclusive monitor.
+#[inline]
+pub fn wait_for_event() {
+    asm::wfe();
+}
+
+/// Wake every CPU waiting in WFE. The DSB first makes earlier stores visible to them.
+#[inline]
+pub fn send_event() {
+    asm::barrier::dsb(asm::barrier::ISHST);
+    asm::sev();
+}
+
+/// Stop this CPU for good, cheaply.
+pub fn halt() -> ! {
+    loop {
+        asm::wfe();
+    }
+}
+
+/// The data cache line size in bytes (CTR_EL0.DminLine).
+fn dcache_line_size() -> usize {
+    4 << ((CTR_EL0.get() >> 16) & 0xf)
+}
+
+/// Clean and invalidate [start, end) to the point of coherency, so that a CPU whose caches are
+/// off (a secondary still in its boot path, the Pi's spin-table stub) reads what we wrote.
+pub fn clean_dcache_range(start: usize, end: usize) {
+    let line = dcache_line_size();
+    let mut addr = start & !(line - 1);
+    while addr < end {
+        // SAFETY: cache maintenance by address has no effect on memory contents.
+        unsafe { core::arch::asm!("dc civac, {0}", in(reg) addr) };
+        addr += line;
+    }
+    asm::barrier::dsb(asm::barrier::SY);
+}
+
+/// Invalidate [start, end) without writing back: used at boot, with caches still off, so that
+/// lines left by firmware cannot hide what we wrote straight to memory.
+pub fn invalidate_dcache_range(start: usize, end: usize) {
+    let line = dcache_line_size();
+    let mut addr = start & !(line - 1);
+    while addr < end {
+        // SAFETY: with the data cache off, every write so far went to memory; dropping cached
+        // copies of these lines loses nothing.
+        unsafe { core::arch::asm!("dc ivac, {0}", in(reg) addr) };
+        addr += line;
+    }
+    asm::barrier::dsb(asm::barrier::SY);
+}
+
+/// SCTLR_EL1 as it is now (M, C, I bits tell whether the MMU and caches are on).
+pub fn sctlr() -> u64 {
+    SCTLR_EL1.get()
+}
+
+/// TTBR0_EL1 as it is now.
+pub fn ttbr0() -> u64 {
+    TTBR0_EL1.get()
+}
+
+/// Ask the MMU how it would translate `addr` for an EL1 read (or write), without touching it.
+/// Returns PAR_EL1: bit 0 set means the access would fault.
+pub fn translate(addr: usize, write: bool) -> u64 {
+    // SAFETY: AT only performs a translation table walk; it reads no data and cannot fault.
+    unsafe {
+        if write {
+            core::arch::asm!("at s1e1w, {0}", "isb", in(reg) addr);
+        } else {
+            core::arch::asm!("at s1e1r, {0}", "isb", in(reg) addr);
+        }
+    }
+    PAR_EL1.get()
+}
+
+/// The current stack pointer.
+#[inline]
+pub fn stack_pointer() -> usize {
+    let sp: usize;
+    // SAFETY: reads SP into a register; no memory access.
+    unsafe { core::arch::asm!("mov {0}, sp", out(reg) sp) };
+    sp
+}
+
+/// True if the CPU implements the ARMv8.1 LSE atomics (ID_AA64ISAR0_EL1.Atomic >= 2).
+pub fn has_lse_atomics() -> bool {
+    ID_AA64ISAR0_EL1.read(ID_AA64ISAR0_EL1::Atomic) >= 2
+}

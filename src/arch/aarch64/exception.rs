@@ -1,0 +1,253 @@
+//! Exception vectors and the report of an unexpected exception (chapter 1, "When something goes
+//! wrong").
+//!
+//! Every one of the 16 vectors saves a full `TrapFrame` (general registers, FP/SIMD registers,
+//! ELR, SPSR, ESR, FAR) and calls `handle_exception`. Interrupts arrive with issue 4; for now any
+//! exception other than the semihosting probe is fatal: the CPU prints what happened in words
+//! and panics, and the panic handler decides whether to halt the CPU or end the QEMU run.
+
+use core::fmt::Write;
+
+use super::esr;
+
+/// Registers saved on exception entry. Layout shared with the assembly below.
+#[repr(C)]
+pub struct TrapFrame {
+    pub x: [u64; 31],
+    pub elr: u64,
+    pub spsr: u64,
+    pub esr: u64,
+    pub far: u64,
+    /// The stack pointer of the interrupted code.
+    pub sp: u64,
+    pub q: [u128; 32],
+    pub fpcr: u64,
+    pub fpsr: u64,
+}
+const _: () = assert!(core::mem::size_of::<TrapFrame>() == 816);
+
+const VECTOR_NAMES: [&str; 16] = [
+    "Synchronous (current EL, SP0)",
+    "IRQ (current EL, SP0)",
+    "FIQ (current EL, SP0)",
+    "SError (current EL, SP0)",
+    "Synchronous (current EL, SPx)",
+    "IRQ (current EL, SPx)",
+    "FIQ (current EL, SPx)",
+    "SError (current EL, SPx)",
+    "Synchronous (lower EL, AArch64)",
+    "IRQ (lower EL, AArch64)",
+    "FIQ (lower EL, AArch64)",
+    "SError (lower EL, AArch64)",
+    "Synchronous (lower EL, AArch32)",
+    "IRQ (lower EL, AArch32)",
+    "FIQ (lower EL, AArch32)",
+    "SError (lower EL, AArch32)",
+];
+
+/// `hlt #0xf000`: the semihosting trap. Without semihosting QEMU treats it as undefined.
+const HLT_SEMIHOSTING: u32 = 0xd45e_0000;
+/// Written to x0 when a semihosting call trapped because semihosting is not enabled.
+pub const SEMIHOSTING_UNAVAILABLE: u64 = u64::MAX;
+
+/// Point VBAR_EL1 at the vector table. Each CPU does this once (secondaries in boot.rs).
+pub fn install() {
+    // SAFETY: the table is 2 KiB aligned and lives for the kernel's lifetime.
+    unsafe { core::arch::asm!("msr vbar_el1, {0}", "isb", in(reg) vector_table_address()) };
+}
+
+/// The address secondaries load into VBAR_EL1 before they run Rust.
+pub fn vector_table_address() -> usize {
+    unsafe extern "C" {
+        fn exception_vector_table();
+    }
+    exception_vector_table as usize
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn handle_exception(kind: u64, frame: &mut TrapFrame) {
+    let ec = esr::exception_class(frame.esr);
+    if kind == 4 && ec == 0 && is_semihosting_probe(frame.elr) {
+        // Semihosting is off: report that to the caller instead of dying (see semihosting.rs).
+        frame.x[0] = SEMIHOSTING_UNAVAILABLE;
+        frame.elr += 4;
+        return;
+    }
+    report(kind, frame);
+    panic!(
+        "unhandled exception: {} at ELR {:#x}",
+        esr::exception_class_name(frame.esr),
+        frame.elr
+    );
+}
+
+fn is_semihosting_probe(elr: u64) -> bool {
+    let layout = super::layout::kernel_layout();
+    let pc = elr as usize;
+    if pc < layout.text.0 || pc + 4 > layout.text.1 || pc % 4 != 0 {
+        return false;
+    }
+    // SAFETY: ELR lies inside the kernel's mapped, readable text section (checked above).
+    unsafe { core::ptr::read_volatile(pc as *const u32) == HLT_SEMIHOSTING }
+}
+
+fn report(kind: u64, f: &TrapFrame) {
+    let name = VECTOR_NAMES.get(kind as usize).copied().unwrap_or("?");
+    log::error!("{} exception: {}", name, esr::exception_class_name(f.esr));
+    if esr::is_abort(f.esr) {
+        let level = esr::fault_level(f.esr).map_or(-1, |l| l as i64);
+        log::error!(
+            "  ESR {:#010x}: {} (level {}), {} access to FAR {:#x}",
+            f.esr,
+            esr::fault_status_name(f.esr),
+            level,
+            if esr::abort_was_write(f.esr) { "write" } else { "read" },
+            f.far
+        );
+        if let Some(slot) = guard_page_slot(f.far as usize) {
+            log::error!("  FAR lies in the guard page below stack slot {slot}: a stack overflow");
+        }
+    } else {
+        log::error!("  ESR {:#010x}  FAR {:#x}", f.esr, f.far);
+    }
+    log::error!("  ELR {:#018x}  SPSR {:#010x}  SP {:#018x}", f.elr, f.spsr, f.sp);
+    for row in 0..8 {
+        let mut line = crate::logger::LineBuffer::new();
+        for col in 0..4 {
+            let r = row * 4 + col;
+            if r < 31 {
+                let _ = write!(line, "x{:<2} {:#018x}  ", r, f.x[r]);
+            }
+        }
+        log::error!("  {}", line.as_str().trim_end());
+    }
+}
+
+fn guard_page_slot(addr: usize) -> Option<usize> {
+    let layout = super::layout::kernel_layout();
+    (0..super::layout::STACK_SLOTS).find(|&slot| {
+        let guard = layout.guard_page(slot);
+        (guard..guard + super::layout::PAGE_SIZE).contains(&addr)
+    })
+}
+
+core::arch::global_asm!(
+    r#"
+.macro vector_entry kind
+    .balign 0x80
+    sub     sp, sp, #816
+    stp     x0, x1, [sp, #0]
+    mov     x0, #\kind
+    b       exception_common
+.endm
+
+.section .text.vectors, "ax"
+.balign 2048
+.global exception_vector_table
+exception_vector_table:
+    vector_entry 0
+    vector_entry 1
+    vector_entry 2
+    vector_entry 3
+    vector_entry 4
+    vector_entry 5
+    vector_entry 6
+    vector_entry 7
+    vector_entry 8
+    vector_entry 9
+    vector_entry 10
+    vector_entry 11
+    vector_entry 12
+    vector_entry 13
+    vector_entry 14
+    vector_entry 15
+
+exception_common:
+    stp     x2, x3, [sp, #16]
+    stp     x4, x5, [sp, #32]
+    stp     x6, x7, [sp, #48]
+    stp     x8, x9, [sp, #64]
+    stp     x10, x11, [sp, #80]
+    stp     x12, x13, [sp, #96]
+    stp     x14, x15, [sp, #112]
+    stp     x16, x17, [sp, #128]
+    stp     x18, x19, [sp, #144]
+    stp     x20, x21, [sp, #160]
+    stp     x22, x23, [sp, #176]
+    stp     x24, x25, [sp, #192]
+    stp     x26, x27, [sp, #208]
+    stp     x28, x29, [sp, #224]
+    str     x30, [sp, #240]
+    mrs     x10, elr_el1
+    mrs     x11, spsr_el1
+    stp     x10, x11, [sp, #248]
+    mrs     x10, esr_el1
+    mrs     x11, far_el1
+    stp     x10, x11, [sp, #264]
+    add     x10, sp, #816
+    str     x10, [sp, #280]
+    add     x10, sp, #288
+    stp     q0, q1, [x10, #0]
+    stp     q2, q3, [x10, #32]
+    stp     q4, q5, [x10, #64]
+    stp     q6, q7, [x10, #96]
+    stp     q8, q9, [x10, #128]
+    stp     q10, q11, [x10, #160]
+    stp     q12, q13, [x10, #192]
+    stp     q14, q15, [x10, #224]
+    stp     q16, q17, [x10, #256]
+    stp     q18, q19, [x10, #288]
+    stp     q20, q21, [x10, #320]
+    stp     q22, q23, [x10, #352]
+    stp     q24, q25, [x10, #384]
+    stp     q26, q27, [x10, #416]
+    stp     q28, q29, [x10, #448]
+    stp     q30, q31, [x10, #480]
+    mrs     x11, fpcr
+    mrs     x12, fpsr
+    stp     x11, x12, [sp, #800]
+    mov     x1, sp
+    bl      handle_exception
+    add     x10, sp, #288
+    ldp     q0, q1, [x10, #0]
+    ldp     q2, q3, [x10, #32]
+    ldp     q4, q5, [x10, #64]
+    ldp     q6, q7, [x10, #96]
+    ldp     q8, q9, [x10, #128]
+    ldp     q10, q11, [x10, #160]
+    ldp     q12, q13, [x10, #192]
+    ldp     q14, q15, [x10, #224]
+    ldp     q16, q17, [x10, #256]
+    ldp     q18, q19, [x10, #288]
+    ldp     q20, q21, [x10, #320]
+    ldp     q22, q23, [x10, #352]
+    ldp     q24, q25, [x10, #384]
+    ldp     q26, q27, [x10, #416]
+    ldp     q28, q29, [x10, #448]
+    ldp     q30, q31, [x10, #480]
+    ldp     x11, x12, [sp, #800]
+    msr     fpcr, x11
+    msr     fpsr, x12
+    ldp     x10, x11, [sp, #248]
+    msr     elr_el1, x10
+    msr     spsr_el1, x11
+    ldp     x0, x1, [sp, #0]
+    ldp     x2, x3, [sp, #16]
+    ldp     x4, x5, [sp, #32]
+    ldp     x6, x7, [sp, #48]
+    ldp     x8, x9, [sp, #64]
+    ldp     x10, x11, [sp, #80]
+    ldp     x12, x13, [sp, #96]
+    ldp     x14, x15, [sp, #112]
+    ldp     x16, x17, [sp, #128]
+    ldp     x18, x19, [sp, #144]
+    ldp     x20, x21, [sp, #160]
+    ldp     x22, x23, [sp, #176]
+    ldp     x24, x25, [sp, #192]
+    ldp     x26, x27, [sp, #208]
+    ldp     x28, x29, [sp, #224]
+    ldr     x30, [sp, #240]
+    add     sp, sp, #816
+    eret
+"#
+);

@@ -1,0 +1,69 @@
+//! The kernel's memory layout as the linker placed it (chapter 1, "The boot path").
+//!
+//! linker.ld defines the symbols; this module turns them into addresses and owns the numbers the
+//! linker script must agree with (stack size and slot count), so boot can check the two match.
+
+/// One page: the unit of the MMU's finest mapping and of the stack guard gaps.
+pub const PAGE_SIZE: usize = 4096;
+/// Bytes of stack for each CPU. Must equal STACK_SIZE in linker.ld.
+pub const STACK_SIZE: usize = 64 * 1024;
+/// Stack slots: slot 0 is the boot stack, slot `i + 1` belongs to logical CPU `i`.
+pub const STACK_SLOTS: usize = crate::config::MAX_CPUS + 1;
+
+/// Address ranges of the kernel image's parts, read from linker symbols.
+#[derive(Clone, Copy, Debug)]
+pub struct KernelLayout {
+    pub kernel_start: usize,
+    pub text: (usize, usize),
+    pub rodata: (usize, usize),
+    /// Data and BSS: read-write, never executable.
+    pub data_bss: (usize, usize),
+    pub stacks: (usize, usize),
+    pub kernel_end: usize,
+    /// End of the bytes the loader copies (the flat image): everything after is NOLOAD.
+    pub image_end: usize,
+}
+
+impl KernelLayout {
+    /// The [bottom, top) of stack slot `slot`. Its guard page lies just below `bottom`.
+    pub fn stack_slot(&self, slot: usize) -> (usize, usize) {
+        let bottom = self.stacks.0 + slot * (PAGE_SIZE + STACK_SIZE) + PAGE_SIZE;
+        (bottom, bottom + STACK_SIZE)
+    }
+
+    /// The guard page under stack slot `slot`.
+    pub fn guard_page(&self, slot: usize) -> usize {
+        self.stack_slot(slot).0 - PAGE_SIZE
+    }
+}
+
+#[cfg(target_os = "none")]
+pub fn kernel_layout() -> KernelLayout {
+    unsafe extern "C" {
+        static __kernel_start: u8;
+        static __text_start: u8;
+        static __text_end: u8;
+        static __rodata_start: u8;
+        static __rodata_end: u8;
+        static __data_start: u8;
+        static __bss_end: u8;
+        static __stacks_start: u8;
+        static __stacks_end: u8;
+        static __kernel_end: u8;
+        static __image_end: u8;
+    }
+    // Only the addresses of these linker symbols are used, never their contents.
+    let a = |s: &u8| s as *const u8 as usize;
+    // SAFETY: taking the address of an extern static reads nothing; the linker defines them all.
+    unsafe {
+        KernelLayout {
+            kernel_start: a(&__kernel_start),
+            text: (a(&__text_start), a(&__text_end)),
+            rodata: (a(&__rodata_start), a(&__rodata_end)),
+            data_bss: (a(&__data_start), a(&__bss_end)),
+            stacks: (a(&__stacks_start), a(&__stacks_end)),
+            kernel_end: a(&__kernel_end),
+            image_end: a(&__image_end),
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! Everything AArch64-specific: the only place with `asm!` and system-register access.
+//!
+//! The pure parts (ESR decoding, translation-table building) compile on the host too, so unit
+//! tests cover them; the parts that execute instructions exist only on the target.
+
+pub mod esr;
+pub mod layout;
+pub mod pagetable;
+
+#[cfg(target_os = "none")]
+pub mod boot;
+#[cfg(target_os = "none")]
+pub mod cpu;
+#[cfg(target_os = "none")]
+pub mod exception;
+#[cfg(target_os = "none")]
+pub mod mmu;
+#[cfg(target_os = "none")]
+pub mod psci;
+#[cfg(target_os = "none")]
+pub mod semihosting;
+
+/// How PSCI calls reach the firmware: the `method` of the device tree's `/psci` node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PsciConduit {
+    /// `hvc #0`, to a hypervisor (QEMU's built-in PSCI when we enter at EL1).
+    Hvc,
+    /// `smc #0`, to secure firmware (QEMU with virtualization=on, ARM Trusted Firmware).
+    Smc,
+}

@@ -1,0 +1,15 @@
+//! The architecture layer. `aarch64` holds the real thing; `host` stands in for it in unit
+//! tests. Portable code uses only the small interface re-exported here.
+
+pub mod aarch64;
+#[cfg(not(target_os = "none"))]
+pub mod host;
+
+#[cfg(target_os = "none")]
+pub use aarch64::cpu::{
+    counter, counter_frequency, percpu_pointer, send_event, set_percpu_pointer, wait_for_event,
+};
+#[cfg(not(target_os = "none"))]
+pub use host::{
+    counter, counter_frequency, percpu_pointer, send_event, set_percpu_pointer, wait_for_event,
+};

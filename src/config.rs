@@ -1,0 +1,14 @@
+//! Compile-time limits, in one place so the reader sees what the kernel assumes.
+
+/// The most CPUs quartet brings up. QEMU virt with GICv2 allows 8; more in the device tree are
+/// reported and left off.
+pub const MAX_CPUS: usize = 8;
+
+/// How long the boot CPU waits for a started CPU to report in, in milliseconds of counter time.
+pub const CPU_START_TIMEOUT_MS: u64 = 1000;
+
+/// Translation tables reserved for the identity map (4 KiB each).
+pub const PAGE_TABLE_POOL: usize = 32;
+
+/// The cache line size the per-CPU layout pads to (Cortex-A72: 64 bytes).
+pub const CACHE_LINE: usize = 64;

@@ -1,0 +1,26 @@
+//! quartet: an educational AArch64 SMP kernel about how four CPUs share one kernel.
+//!
+//! The module map follows the layers, lowest first; nothing low imports something high:
+//! `arch` (instructions and registers) <- `sync`, `percpu` <- `drivers`, `platform` <-
+//! `smp`, `mm`, `console`, `logger` <- `ktest`. The boot order lives in src/main.rs.
+//! The tutorial in docs/ explains each module; every module's own doc names its chapter.
+#![cfg_attr(target_os = "none", no_std)]
+
+extern crate alloc;
+
+pub mod arch;
+pub mod config;
+pub mod platform;
+pub mod sync;
+pub mod percpu;
+pub mod drivers;
+pub mod logger;
+pub mod mm;
+#[cfg(target_os = "none")]
+pub mod console;
+#[cfg(target_os = "none")]
+pub mod smp;
+#[cfg(target_os = "none")]
+pub mod ktest;
+#[cfg(target_os = "none")]
+pub mod power;

@@ -1,0 +1,1 @@
+//! Host tests for the device-tree parser (filled in by tests below).

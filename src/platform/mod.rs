@@ -1,0 +1,339 @@
+//! The board as the device tree describes it (chapter 2, "The device tree, the UART and logging").
+//!
+//! `Platform` is everything the kernel needs to know about the machine: RAM, reserved ranges,
+//! CPUs with their MPIDRs and start methods, PSCI, the UART, the GIC, the timer interrupts,
+//! bootargs. It comes from the DTB the loader passes in x0; whatever the tree lacks, or all of it
+//! when there is no valid tree, comes from the compiled-in defaults for the board quartet was
+//! built for, and each such fallback is recorded as a `Problem` that boot logs.
+//!
+//! Building a `Platform` allocates nothing and takes no lock, because the boot CPU does it with
+//! the MMU off, before any lock may be used.
+
+pub mod dt;
+pub mod validate;
+
+pub use crate::arch::aarch64::PsciConduit;
+use crate::config::MAX_CPUS;
+
+/// A physical address range.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Region {
+    pub start: u64,
+    pub size: u64,
+}
+
+impl Region {
+    pub const fn new(start: u64, size: u64) -> Self {
+        Region { start, size }
+    }
+    pub fn end(&self) -> u64 {
+        self.start.saturating_add(self.size)
+    }
+    pub fn contains(&self, addr: u64) -> bool {
+        addr >= self.start && addr < self.end()
+    }
+    pub fn overlaps(&self, other: &Region) -> bool {
+        self.start < other.end() && other.start < self.end()
+    }
+}
+
+/// A list with a fixed capacity, so a `Platform` needs no heap.
+#[derive(Clone, Copy, Debug)]
+pub struct FixedList<T: Copy + Default, const N: usize> {
+    items: [T; N],
+    len: usize,
+    /// Items offered after the list was full.
+    dropped: usize,
+}
+
+impl<T: Copy + Default, const N: usize> Default for FixedList<T, N> {
+    fn default() -> Self {
+        FixedList { items: [T::default(); N], len: 0, dropped: 0 }
+    }
+}
+
+impl<T: Copy + Default, const N: usize> FixedList<T, N> {
+    /// Append; returns false (and counts the item as dropped) when full.
+    pub fn push(&mut self, item: T) -> bool {
+        if self.len == N {
+            self.dropped += 1;
+            return false;
+        }
+        self.items[self.len] = item;
+        self.len += 1;
+        true
+    }
+    pub fn as_slice(&self) -> &[T] {
+        &self.items[..self.len]
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn dropped(&self) -> usize {
+        self.dropped
+    }
+    pub fn clear(&mut self) {
+        self.len = 0;
+        self.dropped = 0;
+    }
+}
+
+/// The boards quartet knows defaults for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Board {
+    QemuVirt,
+    RaspberryPi4,
+}
+
+impl Board {
+    /// The board this kernel was built for (`--features board-rpi4` selects the Pi 4).
+    pub const fn compiled() -> Board {
+        if cfg!(feature = "board-rpi4") { Board::RaspberryPi4 } else { Board::QemuVirt }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Board::QemuVirt => "QEMU virt",
+            Board::RaspberryPi4 => "Raspberry Pi 4",
+        }
+    }
+}
+
+/// How a CPU is started, from its `enable-method`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EnableMethod {
+    /// PSCI CPU_ON through the `/psci` conduit.
+    Psci,
+    /// Write the entry address to `release_addr`, clean it to memory, `sev`.
+    SpinTable { release_addr: u64 },
+    /// Missing or not one quartet knows: the CPU is skipped.
+    #[default]
+    Unknown,
+}
+
+/// One CPU node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuDesc {
+    /// MPIDR affinity fields, as in the node's `reg`.
+    pub mpidr: u64,
+    pub method: EnableMethod,
+}
+
+/// The interrupt controller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gic {
+    V2 { distributor: Region, cpu_interface: Region },
+    V3 { distributor: Region, redistributors: Region },
+}
+
+/// The generic timer's interrupts (GIC INTIDs: PPI number + 16).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimerIrqs {
+    pub secure_phys: u32,
+    pub phys: u32,
+    pub virt: u32,
+    pub hyp: u32,
+}
+
+/// The PL011 UART.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Uart {
+    pub regs: Region,
+    /// Its SPI as a GIC INTID, if the tree says.
+    pub irq: Option<u32>,
+    /// The UART reference clock, for the baud-rate divisor.
+    pub clock_hz: u32,
+}
+
+/// Where the platform description came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    DeviceTree { address: u64, size: u64 },
+    BoardDefaults,
+}
+
+/// Something the device tree lacked or got wrong, and what quartet did instead.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Problem {
+    #[default]
+    None,
+    /// x0 did not hold the address of a device tree at all.
+    NoDeviceTree { x0: u64 },
+    /// x0 pointed at something that failed validation.
+    InvalidBlob { x0: u64, error: validate::BlobError },
+    /// A node (described in words) was missing; the board default was used.
+    Missing(&'static str),
+    /// A node was there but unusable (described in words); the board default was used.
+    Unusable(&'static str),
+    /// More CPUs than quartet supports.
+    TooManyCpus { in_tree: usize },
+    /// A CPU whose enable-method is missing or unknown.
+    UnknownEnableMethod { mpidr: u64 },
+    /// More items of a kind than the fixed lists hold.
+    Overflow(&'static str),
+}
+
+impl core::fmt::Display for Problem {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let board = Board::compiled().name();
+        match *self {
+            Problem::None => Ok(()),
+            Problem::NoDeviceTree { x0 } => write!(
+                f,
+                "no device tree: x0 = {x0:#x} does not point at one; using the compiled-in {board} defaults"
+            ),
+            Problem::InvalidBlob { x0, error } => write!(
+                f,
+                "device tree at {x0:#x} rejected: {error}; using the compiled-in {board} defaults"
+            ),
+            Problem::Missing(what) => {
+                write!(f, "device tree has no {what}; using the {board} default")
+            }
+            Problem::Unusable(what) => {
+                write!(f, "device tree's {what} is unusable; using the {board} default")
+            }
+            Problem::TooManyCpus { in_tree } => write!(
+                f,
+                "device tree lists {in_tree} CPUs; quartet supports {MAX_CPUS}, the rest stay off"
+            ),
+            Problem::UnknownEnableMethod { mpidr } => write!(
+                f,
+                "CPU with MPIDR {mpidr:#x} has no enable-method quartet knows (psci, spin-table); it will stay off"
+            ),
+            Problem::Overflow(what) => write!(f, "device tree has more {what} than quartet keeps; extra ones ignored"),
+        }
+    }
+}
+
+/// The machine, as the kernel knows it.
+#[derive(Clone, Copy, Debug)]
+pub struct Platform<'dt> {
+    pub board: Board,
+    pub source: Source,
+    pub model: &'dt str,
+    /// RAM, from the memory nodes.
+    pub memory: FixedList<Region, 8>,
+    /// Ranges of RAM that must not be handed out: /memreserve/, /reserved-memory, the DTB itself.
+    pub reserved: FixedList<Region, 16>,
+    /// CPUs in tree order; index = logical CPU id.
+    pub cpus: FixedList<CpuDesc, MAX_CPUS>,
+    /// CPU nodes in the tree, including ones beyond MAX_CPUS.
+    pub cpus_in_tree: usize,
+    pub psci: Option<PsciConduit>,
+    pub uart: Uart,
+    pub gic: Option<Gic>,
+    pub timer: Option<TimerIrqs>,
+    /// The BCM2711 GPIO block (the Pi's UART pins are muxed there).
+    pub gpio: Option<Region>,
+    pub bootargs: &'dt str,
+    pub problems: FixedList<Problem, 8>,
+}
+
+impl Platform<'static> {
+    /// The compiled-in description of `board`, used when there is no usable device tree.
+    pub fn defaults(board: Board) -> Platform<'static> {
+        let mut p = Platform {
+            board,
+            source: Source::BoardDefaults,
+            model: board.name(),
+            memory: FixedList::default(),
+            reserved: FixedList::default(),
+            cpus: FixedList::default(),
+            cpus_in_tree: 0,
+            psci: None,
+            uart: Uart { regs: Region::new(0, 0), irq: None, clock_hz: 0 },
+            gic: None,
+            timer: Some(TimerIrqs { secure_phys: 29, phys: 30, virt: 27, hyp: 26 }),
+            gpio: None,
+            bootargs: "",
+            problems: FixedList::default(),
+        };
+        match board {
+            Board::QemuVirt => {
+                // QEMU's smallest default RAM; the real size is only known from the tree.
+                p.memory.push(Region::new(0x4000_0000, 128 << 20));
+                p.psci = Some(PsciConduit::Hvc);
+                // Unknown CPU count: try the first eight MPIDRs; absent ones are refused by PSCI.
+                for mpidr in 0..MAX_CPUS as u64 {
+                    p.cpus.push(CpuDesc { mpidr, method: EnableMethod::Psci });
+                }
+                p.cpus_in_tree = MAX_CPUS;
+                p.uart = Uart { regs: Region::new(0x0900_0000, 0x1000), irq: Some(33), clock_hz: 24_000_000 };
+                p.gic = Some(Gic::V2 {
+                    distributor: Region::new(0x0800_0000, 0x1_0000),
+                    cpu_interface: Region::new(0x0801_0000, 0x1_0000),
+                });
+            }
+            Board::RaspberryPi4 => {
+                // The low RAM every Pi 4 model has; the firmware's tree gives the rest.
+                p.memory.push(Region::new(0, 0x3b40_0000));
+                p.reserved.push(Region::new(0, 0x1000)); // the armstub and its spin table
+                for (mpidr, release) in [(0, 0xd8), (1, 0xe0), (2, 0xe8), (3, 0xf0)] {
+                    p.cpus.push(CpuDesc { mpidr, method: EnableMethod::SpinTable { release_addr: release } });
+                }
+                p.cpus_in_tree = 4;
+                p.uart = Uart { regs: Region::new(0xfe20_1000, 0x200), irq: Some(153), clock_hz: 48_000_000 };
+                p.gic = Some(Gic::V2 {
+                    distributor: Region::new(0xff84_1000, 0x1000),
+                    cpu_interface: Region::new(0xff84_2000, 0x2000),
+                });
+                p.gpio = Some(Region::new(0xfe20_0000, 0x100));
+            }
+        }
+        p
+    }
+}
+
+impl<'dt> Platform<'dt> {
+    /// True if `bootargs` contains `word` as a whole word (or as `word=...`).
+    pub fn has_bootarg(&self, word: &str) -> bool {
+        self.bootarg_value(word).is_some()
+    }
+
+    /// For `key=value` in bootargs, the value; for a bare `key`, "".
+    pub fn bootarg_value(&self, key: &str) -> Option<&'dt str> {
+        self.bootargs.split_ascii_whitespace().find_map(|arg| match arg.split_once('=') {
+            Some((k, v)) if k == key => Some(v),
+            None if arg == key => Some(""),
+            _ => None,
+        })
+    }
+
+    /// MMIO ranges that must be mapped as Device memory.
+    pub fn mmio_regions(&self) -> FixedList<Region, 8> {
+        let mut list = FixedList::default();
+        list.push(self.uart.regs);
+        match self.gic {
+            Some(Gic::V2 { distributor, cpu_interface }) => {
+                list.push(distributor);
+                list.push(cpu_interface);
+            }
+            Some(Gic::V3 { distributor, redistributors }) => {
+                list.push(distributor);
+                list.push(redistributors);
+            }
+            None => {}
+        }
+        if let Some(gpio) = self.gpio {
+            list.push(gpio);
+        }
+        list
+    }
+
+    /// The logical id of the CPU with this MPIDR affinity.
+    pub fn logical_id(&self, mpidr: u64) -> Option<usize> {
+        self.cpus.as_slice().iter().position(|c| c.mpidr == mpidr)
+    }
+
+    /// Record a problem for boot to log.
+    pub fn note(&mut self, problem: Problem) {
+        if !self.problems.push(problem) {
+            // The list is full; the count of dropped problems is still reported.
+        }
+    }
+}
+
+#[cfg(test)]
+mod dt_tests;

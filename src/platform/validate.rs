@@ -1,0 +1,223 @@
+//! Checking a flattened device tree's structure before anything trusts it (chapter 2).
+//!
+//! The `fdt` crate assumes a well-formed blob and panics on a malformed one. A kernel must not
+//! panic because firmware handed it a truncated or corrupted tree, so this pass walks the header,
+//! the memory-reservation block and every token of the structure block with bounds checks first.
+//! Only a blob that passes is given to `fdt`.
+
+const FDT_MAGIC: u32 = 0xd00d_feed;
+const FDT_BEGIN_NODE: u32 = 1;
+const FDT_END_NODE: u32 = 2;
+const FDT_PROP: u32 = 3;
+const FDT_NOP: u32 = 4;
+const FDT_END: u32 = 9;
+const HEADER_SIZE: usize = 40;
+/// Deeper nesting than this is treated as corruption (real trees are under 10 deep).
+pub const MAX_DEPTH: usize = 16;
+
+/// What is wrong with a blob, in words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlobError {
+    TooShort,
+    BadMagic(u32),
+    /// The header's totalsize is larger than the bytes we have (a truncated blob).
+    Truncated { total_size: usize, available: usize },
+    UnsupportedVersion(u32),
+    BlockOutOfBounds(&'static str),
+    BadToken { offset: usize, token: u32 },
+    BadName { offset: usize },
+    PropertyOutOfBounds { offset: usize },
+    TooDeep,
+    Unbalanced,
+}
+
+impl core::fmt::Display for BlobError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            BlobError::TooShort => write!(f, "shorter than a device tree header"),
+            BlobError::BadMagic(m) => write!(f, "bad magic {m:#010x} (expected 0xd00dfeed)"),
+            BlobError::Truncated { total_size, available } => {
+                write!(f, "truncated: header says {total_size} bytes, only {available} present")
+            }
+            BlobError::UnsupportedVersion(v) => write!(f, "unsupported version {v}"),
+            BlobError::BlockOutOfBounds(which) => write!(f, "the {which} block lies outside the blob"),
+            BlobError::BadToken { offset, token } => {
+                write!(f, "unexpected token {token:#x} at structure offset {offset:#x}")
+            }
+            BlobError::BadName { offset } => write!(f, "malformed name at structure offset {offset:#x}"),
+            BlobError::PropertyOutOfBounds { offset } => {
+                write!(f, "property at structure offset {offset:#x} runs past its block")
+            }
+            BlobError::TooDeep => write!(f, "nodes nested deeper than {MAX_DEPTH}"),
+            BlobError::Unbalanced => write!(f, "node begin/end tokens do not balance"),
+        }
+    }
+}
+
+fn be32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(b.get(at..at.checked_add(4)?)?.try_into().ok()?))
+}
+
+/// The header's `totalsize`, after checking the magic: how many bytes the blob claims.
+pub fn claimed_size(header: &[u8]) -> Result<usize, BlobError> {
+    let magic = be32(header, 0).ok_or(BlobError::TooShort)?;
+    if magic != FDT_MAGIC {
+        return Err(BlobError::BadMagic(magic));
+    }
+    Ok(be32(header, 4).ok_or(BlobError::TooShort)? as usize)
+}
+
+/// Check the whole blob. On success, `fdt` can parse it without panicking.
+pub fn validate(blob: &[u8]) -> Result<(), BlobError> {
+    if blob.len() < HEADER_SIZE {
+        return Err(BlobError::TooShort);
+    }
+    let total = claimed_size(blob)?;
+    if total > blob.len() || total < HEADER_SIZE {
+        return Err(BlobError::Truncated { total_size: total, available: blob.len() });
+    }
+    let blob = &blob[..total];
+    let h = |i: usize| be32(blob, i * 4).unwrap_or(0) as usize;
+    let (off_struct, off_strings, off_rsvmap) = (h(2), h(3), h(4));
+    let version = h(5) as u32;
+    let (size_strings, size_struct) = (h(8), h(9));
+    if version < 16 {
+        return Err(BlobError::UnsupportedVersion(version));
+    }
+    let in_bounds = |off: usize, size: usize| off.checked_add(size).is_some_and(|end| end <= total);
+    if !in_bounds(off_struct, size_struct) || off_struct % 4 != 0 {
+        return Err(BlobError::BlockOutOfBounds("structure"));
+    }
+    if !in_bounds(off_strings, size_strings) {
+        return Err(BlobError::BlockOutOfBounds("strings"));
+    }
+    validate_reservations(blob, off_rsvmap)?;
+    let structure = &blob[off_struct..off_struct + size_struct];
+    let strings = &blob[off_strings..off_strings + size_strings];
+    validate_structure(structure, strings)
+}
+
+fn validate_reservations(blob: &[u8], mut at: usize) -> Result<(), BlobError> {
+    if at % 8 != 0 {
+        return Err(BlobError::BlockOutOfBounds("memory reservation"));
+    }
+    loop {
+        let entry = blob
+            .get(at..at.checked_add(16).ok_or(BlobError::BlockOutOfBounds("memory reservation"))?)
+            .ok_or(BlobError::BlockOutOfBounds("memory reservation"))?;
+        if entry.iter().all(|&b| b == 0) {
+            return Ok(());
+        }
+        at += 16;
+    }
+}
+
+/// A NUL-terminated UTF-8 string starting at `at`; returns its length without the NUL.
+fn c_string(bytes: &[u8], at: usize) -> Option<usize> {
+    let rest = bytes.get(at..)?;
+    let len = rest.iter().position(|&b| b == 0)?;
+    core::str::from_utf8(&rest[..len]).ok()?;
+    Some(len)
+}
+
+fn validate_structure(s: &[u8], strings: &[u8]) -> Result<(), BlobError> {
+    let mut at = 0usize;
+    let mut depth = 0usize;
+    let mut seen_root = false;
+    loop {
+        let token = be32(s, at).ok_or(BlobError::Unbalanced)?;
+        let token_at = at;
+        at += 4;
+        match token {
+            FDT_BEGIN_NODE => {
+                if depth == 0 && seen_root {
+                    return Err(BlobError::BadToken { offset: token_at, token });
+                }
+                seen_root = true;
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(BlobError::TooDeep);
+                }
+                let len = c_string(s, at).ok_or(BlobError::BadName { offset: token_at })?;
+                at = (at + len + 1 + 3) & !3;
+                // A property may only come before a node's children; fdt relies on it.
+                skip_properties(s, strings, &mut at)?;
+            }
+            FDT_END_NODE => {
+                depth = depth.checked_sub(1).ok_or(BlobError::Unbalanced)?;
+            }
+            FDT_NOP => {}
+            FDT_END => {
+                return if depth == 0 && seen_root { Ok(()) } else { Err(BlobError::Unbalanced) };
+            }
+            _ => return Err(BlobError::BadToken { offset: token_at, token }),
+        }
+    }
+}
+
+fn skip_properties(s: &[u8], strings: &[u8], at: &mut usize) -> Result<(), BlobError> {
+    loop {
+        match be32(s, *at) {
+            Some(FDT_NOP) => *at += 4,
+            Some(FDT_PROP) => {
+                let prop_at = *at;
+                let len = be32(s, prop_at + 4).ok_or(BlobError::PropertyOutOfBounds { offset: prop_at })?;
+                let name_off = be32(s, prop_at + 8).ok_or(BlobError::PropertyOutOfBounds { offset: prop_at })?;
+                let value_end = (prop_at + 12)
+                    .checked_add(len as usize)
+                    .filter(|&end| end <= s.len())
+                    .ok_or(BlobError::PropertyOutOfBounds { offset: prop_at })?;
+                let name_len =
+                    c_string(strings, name_off as usize).ok_or(BlobError::BadName { offset: prop_at })?;
+                let name = &strings[name_off as usize..name_off as usize + name_len];
+                // fdt reads these cell counts as exactly one u32 and panics otherwise.
+                if name.starts_with(b"#") && name.ends_with(b"-cells") && len != 4 {
+                    return Err(BlobError::PropertyOutOfBounds { offset: prop_at });
+                }
+                *at = (value_end + 3) & !3;
+            }
+            _ => return Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VIRT: &[u8] = include_bytes!("../../tests/data/dtb/virt-gicv2-smp4.dtb");
+
+    #[test]
+    fn real_qemu_trees_validate() {
+        assert_eq!(validate(VIRT), Ok(()));
+    }
+
+    #[test]
+    fn header_damage_is_named() {
+        assert_eq!(validate(&VIRT[..10]), Err(BlobError::TooShort));
+        let mut bad = VIRT.to_vec();
+        bad[0] = 0;
+        assert_eq!(validate(&bad), Err(BlobError::BadMagic(0x000d_feed)));
+        assert_eq!(
+            validate(&VIRT[..VIRT.len() - 100]),
+            Err(BlobError::Truncated { total_size: VIRT.len(), available: VIRT.len() - 100 })
+        );
+    }
+
+    #[test]
+    fn structure_damage_is_caught_not_panicked_on() {
+        // Flip each byte of the structure block in turn: validation must either accept the
+        // blob (a harmless change such as a value byte) or name the problem; never panic.
+        let off_struct = be32(VIRT, 8).unwrap() as usize;
+        let size_struct = be32(VIRT, 36).unwrap() as usize;
+        let mut rejected = 0;
+        for i in (off_struct..off_struct + size_struct).step_by(3) {
+            let mut bad = VIRT.to_vec();
+            bad[i] ^= 0xa5;
+            if validate(&bad).is_err() {
+                rejected += 1;
+            }
+        }
+        assert!(rejected > 100, "only {rejected} corruptions were rejected");
+    }
+}
