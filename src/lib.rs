@@ -24,3 +24,8 @@ pub mod smp;
 pub mod ktest;
 #[cfg(target_os = "none")]
 pub mod power;
+
+/// The kernel heap, the global allocator on the target (host tests use the host's allocator).
+#[cfg(target_os = "none")]
+#[global_allocator]
+pub static HEAP: mm::heap::KernelHeap = mm::heap::KernelHeap::new();

@@ -1,1 +1,190 @@
-//! placeholder
+//! Per-CPU data: each CPU finds its own area through TPIDR_EL1 (chapter 3, "Waking the other
+//! cores"; the per-CPU chapter builds on it).
+//!
+//! Every CPU has a `CpuArea` (logical id, MPIDR, stack bounds, state, counters), padded to a
+//! cache line so that two CPUs updating their own areas never fight over one line. The boot
+//! path puts the area's address in TPIDR_EL1, a register each CPU has its own copy of, so
+//! `this_cpu()` is one register read: no lookup, no lock. `PerCpu<T>` gives any subsystem the
+//! same shape: one cache-line-padded slot per CPU, indexed by the current CPU's id.
+
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use crate::config::{CACHE_LINE, MAX_CPUS};
+
+/// What a CPU knows about itself.
+#[repr(C, align(64))]
+pub struct CpuArea {
+    /// Logical CPU id: the position of this CPU's node in the device tree.
+    pub id: usize,
+    pub mpidr: AtomicU64,
+    /// Exception level the CPU entered the kernel at (2 on the Pi and with virtualization=on).
+    pub entry_el: AtomicU64,
+    pub stack_bottom: AtomicUsize,
+    pub stack_top: AtomicUsize,
+    /// Set (release) by the CPU itself once it runs Rust with its MMU on.
+    pub online: AtomicBool,
+    /// Work items run through `smp::on_each_cpu`.
+    pub calls_run: AtomicU64,
+}
+
+const _: () = assert!(core::mem::align_of::<CpuArea>() == CACHE_LINE);
+
+impl CpuArea {
+    const fn new(id: usize) -> Self {
+        CpuArea {
+            id,
+            mpidr: AtomicU64::new(0),
+            entry_el: AtomicU64::new(0),
+            stack_bottom: AtomicUsize::new(0),
+            stack_top: AtomicUsize::new(0),
+            online: AtomicBool::new(false),
+            calls_run: AtomicU64::new(0),
+        }
+    }
+
+    pub fn is_online(&self) -> bool {
+        self.online.load(Ordering::Acquire)
+    }
+
+    /// True if `addr` lies inside this CPU's stack.
+    pub fn stack_contains(&self, addr: usize) -> bool {
+        (self.stack_bottom.load(Ordering::Relaxed)..self.stack_top.load(Ordering::Relaxed)).contains(&addr)
+    }
+}
+
+static CPU_AREAS: [CpuArea; MAX_CPUS] = {
+    let mut areas = [const { CpuArea::new(0) }; MAX_CPUS];
+    let mut i = 0;
+    while i < MAX_CPUS {
+        areas[i] = CpuArea::new(i);
+        i += 1;
+    }
+    areas
+};
+
+/// The area of logical CPU `id`.
+pub fn cpu(id: usize) -> &'static CpuArea {
+    &CPU_AREAS[id]
+}
+
+/// All areas, online or not.
+pub fn all_cpus() -> impl Iterator<Item = &'static CpuArea> {
+    CPU_AREAS.iter()
+}
+
+/// The address of CPU `id`'s area: what its TPIDR_EL1 holds.
+pub fn area_address(id: usize) -> usize {
+    &CPU_AREAS[id] as *const CpuArea as usize
+}
+
+/// Make the calling CPU logical CPU `id` (writes TPIDR_EL1).
+pub fn install(id: usize) {
+    crate::arch::set_percpu_pointer(area_address(id));
+}
+
+/// The calling CPU's area, or None before `install` ran on it.
+pub fn try_this_cpu() -> Option<&'static CpuArea> {
+    let p = crate::arch::percpu_pointer();
+    let base = CPU_AREAS.as_ptr() as usize;
+    let end = base + core::mem::size_of_val(&CPU_AREAS);
+    if p < base || p >= end || (p - base) % core::mem::size_of::<CpuArea>() != 0 {
+        return None;
+    }
+    Some(&CPU_AREAS[(p - base) / core::mem::size_of::<CpuArea>()])
+}
+
+/// The calling CPU's area.
+///
+/// # Panics
+/// If this CPU has no area yet: per-CPU setup is part of every CPU's boot path, so this is a
+/// bug in the boot order, not a runtime condition.
+pub fn this_cpu() -> &'static CpuArea {
+    try_this_cpu().expect("this_cpu() before percpu::install() on this CPU")
+}
+
+/// The calling CPU's logical id, if it has one yet.
+pub fn current_id() -> Option<usize> {
+    try_this_cpu().map(|c| c.id)
+}
+
+/// The logical id of the CPU whose TPIDR_EL1 value is `pointer` (as SpinLock records holders).
+pub fn id_of_pointer(pointer: usize) -> Option<usize> {
+    (0..MAX_CPUS).find(|&id| area_address(id) == pointer)
+}
+
+/// One value per CPU, each on its own cache line.
+#[repr(C, align(64))]
+pub struct CacheAligned<T>(pub T);
+
+/// A `T` for every CPU. `get` is this CPU's; `for_cpu` reaches another CPU's (so `T` is
+/// usually an atomic or otherwise `Sync`).
+pub struct PerCpu<T> {
+    slots: [CacheAligned<T>; MAX_CPUS],
+}
+
+impl<T> PerCpu<T> {
+    /// Build from one padded value per CPU:
+    /// `PerCpu::new([const { CacheAligned(AtomicU64::new(0)) }; MAX_CPUS])`.
+    pub const fn new(slots: [CacheAligned<T>; MAX_CPUS]) -> Self {
+        PerCpu { slots }
+    }
+
+    /// This CPU's value.
+    pub fn get(&self) -> &T {
+        &self.slots[this_cpu().id].0
+    }
+
+    /// CPU `id`'s value.
+    pub fn for_cpu(&self, id: usize) -> &T {
+        &self.slots[id].0
+    }
+
+    /// Every CPU's value, in id order.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.slots.iter().map(|s| &s.0)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_thread_sees_its_own_area() {
+        let handles: Vec<_> = (0..4)
+            .map(|id| {
+                std::thread::spawn(move || {
+                    install(id);
+                    assert_eq!(this_cpu().id, id);
+                    assert_eq!(current_id(), Some(id));
+                    assert_eq!(id_of_pointer(crate::arch::percpu_pointer()), Some(id));
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn no_area_before_install() {
+        std::thread::spawn(|| assert!(try_this_cpu().is_none())).join().unwrap();
+    }
+
+    #[test]
+    fn per_cpu_slots_sit_on_separate_cache_lines() {
+        let counters: PerCpu<AtomicU64> = PerCpu::new([const { CacheAligned(AtomicU64::new(0)) }; MAX_CPUS]);
+        let a = counters.for_cpu(0) as *const _ as usize;
+        let b = counters.for_cpu(1) as *const _ as usize;
+        assert!(b - a >= CACHE_LINE);
+        assert_eq!(a % CACHE_LINE, 0);
+        std::thread::spawn(move || {
+            install(3);
+            counters.get().fetch_add(7, Ordering::Relaxed);
+            let values: Vec<u64> = counters.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+            assert_eq!(values, [0, 0, 0, 7, 0, 0, 0, 0]);
+        })
+        .join()
+        .unwrap();
+    }
+}

@@ -1,1 +1,4 @@
-//! placeholder
+//! Memory management: the identity map every CPU runs on, and the kernel heap.
+
+pub mod heap;
+pub mod paging;

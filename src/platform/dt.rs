@@ -48,6 +48,9 @@ pub fn parse<'dt>(blob: &'dt [u8], address: u64, board: Board) -> Result<Platfor
     if let Some(model) = root.property("model").and_then(|m| m.as_str()) {
         p.model = model;
     }
+    // The DTB first, so a tree with more reservations than `reserved` holds cannot push it out:
+    // the Platform borrows its strings (model, bootargs), so it must never become heap.
+    reserve(&mut p, Region::new(address, fdt.total_size() as u64));
     let mut buses = [Bus::default(); MAX_DEPTH + 1];
     buses[0] = bus_of(root);
     for child in root.children() {
@@ -55,12 +58,6 @@ pub fn parse<'dt>(blob: &'dt [u8], address: u64, board: Board) -> Result<Platfor
     }
     for r in fdt.memory_reservations() {
         reserve(&mut p, Region::new(r.address() as u64, r.size() as u64));
-    }
-    reserve(&mut p, Region::new(address, fdt.total_size() as u64));
-    if let Some(chosen) = fdt.find_node("/chosen") {
-        if let Some(args) = chosen.property("bootargs").and_then(|a| a.as_str()) {
-            p.bootargs = args.trim_end_matches('\0');
-        }
     }
     fill_gaps(&mut p, &defaults, uart_found);
     Ok(p)
@@ -85,6 +82,15 @@ fn fill_gaps(p: &mut Platform<'_>, defaults: &Platform<'static>, uart_found: boo
     }
     if p.cpus_in_tree > MAX_CPUS {
         p.note(Problem::TooManyCpus { in_tree: p.cpus_in_tree });
+    }
+    // A CPU quartet cannot start stays off: say so. Not for a lone CPU, which is the boot CPU
+    // and already running; QEMU's `-smp 1` tree gives it no enable-method, and Linux does not
+    // warn about a boot CPU without one either.
+    if p.cpus_in_tree > 1 {
+        let cpus = p.cpus;
+        for cpu in cpus.as_slice().iter().filter(|c| c.method == EnableMethod::Unknown) {
+            p.note(Problem::UnknownEnableMethod { mpidr: cpu.mpidr });
+        }
     }
     if !uart_found {
         p.uart = defaults.uart;
@@ -134,7 +140,13 @@ fn visit<'b, 'dt>(
         .is_none_or(|s| s == "okay" || s == "ok");
     let first_reg = |index: usize| translated_reg(node, &buses[..depth], index);
 
-    if depth == 1 && device_type == "memory" {
+    // /chosen is read here, in the walk, not with fdt's find_node: that stops at NOPs between the
+    // root's children (a node deleted in place), which validation lets through.
+    if depth == 1 && node.name == "chosen" {
+        if let Some(args) = node.property("bootargs").and_then(|a| a.as_str()) {
+            p.bootargs = args.trim_end_matches('\0');
+        }
+    } else if depth == 1 && device_type == "memory" {
         if let Some(reg) = node.property("reg") {
             for (start, size) in reg_entries(reg.value, parent.address_cells, parent.size_cells) {
                 if !p.memory.push(Region::new(start, size)) {
@@ -213,9 +225,7 @@ fn visit_cpu(node: FdtNode<'_, '_>, cpus_bus: Bus<'_>, p: &mut Platform<'_>) {
         },
         _ => EnableMethod::Unknown,
     };
-    if method == EnableMethod::Unknown {
-        p.note(Problem::UnknownEnableMethod { mpidr });
-    }
+    // An Unknown method is reported by fill_gaps, once the number of CPUs is known.
     // Over MAX_CPUS the CPU is counted but not kept: TooManyCpus reports it once.
     p.cpus.push(CpuDesc { mpidr, method });
 }
@@ -287,7 +297,12 @@ fn translate(addr: u64, bus: Bus<'_>, parent_address_cells: usize) -> Option<u64
         let child_base = read_cells(ranges, at, child)?;
         let parent_base = read_cells(ranges, at + child, parent)?;
         let len = read_cells(ranges, at + child + parent, size)?;
-        (addr >= child_base && addr - child_base < len).then(|| parent_base + (addr - child_base))
+        if addr >= child_base && addr - child_base < len {
+            // checked: a corrupt parent base near 2^64 makes the address untranslatable, not a panic.
+            parent_base.checked_add(addr - child_base)
+        } else {
+            None
+        }
     })
 }
 
@@ -296,17 +311,33 @@ fn interrupt(node: FdtNode<'_, '_>, index: usize) -> Option<u32> {
     let value = node.property("interrupts")?.value;
     let kind = read_cells(value, index * 3, 1)?;
     let number = read_cells(value, index * 3 + 1, 1)? as u32;
+    // checked: a corrupt interrupt number near 2^32 is no interrupt, not a panic.
     match kind {
-        0 => Some(number + 32), // SPI
-        1 => Some(number + 16), // PPI
+        0 => number.checked_add(32), // SPI
+        1 => number.checked_add(16), // PPI
         _ => None,
     }
+}
+
+/// The node with this phandle, searched for under `node`.
+///
+/// Not fdt's `find_phandle`: its walk over all nodes stops early at FDT_NOPs before a node's end
+/// (a property or last child deleted in place), which validation lets through, and the clock
+/// would silently not be found. `children` skips those NOPs.
+fn find_phandle<'b, 'dt>(node: FdtNode<'b, 'dt>, phandle: u32, depth: usize) -> Option<FdtNode<'b, 'dt>> {
+    if node.property("phandle").and_then(|v| read_cells(v.value, 0, 1)) == Some(phandle as u64) {
+        return Some(node);
+    }
+    if depth >= MAX_DEPTH {
+        return None;
+    }
+    node.children().find_map(|child| find_phandle(child, phandle, depth + 1))
 }
 
 /// The frequency of the node's first clock, when that clock is a `fixed-clock`.
 fn fixed_clock_hz(fdt: &Fdt<'_>, node: FdtNode<'_, '_>) -> Option<u32> {
     let phandle = read_cells(node.property("clocks")?.value, 0, 1)? as u32;
-    let clock = fdt.find_phandle(phandle)?;
+    let clock = find_phandle(fdt.find_node("/")?, phandle, 0)?;
     if !is_compatible(clock, "fixed-clock") {
         return None;
     }

@@ -337,3 +337,44 @@ impl<'dt> Platform<'dt> {
 
 #[cfg(test)]
 mod dt_tests;
+
+/// The largest device tree quartet accepts (real ones are tens of KiB).
+pub const MAX_DTB_SIZE: usize = 2 << 20;
+
+/// Discover the platform from the loader's x0. Runs with the MMU off: no locks, no heap.
+///
+/// x0 is checked before it is dereferenced: it must be non-zero, 8-byte aligned and inside the
+/// board's RAM window (QEMU raspi4b without -dtb passes 0x100, an ATAGS address), then the blob's
+/// magic and size are checked, then its structure, and only then is it parsed.
+#[cfg(target_os = "none")]
+pub fn discover(x0: usize) -> Platform<'static> {
+    let board = Board::compiled();
+    let fallback = |problem: Problem| {
+        let mut p = Platform::defaults(board);
+        p.note(problem);
+        p
+    };
+    let in_ram_window = match board {
+        Board::QemuVirt => (0x4000_0000..0x100_0000_0000).contains(&x0),
+        Board::RaspberryPi4 => x0 < 0xfc00_0000,
+    };
+    if x0 == 0 || x0 % 8 != 0 || !in_ram_window {
+        return fallback(Problem::NoDeviceTree { x0: x0 as u64 });
+    }
+    // SAFETY: x0 lies in the board's RAM, which is readable with the MMU off; a header is 40
+    // bytes and the window ends far from any hole.
+    let header = unsafe { core::slice::from_raw_parts(x0 as *const u8, 40) };
+    let size = match validate::claimed_size(header) {
+        Ok(size) => size,
+        Err(validate::BlobError::BadMagic(_)) => return fallback(Problem::NoDeviceTree { x0: x0 as u64 }),
+        Err(error) => return fallback(Problem::InvalidBlob { x0: x0 as u64, error }),
+    };
+    if size > MAX_DTB_SIZE {
+        let error = validate::BlobError::Truncated { total_size: size, available: MAX_DTB_SIZE };
+        return fallback(Problem::InvalidBlob { x0: x0 as u64, error });
+    }
+    // SAFETY: `size` bytes from x0 are RAM the loader filled with the tree; the range is later
+    // reserved from the heap and never written, so the 'static borrow stays valid.
+    let blob = unsafe { core::slice::from_raw_parts(x0 as *const u8, size) };
+    dt::parse(blob, x0 as u64, board).unwrap_or_else(|error| fallback(Problem::InvalidBlob { x0: x0 as u64, error }))
+}

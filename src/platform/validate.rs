@@ -141,10 +141,14 @@ fn validate_structure(s: &[u8], strings: &[u8]) -> Result<(), BlobError> {
                 let len = c_string(s, at).ok_or(BlobError::BadName { offset: token_at })?;
                 at = (at + len + 1 + 3) & !3;
                 // A property may only come before a node's children; fdt relies on it.
-                skip_properties(s, strings, &mut at)?;
+                skip_properties(s, strings, &mut at, depth)?;
             }
             FDT_END_NODE => {
                 depth = depth.checked_sub(1).ok_or(BlobError::Unbalanced)?;
+            }
+            // Inside a node, see `nops_allowed`.
+            FDT_NOP if !nops_allowed(s, token_at, depth) => {
+                return Err(BlobError::BadToken { offset: token_at, token });
             }
             FDT_NOP => {}
             FDT_END => {
@@ -155,10 +159,31 @@ fn validate_structure(s: &[u8], strings: &[u8]) -> Result<(), BlobError> {
     }
 }
 
-fn skip_properties(s: &[u8], strings: &[u8], at: &mut usize) -> Result<(), BlobError> {
+/// Whether fdt 0.1.5 copes with the FDT_NOP tokens starting at `at`, in a node `depth` deep.
+///
+/// NOPs are legal anywhere in a structure block (libfdt's fdt_nop_property and fdt_nop_node
+/// leave them where something was deleted), but fdt 0.1.5 skips them in only a few places:
+/// skipping over a node, it accepts them only right before the node's FDT_END_NODE and panics
+/// ("bad node") on any other; listing the root's children, it also skips them between children
+/// (but would silently stop at NOPs between the root's properties). A tree with NOPs anywhere
+/// else is rejected rather than allowed to panic.
+fn nops_allowed(s: &[u8], mut at: usize, depth: usize) -> bool {
+    while be32(s, at) == Some(FDT_NOP) {
+        at += 4;
+    }
+    match be32(s, at) {
+        _ if depth == 0 => true, // before the root, or between it and FDT_END
+        Some(FDT_END_NODE) => true,
+        Some(FDT_BEGIN_NODE) => depth == 1,
+        _ => false,
+    }
+}
+
+fn skip_properties(s: &[u8], strings: &[u8], at: &mut usize, depth: usize) -> Result<(), BlobError> {
     loop {
         match be32(s, *at) {
-            Some(FDT_NOP) => *at += 4,
+            Some(FDT_NOP) if nops_allowed(s, *at, depth) => *at += 4,
+            Some(FDT_NOP) => return Err(BlobError::BadToken { offset: *at, token: FDT_NOP }),
             Some(FDT_PROP) => {
                 let prop_at = *at;
                 let len = be32(s, prop_at + 4).ok_or(BlobError::PropertyOutOfBounds { offset: prop_at })?;

@@ -1,1 +1,9 @@
-//! placeholder
+//! Synchronisation primitives, written once against the small `arch` interface so the same code
+//! runs in host unit tests, under loom, and on four AArch64 CPUs.
+//!
+//! Issue 2 brings the one lock the foundation needs (a ticket spin lock behind the generic
+//! `SpinLock`); the tutorial's chapters on atomics and locks grow this folder.
+
+pub mod spinlock;
+
+pub use spinlock::{SpinLock, SpinLockGuard};

@@ -57,7 +57,7 @@ pub fn secondary_entry_address() -> usize {
     unsafe extern "C" {
         fn secondary_entry();
     }
-    secondary_entry as usize
+    secondary_entry as *const () as usize
 }
 
 core::arch::global_asm!(

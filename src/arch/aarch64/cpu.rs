@@ -66,7 +66,10 @@ pub fn halt() -> ! {
 
 /// The data cache line size in bytes (CTR_EL0.DminLine).
 fn dcache_line_size() -> usize {
-    4 << ((CTR_EL0.get() >> 16) & 0xf)
+    let ctr: u64;
+    // SAFETY: reading CTR_EL0 has no side effects.
+    unsafe { core::arch::asm!("mrs {0}, ctr_el0", out(reg) ctr) };
+    4 << ((ctr >> 16) & 0xf)
 }
 
 /// Clean and invalidate [start, end) to the point of coherency, so that a CPU whose caches are
@@ -131,5 +134,8 @@ pub fn stack_pointer() -> usize {
 
 /// True if the CPU implements the ARMv8.1 LSE atomics (ID_AA64ISAR0_EL1.Atomic >= 2).
 pub fn has_lse_atomics() -> bool {
-    ID_AA64ISAR0_EL1.read(ID_AA64ISAR0_EL1::Atomic) >= 2
+    let isar0: u64;
+    // SAFETY: reading an ID register has no side effects.
+    unsafe { core::arch::asm!("mrs {0}, id_aa64isar0_el1", out(reg) isar0) };
+    (isar0 >> 20) & 0xf >= 2
 }

@@ -61,7 +61,7 @@ pub fn vector_table_address() -> usize {
     unsafe extern "C" {
         fn exception_vector_table();
     }
-    exception_vector_table as usize
+    exception_vector_table as *const () as usize
 }
 
 #[unsafe(no_mangle)]
@@ -205,7 +205,8 @@ exception_common:
     stp     q30, q31, [x10, #480]
     mrs     x11, fpcr
     mrs     x12, fpsr
-    stp     x11, x12, [sp, #800]
+    add     x13, sp, #800
+    stp     x11, x12, [x13]
     mov     x1, sp
     bl      handle_exception
     add     x10, sp, #288
@@ -225,7 +226,8 @@ exception_common:
     ldp     q26, q27, [x10, #416]
     ldp     q28, q29, [x10, #448]
     ldp     q30, q31, [x10, #480]
-    ldp     x11, x12, [sp, #800]
+    add     x13, sp, #800
+    ldp     x11, x12, [x13]
     msr     fpcr, x11
     msr     fpsr, x12
     ldp     x10, x11, [sp, #248]

@@ -1,0 +1,202 @@
+//! In-kernel tests of the foundation: every CPU is up with its own per-CPU area, its own stack,
+//! the MMU and caches on, the map's permissions as planned, exclusives and the heap working
+//! from every CPU. Each test checks something that a broken boot path would get wrong.
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::alloc::{GlobalAlloc, Layout};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use super::KTest;
+use crate::arch::aarch64::{cpu, layout, mmu};
+use crate::config::MAX_CPUS;
+use crate::ensure;
+use crate::percpu;
+use crate::platform::Platform;
+use crate::smp;
+
+pub static TESTS: &[KTest] = &[
+    KTest { name: "smp_all_listed_cpus_online", run: all_listed_cpus_online },
+    KTest { name: "percpu_area_matches_mpidr_on_every_cpu", run: percpu_matches_mpidr },
+    KTest { name: "percpu_stacks_are_private", run: stacks_are_private },
+    KTest { name: "mmu_and_caches_on_every_cpu", run: mmu_on_everywhere },
+    KTest { name: "mmu_section_permissions", run: section_permissions },
+    KTest { name: "atomics_exact_across_cpus", run: atomics_exact },
+    KTest { name: "heap_alloc_free_on_every_cpu", run: heap_on_every_cpu },
+    KTest { name: "heap_failure_is_reported", run: heap_failure_reported },
+    KTest { name: "counter_runs_forward_on_every_cpu", run: counter_forward },
+    KTest { name: "log_from_every_cpu", run: log_from_every_cpu },
+];
+
+/// Per-CPU verdicts collected by a call that runs everywhere: bit `id` set = CPU `id` failed.
+struct Verdicts(AtomicU64);
+
+impl Verdicts {
+    fn new() -> Self {
+        Verdicts(AtomicU64::new(0))
+    }
+    fn fail(&self, id: usize) {
+        self.0.fetch_or(1 << id, Ordering::Relaxed);
+    }
+    fn check(&self, what: &str) -> Result<(), String> {
+        let failed = self.0.load(Ordering::Relaxed);
+        ensure!(failed == 0, "{what} on CPUs with mask {failed:#x}");
+        Ok(())
+    }
+}
+
+fn all_listed_cpus_online(p: &Platform<'static>) -> Result<(), String> {
+    let online = smp::online_cpus().count();
+    ensure!(online == p.cpus.len(), "{online} online, {} listed", p.cpus.len());
+    Ok(())
+}
+
+fn percpu_matches_mpidr(p: &Platform<'static>) -> Result<(), String> {
+    let verdicts = Verdicts::new();
+    let ran = AtomicUsize::new(0);
+    smp::on_each_cpu(&|id| {
+        ran.fetch_add(1, Ordering::Relaxed);
+        let me = percpu::this_cpu();
+        let mpidr = cpu::mpidr_affinity();
+        if me.id != id
+            || cpu::percpu_pointer() != percpu::area_address(id)
+            || p.cpus.as_slice().get(id).map(|c| c.mpidr) != Some(mpidr)
+            || me.mpidr.load(Ordering::Relaxed) != mpidr
+        {
+            verdicts.fail(id);
+        }
+    });
+    let online = smp::online_cpus().count();
+    ensure!(ran.load(Ordering::Relaxed) == online, "call ran {} times on {online} CPUs", ran.load(Ordering::Relaxed));
+    verdicts.check("per-CPU area, TPIDR_EL1 or MPIDR disagree")
+}
+
+fn stacks_are_private(_: &Platform<'static>) -> Result<(), String> {
+    let verdicts = Verdicts::new();
+    smp::on_each_cpu(&|id| {
+        let local = 0u64;
+        if !percpu::this_cpu().stack_contains(&local as *const u64 as usize)
+            || !percpu::this_cpu().stack_contains(cpu::stack_pointer())
+        {
+            verdicts.fail(id);
+        }
+    });
+    verdicts.check("SP outside the CPU's own stack")?;
+    let cpus: Vec<_> = smp::online_cpus().map(percpu::cpu).collect();
+    for a in &cpus {
+        for b in &cpus {
+            let (a0, a1) = (a.stack_bottom.load(Ordering::Relaxed), a.stack_top.load(Ordering::Relaxed));
+            let (b0, b1) = (b.stack_bottom.load(Ordering::Relaxed), b.stack_top.load(Ordering::Relaxed));
+            ensure!(a.id == b.id || a1 <= b0 || b1 <= a0, "stacks of cpu{} and cpu{} overlap", a.id, b.id);
+        }
+    }
+    Ok(())
+}
+
+fn mmu_on_everywhere(_: &Platform<'static>) -> Result<(), String> {
+    let verdicts = Verdicts::new();
+    let ttbr0 = cpu::ttbr0();
+    smp::on_each_cpu(&|id| {
+        if !mmu::is_enabled() || cpu::ttbr0() != ttbr0 {
+            verdicts.fail(id);
+        }
+    });
+    verdicts.check("MMU or caches off, or a different TTBR0")
+}
+
+/// PAR_EL1 after an address translation: bit 0 = fault, bits 63:56 = MAIR attribute.
+fn translation(addr: usize, write: bool) -> Result<u8, ()> {
+    let par = cpu::translate(addr, write);
+    if par & 1 != 0 { Err(()) } else { Ok((par >> 56) as u8) }
+}
+
+fn section_permissions(p: &Platform<'static>) -> Result<(), String> {
+    let k = layout::kernel_layout();
+    let normal = 0xff;
+    let device = 0x04;
+    ensure!(translation(k.text.0, false) == Ok(normal), "text not readable as Normal memory");
+    ensure!(translation(k.text.0, true).is_err(), "text is writable");
+    ensure!(translation(k.rodata.0, true).is_err(), "rodata is writable");
+    ensure!(translation(k.data_bss.0, true) == Ok(normal), "data not writable");
+    for slot in 0..layout::STACK_SLOTS {
+        ensure!(translation(k.guard_page(slot), false).is_err(), "guard page of stack slot {slot} is mapped");
+        ensure!(translation(k.stack_slot(slot).0, true) == Ok(normal), "stack slot {slot} not writable");
+    }
+    ensure!(
+        translation(p.uart.regs.start as usize, true) == Ok(device),
+        "UART not mapped as Device-nGnRE"
+    );
+    let ram = p.memory.as_slice()[0];
+    ensure!(translation(ram.start as usize, false) == Ok(normal), "RAM start not Normal memory");
+    Ok(())
+}
+
+fn atomics_exact(_: &Platform<'static>) -> Result<(), String> {
+    const ROUNDS: u64 = 20_000;
+    let counter = AtomicU64::new(0);
+    smp::on_each_cpu(&|_| {
+        for _ in 0..ROUNDS {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    let expected = ROUNDS * smp::online_cpus().count() as u64;
+    let got = counter.load(Ordering::Relaxed);
+    ensure!(got == expected, "counted {got}, expected {expected}");
+    Ok(())
+}
+
+fn heap_on_every_cpu(_: &Platform<'static>) -> Result<(), String> {
+    let before = crate::HEAP.bytes_in_use();
+    let verdicts = Verdicts::new();
+    smp::on_each_cpu(&|id| {
+        for round in 0..50u64 {
+            let v: Vec<u64> = (0..500).map(|i| i * (id as u64 + 1) + round).collect();
+            let b = Box::new([id as u8; 300]);
+            if v.iter().enumerate().any(|(i, &x)| x != i as u64 * (id as u64 + 1) + round) || b.iter().any(|&x| x != id as u8) {
+                verdicts.fail(id);
+            }
+        }
+    });
+    verdicts.check("heap returned corrupted memory")?;
+    let after = crate::HEAP.bytes_in_use();
+    ensure!(after == before, "heap use went from {before} to {after} bytes: a leak or a lost free");
+    Ok(())
+}
+
+fn heap_failure_reported(_: &Platform<'static>) -> Result<(), String> {
+    let failures = crate::HEAP.stats.failures.load(Ordering::Relaxed);
+    let layout = Layout::from_size_align(1 << 40, 4096).map_err(|_| String::from("bad layout"))?;
+    // SAFETY: a valid layout; the result is checked and, if ever non-null, freed at once.
+    let p = unsafe { crate::HEAP.alloc(layout) };
+    if !p.is_null() {
+        // SAFETY: allocated just above with this layout.
+        unsafe { crate::HEAP.dealloc(p, layout) };
+        return Err(String::from("a 1 TiB allocation succeeded"));
+    }
+    let now = crate::HEAP.stats.failures.load(Ordering::Relaxed);
+    ensure!(now == failures + 1, "failure count went from {failures} to {now}");
+    Ok(())
+}
+
+fn counter_forward(_: &Platform<'static>) -> Result<(), String> {
+    let verdicts = Verdicts::new();
+    smp::on_each_cpu(&|id| {
+        let a = cpu::counter();
+        let b = cpu::counter();
+        if cpu::counter_frequency() == 0 || b < a {
+            verdicts.fail(id);
+        }
+    });
+    verdicts.check("counter frequency zero or counter ran backwards")
+}
+
+fn log_from_every_cpu(_: &Platform<'static>) -> Result<(), String> {
+    // The host checks that every line of the run is well formed: concurrent lines must not mix.
+    smp::on_each_cpu(&|id| {
+        for i in 0..5 {
+            log::info!("line {i} from cpu{id}, written while {} other CPUs log too", MAX_CPUS.min(smp::online_cpus().count()) - 1);
+        }
+    });
+    Ok(())
+}

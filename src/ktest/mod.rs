@@ -1,0 +1,69 @@
+//! The in-kernel test runner (chapter 1, "Test mode").
+//!
+//! With `test` in bootargs the kernel runs every test here (or those whose name contains the
+//! value of `test=`), prints `test <name> ... ok` or `test <name> ... FAILED: <why>` for each, and
+//! ends with the line `N passed, M failed`. The host side (tests/boot.rs) boots QEMU in several
+//! configurations and checks these lines; the QEMU exit status says whether M was 0.
+
+mod foundation;
+
+use alloc::string::String;
+use core::fmt::Write;
+
+use crate::logger::LineBuffer;
+use crate::platform::Platform;
+
+/// One in-kernel test: it returns why it failed, or Ok.
+pub struct KTest {
+    pub name: &'static str,
+    pub run: fn(&Platform<'static>) -> Result<(), String>,
+}
+
+/// Every suite, in the order they run.
+fn suites() -> impl Iterator<Item = &'static KTest> {
+    foundation::TESTS.iter()
+}
+
+/// Names of all tests (for the shell's `test` listing).
+pub fn names() -> impl Iterator<Item = &'static str> {
+    suites().map(|t| t.name)
+}
+
+fn print(args: core::fmt::Arguments<'_>) {
+    let mut line = LineBuffer::new();
+    let _ = line.write_fmt(args);
+    line.finish_line();
+    crate::console::write_line(line.as_str());
+}
+
+/// Run the tests whose names contain `filter` (all for ""); returns (passed, failed).
+pub fn run(platform: &Platform<'static>, filter: &str) -> (usize, usize) {
+    let (mut passed, mut failed) = (0, 0);
+    for test in suites().filter(|t| t.name.contains(filter)) {
+        match (test.run)(platform) {
+            Ok(()) => {
+                passed += 1;
+                print(format_args!("test {} ... ok", test.name));
+            }
+            Err(why) => {
+                failed += 1;
+                print(format_args!("test {} ... FAILED: {}", test.name, why));
+            }
+        }
+    }
+    if passed + failed == 0 {
+        print(format_args!("ktest: no test name contains {filter:?}"));
+    }
+    print(format_args!("{passed} passed, {failed} failed"));
+    (passed, failed)
+}
+
+/// Fail with a formatted reason unless `cond` holds.
+#[macro_export]
+macro_rules! ensure {
+    ($cond:expr, $($why:tt)+) => {
+        if !$cond {
+            return Err(alloc::format!($($why)+));
+        }
+    };
+}

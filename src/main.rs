@@ -1,0 +1,233 @@
+//! `kernel_main`: the boot order of quartet, top to bottom (chapter 1 walks through it).
+//!
+//! The boot CPU arrives from src/arch/aarch64/boot.rs with the MMU off. Until step 3 it may not
+//! take a lock or use an atomic read-modify-write; after it, everything is allowed. Secondary
+//! CPUs arrive at `secondary_main` with their MMU already on.
+#![cfg_attr(target_os = "none", no_std)]
+#![cfg_attr(target_os = "none", no_main)]
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!("quartet is a kernel for aarch64-unknown-none: build it with `make image`, boot it with `make run`.");
+    std::process::exit(2);
+}
+
+#[cfg(target_os = "none")]
+mod kernel {
+    use core::cell::UnsafeCell;
+    use core::sync::atomic::Ordering;
+
+    use quartet::arch::aarch64::boot::SecondaryBootBlock;
+    use quartet::arch::aarch64::layout::{self, KernelLayout};
+    use quartet::arch::aarch64::pagetable::Table;
+    use quartet::arch::aarch64::{cpu, exception, mmu};
+    use quartet::config::PAGE_TABLE_POOL;
+    use quartet::platform::{self, Platform, Problem, Region};
+    use quartet::{console, ktest, logger, mm, percpu, power, smp, HEAP};
+
+    /// The identity map's tables. Written only by the boot CPU before any other CPU runs.
+    struct TablePool(UnsafeCell<[Table; PAGE_TABLE_POOL]>);
+    // SAFETY: only kernel_main touches the pool, once, on the boot CPU, before secondaries start.
+    unsafe impl Sync for TablePool {}
+    static PAGE_TABLES: TablePool = TablePool(UnsafeCell::new([const { Table::EMPTY }; PAGE_TABLE_POOL]));
+
+    /// The platform, readable from every CPU once boot has stored it.
+    static PLATFORM: spin::Once<Platform<'static>> = spin::Once::new();
+
+    #[unsafe(no_mangle)]
+    extern "C" fn kernel_main(dtb: usize, entry_el: u64) -> ! {
+        let layout = layout::kernel_layout();
+
+        // 1. Learn the machine from the device tree (MMU off: no locks, no heap, no logging).
+        let platform = platform::discover(dtb);
+        console::set_emergency_uart(platform.uart.regs.start);
+
+        // 2. Build the identity map. Drop any cache lines firmware left for our image or the
+        //    DTB: with caches off our writes went straight to memory.
+        cpu::invalidate_dcache_range(layout.kernel_start, layout.kernel_end);
+        if let platform::Source::DeviceTree { address, size } = platform.source {
+            cpu::invalidate_dcache_range(address as usize, (address + size) as usize);
+        }
+        let plan = mm::paging::plan(&platform, &layout);
+        // SAFETY: this is the only reference to the pool, taken once, on the only running CPU.
+        let tables = unsafe { &mut *PAGE_TABLES.0.get() };
+        let (root, tables_used) = match mm::paging::build(&plan, tables) {
+            Ok(built) => built,
+            Err(e) => early_fatal(e),
+        };
+
+        // 3. MMU and caches on. From here on, locks and atomics work.
+        let mmu_config = mmu::config(root);
+        // SAFETY: the plan maps the whole kernel image (text executable), its stacks, RAM and
+        // the console; we run identity-mapped, so the next instruction is where we expect it.
+        unsafe { mmu::enable(&mmu_config) };
+        exception::install();
+
+        // 4. This CPU's identity, the console and the log.
+        let boot_id = platform.logical_id(cpu::mpidr_affinity());
+        let me = boot_id.unwrap_or(0);
+        percpu::install(me);
+        let area = percpu::this_cpu();
+        area.mpidr.store(cpu::mpidr_affinity(), Ordering::Relaxed);
+        area.entry_el.store(entry_el, Ordering::Relaxed);
+        let (stack_bottom, stack_top) = layout.stack_slot(0);
+        area.stack_bottom.store(stack_bottom, Ordering::Relaxed);
+        area.stack_top.store(stack_top, Ordering::Relaxed);
+        area.online.store(true, Ordering::Release);
+        console::init(&platform);
+        logger::init(logger::level_from_bootarg(platform.bootarg_value("loglevel")));
+        let platform: &'static Platform<'static> = PLATFORM.call_once(|| platform);
+        report_boot(platform, &layout, entry_el, tables_used);
+
+        // 5. The other CPUs. Nothing here allocates, so the heap can wait: setting it up touches
+        //    memory all over RAM, which is slow on a fresh QEMU guest and delays nothing else.
+        let testing = platform.has_bootarg("test");
+        power::init(platform.psci, testing || platform.has_bootarg("demo"));
+        let online = match boot_id {
+            Some(boot_id) => smp::start_secondaries(platform, &mmu_config, &layout, boot_id),
+            None => {
+                log::error!(target: "smp",
+                    "the boot CPU's MPIDR {:#x} is not in the device tree; not starting others",
+                    cpu::mpidr_affinity()
+                );
+                1
+            }
+        };
+        smp::report_online(online, platform.cpus_in_tree);
+
+        // 6. The heap, from whatever RAM nobody else claims.
+        init_heap(platform, &layout);
+
+        // 7. What bootargs ask for.
+        if testing {
+            let (_, failed) = ktest::run(platform, platform.bootarg_value("test").unwrap_or(""));
+            power::exit(if failed == 0 { 0 } else { 1 });
+        }
+        if let Some(demo) = platform.bootarg_value("demo") {
+            run_demo(demo);
+        }
+        log::info!(target: "boot", "boot complete; no shell yet (it arrives with interrupts). In QEMU, Ctrl-A X quits.");
+        echo_console()
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn secondary_main(block: &SecondaryBootBlock, entry_el: u64) -> ! {
+        smp::secondary_started(block, entry_el)
+    }
+
+    fn report_boot(p: &Platform<'static>, layout: &KernelLayout, entry_el: u64, tables_used: usize) {
+        log::info!(target: "boot", 
+            "quartet {} on {} ({} build), entered at EL{}, now EL{}",
+            env!("CARGO_PKG_VERSION"),
+            p.model,
+            p.board.name(),
+            entry_el,
+            cpu::current_el()
+        );
+        match p.source {
+            platform::Source::DeviceTree { address, size } => {
+                log::info!(target: "boot", "device tree at {address:#x} ({size} bytes)")
+            }
+            platform::Source::BoardDefaults => log::warn!(target: "boot", "running on compiled-in {} defaults", p.board.name()),
+        }
+        for problem in p.problems.as_slice() {
+            if *problem != Problem::None {
+                log::warn!(target: "boot", "{problem}");
+            }
+        }
+        if p.problems.dropped() > 0 {
+            log::warn!(target: "boot", "{} more device-tree problems not listed", p.problems.dropped());
+        }
+        for r in p.memory.as_slice() {
+            log::info!(target: "boot", "memory {:#x}..{:#x} ({} MiB)", r.start, r.end(), r.size >> 20);
+        }
+        log::info!(target: "boot", 
+            "kernel {:#x}..{:#x}: image {} KiB, MMU on with {} page tables, caches on",
+            layout.kernel_start,
+            layout.kernel_end,
+            (layout.image_end - layout.kernel_start) / 1024,
+            tables_used
+        );
+        log::info!(target: "boot", 
+            "console PL011 at {:#x}, {} Hz clock; counter {} Hz; bootargs \"{}\"",
+            p.uart.regs.start,
+            p.uart.clock_hz,
+            cpu::counter_frequency(),
+            p.bootargs
+        );
+    }
+
+    fn init_heap(p: &Platform<'static>, layout: &KernelLayout) {
+        let mut reserved = p.reserved;
+        let image = Region::new(layout.kernel_start as u64, (layout.kernel_end - layout.kernel_start) as u64);
+        reserved.push(image);
+        for region in mm::heap::free_ranges(p.memory.as_slice(), reserved.as_slice()).as_slice() {
+            // SAFETY: free_ranges left out the kernel, its stacks and tables, the DTB and every
+            // reserved range; what remains is mapped read-write RAM that nothing else uses.
+            unsafe { HEAP.add_region(*region) };
+        }
+        log::info!(target: "boot", "heap: {} MiB free for allocation", HEAP.bytes_total() >> 20);
+    }
+
+    fn run_demo(name: &str) {
+        match name {
+            "fault" => {
+                log::info!(target: "boot", "demo fault: reading the unmapped guard page below the boot stack");
+                let guard = layout::kernel_layout().guard_page(0) as *const u64;
+                // SAFETY: deliberately unsound: the read faults, and the report is the demo.
+                let value = unsafe { core::ptr::read_volatile(guard) };
+                log::error!(target: "boot", "demo fault: the read returned {value:#x}; the guard page is mapped!");
+                power::exit(1);
+            }
+            "oom" => {
+                log::info!(target: "boot", "demo oom: asking the heap for 1 TiB");
+                let v: alloc::vec::Vec<u8> = alloc::vec::Vec::with_capacity(1 << 40);
+                log::error!(target: "boot", "demo oom: got {} bytes; the heap did not fail!", v.capacity());
+                power::exit(1);
+            }
+            other => log::error!(target: "boot", "unknown demo {other:?}; demos are: fault, oom"),
+        }
+    }
+
+    /// Until the shell arrives, echo typed bytes so the user sees the system is alive.
+    fn echo_console() -> ! {
+        loop {
+            if let Some(byte) = console::try_read_byte() {
+                let mut s = [0u8; 4];
+                let text = if byte == b'\r' { "\n" } else { (byte as char).encode_utf8(&mut s) };
+                console::write_line(text);
+            }
+            core::hint::spin_loop();
+        }
+    }
+
+    /// A failure before the console lock exists: print raw and stop.
+    fn early_fatal(error: quartet::arch::aarch64::pagetable::MapError) -> ! {
+        console::emergency_write("quartet: cannot build the identity map (");
+        console::emergency_write(match error {
+            quartet::arch::aarch64::pagetable::MapError::OutOfTables => "page table pool exhausted",
+            quartet::arch::aarch64::pagetable::MapError::AddressTooHigh(_) => "address beyond 39 bits",
+        });
+        console::emergency_write("); halting\n");
+        cpu::halt()
+    }
+
+    #[panic_handler]
+    fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+        let mut line = logger::LineBuffer::new();
+        let _ = core::fmt::Write::write_fmt(
+            &mut line,
+            format_args!(
+                "[{:5}] cpu{} PANIC {}",
+                cpu::counter() / cpu::counter_frequency().max(1),
+                percpu::current_id().map_or(usize::MAX, |id| id),
+                info
+            ),
+        );
+        line.finish_line();
+        console::write_line(line.as_str());
+        power::fatal_stop()
+    }
+
+    extern crate alloc;
+}
