@@ -37,7 +37,7 @@ const QEMU_TREES: [(&str, &[u8], usize); 7] = [
 
 /// Where QEMU's loader puts the DTB for a bare-metal image: the start of RAM.
 const QEMU_DTB_AT: u64 = 0x4000_0000;
-/// Where the Pi firmware put the tree in one real boot; any address would do.
+/// An arbitrary address in the Pi's low RAM: parse only records it and reserves the range.
 const PI_DTB_AT: u64 = 0x2eff_2e00;
 
 const PI_DTB_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/build/dtb/bcm2711-rpi-4-b.dtb");
@@ -84,8 +84,8 @@ struct NodeAt {
     end: usize,
 }
 
-/// Walk the structure block of a well-formed blob, calling `on_node(name, begin, end)` for each
-/// node and `on_prop(node name, prop name, PropAt)` for each property.
+/// Walk the structure block of a well-formed blob, calling `on_node(name, NodeAt)` for each node
+/// (when it ends) and `on_prop(node name, prop name, PropAt)` for each property.
 fn walk(blob: &[u8], mut on_node: impl FnMut(&str, NodeAt), mut on_prop: impl FnMut(&str, &str, PropAt)) {
     let off_struct = be32(blob, 8) as usize;
     let off_strings = be32(blob, 12) as usize;
@@ -123,21 +123,29 @@ fn walk(blob: &[u8], mut on_node: impl FnMut(&str, NodeAt), mut on_prop: impl Fn
 
 fn find_prop(blob: &[u8], node: &str, prop: &str) -> PropAt {
     let mut found = None;
-    walk(blob, |_, _| {}, |n, p, at| {
-        if n == node && p == prop && found.is_none() {
-            found = Some(at);
-        }
-    });
+    walk(
+        blob,
+        |_, _| {},
+        |n, p, at| {
+            if n == node && p == prop && found.is_none() {
+                found = Some(at);
+            }
+        },
+    );
     found.unwrap_or_else(|| panic!("test helper: no {node}/{prop}"))
 }
 
 fn find_node(blob: &[u8], node: &str) -> NodeAt {
     let mut found = None;
-    walk(blob, |n, at| {
-        if n == node && found.is_none() {
-            found = Some(at);
-        }
-    }, |_, _, _| {});
+    walk(
+        blob,
+        |n, at| {
+            if n == node && found.is_none() {
+                found = Some(at);
+            }
+        },
+        |_, _, _| {},
+    );
     found.unwrap_or_else(|| panic!("test helper: no node {node}"))
 }
 
@@ -204,12 +212,7 @@ fn with_memreserves(blob: &[u8], entries: &[(u64, u64)]) -> Vec<u8> {
 // Invariants that hold for every Platform parse returns, however bad the tree.
 
 fn assert_sane(p: &Platform<'_>, context: &dyn Fn() -> String) {
-    assert!(
-        !p.cpus.is_empty() && p.cpus.len() <= MAX_CPUS,
-        "{}: {} CPUs kept",
-        context(),
-        p.cpus.len()
-    );
+    assert!(!p.cpus.is_empty() && p.cpus.len() <= MAX_CPUS, "{}: {} CPUs kept", context(), p.cpus.len());
     assert!(p.cpus_in_tree >= p.cpus.len(), "{}: cpus_in_tree {} < kept", context(), p.cpus_in_tree);
     assert!(p.memory.as_slice().iter().any(|r| r.size > 0), "{}: no RAM", context());
     assert!(p.uart.clock_hz != 0, "{}: UART clock 0 makes the baud divisor divide by zero", context());
@@ -266,8 +269,7 @@ fn every_qemu_tree_parses_without_problems() {
         let p = parse_ok(name, blob, QEMU_DTB_AT, Board::QemuVirt);
         // The 16-CPU tree has one thing to say, and sixteen_cpu_tree_keeps_max_cpus_and_says_so
         // checks it; every other tree has nothing to say.
-        let expected: &[Problem] =
-            if smp > MAX_CPUS { &[Problem::TooManyCpus { in_tree: smp }] } else { &[] };
+        let expected: &[Problem] = if smp > MAX_CPUS { &[Problem::TooManyCpus { in_tree: smp }] } else { &[] };
         assert_eq!(p.problems.as_slice(), expected, "{name}");
         assert_eq!(p.problems.dropped(), 0, "{name}");
         assert_eq!(p.source, Source::DeviceTree { address: QEMU_DTB_AT, size: blob.len() as u64 }, "{name}");
@@ -346,10 +348,8 @@ fn qemu_uart_is_the_pl011_at_0x9000000_with_spi_1_and_a_24mhz_clock() {
 
 #[test]
 fn qemu_gic_version_and_addresses_match_the_tree() {
-    let v2 = Gic::V2 {
-        distributor: Region::new(0x0800_0000, 0x1_0000),
-        cpu_interface: Region::new(0x0801_0000, 0x1_0000),
-    };
+    let v2 =
+        Gic::V2 { distributor: Region::new(0x0800_0000, 0x1_0000), cpu_interface: Region::new(0x0801_0000, 0x1_0000) };
     // intc@8000000 with arm,gic-v3: reg <0 0x8000000 0 0x10000 0 0x80a0000 0 0xf60000>.
     let v3 = Gic::V3 {
         distributor: Region::new(0x0800_0000, 0x1_0000),
@@ -387,11 +387,7 @@ fn qemu_mmio_regions_are_the_uart_and_gic() {
     let p = parse_ok("virt-gicv3-smp4", GICV3_SMP4, QEMU_DTB_AT, Board::QemuVirt);
     assert_eq!(
         p.mmio_regions().as_slice(),
-        &[
-            Region::new(0x0900_0000, 0x1000),
-            Region::new(0x0800_0000, 0x1_0000),
-            Region::new(0x080a_0000, 0xf6_0000)
-        ]
+        &[Region::new(0x0900_0000, 0x1000), Region::new(0x0800_0000, 0x1_0000), Region::new(0x080a_0000, 0xf6_0000)]
     );
     assert_eq!(p.gpio, None, "QEMU has no BCM2711 GPIO");
 }
@@ -432,10 +428,7 @@ fn pi_tree_addresses_are_translated_through_soc_ranges() {
     // serial@7e201000 on /soc, whose ranges map 0x7e000000 -> 0xfe000000; interrupts <0 0x79 4>
     // is SPI 121 = INTID 153. Its clock is the cprman's, not a fixed-clock, so the rate is the
     // board's 48 MHz.
-    assert_eq!(
-        p.uart,
-        Uart { regs: Region::new(0xfe20_1000, 0x200), irq: Some(153), clock_hz: 48_000_000 }
-    );
+    assert_eq!(p.uart, Uart { regs: Region::new(0xfe20_1000, 0x200), irq: Some(153), clock_hz: 48_000_000 });
     // interrupt-controller@40041000 (gic-400), via 0x40000000 -> 0xff800000.
     assert_eq!(
         p.gic,
@@ -502,22 +495,38 @@ fn every_truncation_is_rejected_by_size() {
 
 #[test]
 fn truncation_with_a_matching_header_never_panics() {
-    // Firmware that copies a tree into a too-small buffer and fixes up totalsize: the header is
-    // self-consistent, so validation has to find the damage in the blocks themselves.
+    // Firmware that copies a tree into a too-small buffer and fixes up the header to match: the
+    // header is self-consistent, so validation has to find the damage in the blocks themselves
+    // (a structure block cut mid-node, a strings block cut mid-name).
     let pi = pi_dtb();
     let trees = QEMU_TREES.iter().map(|&(n, b, _)| (n, b)).chain([("rpi4", pi.as_slice())]);
     let mut failures = Vec::new();
+    let mut accepted = 0;
     for (name, blob) in trees {
-        for len in (40..blob.len()).step_by(3) {
+        let (off_struct, off_strings) = (be32(blob, 8) as usize, be32(blob, 12) as usize);
+        // dtc lays out header, reservations, structure, strings; the cuts below rely on it.
+        assert!(off_struct < off_strings, "{name}: unexpected block order");
+        for len in off_struct..blob.len() {
             let mut copy = blob[..len].to_vec();
             put_be32(&mut copy, 4, len as u32);
+            if len >= off_strings {
+                put_be32(&mut copy, 32, (len - off_strings) as u32);
+            } else {
+                put_be32(&mut copy, 12, len as u32);
+                put_be32(&mut copy, 32, 0);
+                put_be32(&mut copy, 36, (len - off_struct) as u32);
+            }
             let board = if name == "rpi4" { Board::RaspberryPi4 } else { Board::QemuVirt };
-            if let Err(e) = parse_no_panic(&copy, board, &|| format!("{name} cut to {len}")) {
-                failures.push(e);
+            match parse_no_panic(&copy, board, &|| format!("{name} cut to {len}")) {
+                Ok(ok) => accepted += usize::from(ok),
+                Err(e) => failures.push(e),
             }
         }
     }
     assert_no_failures("truncated with fixed header", failures);
+    // A cut structure block loses its FDT_END; a cut strings block loses a name, and dtc stores
+    // only names some property uses. So every cut must be caught, none accepted.
+    assert_eq!(accepted, 0, "a truncated tree was accepted");
 }
 
 #[test]

@@ -373,8 +373,12 @@ pub fn discover(x0: usize) -> Platform<'static> {
         let error = validate::BlobError::Truncated { total_size: size, available: MAX_DTB_SIZE };
         return fallback(Problem::InvalidBlob { x0: x0 as u64, error });
     }
-    // SAFETY: `size` bytes from x0 are RAM the loader filled with the tree; the range is later
-    // reserved from the heap and never written, so the 'static borrow stays valid.
-    let blob = unsafe { core::slice::from_raw_parts(x0 as *const u8, size) };
+    // SAFETY: `size` bytes from x0 are RAM the loader filled with the tree and handed to us; the
+    // range is reserved from the heap, and after this in-place NOP removal never written again,
+    // so the 'static borrows below stay valid.
+    let blob = unsafe { core::slice::from_raw_parts_mut(x0 as *mut u8, size) };
+    // A blob that fails here fails `parse` below with the same error, which is reported there.
+    let _ = validate::remove_nops(blob);
+    let blob: &'static [u8] = blob;
     dt::parse(blob, x0 as u64, board).unwrap_or_else(|error| fallback(Problem::InvalidBlob { x0: x0 as u64, error }))
 }

@@ -69,6 +69,52 @@ pub fn claimed_size(header: &[u8]) -> Result<usize, BlobError> {
 
 /// Check the whole blob. On success, `fdt` can parse it without panicking.
 pub fn validate(blob: &[u8]) -> Result<(), BlobError> {
+    check(blob, NopPolicy::WhereFdtCopes).map(|_| ())
+}
+
+/// Where NOP tokens may stand.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum NopPolicy {
+    /// Anywhere, as the specification allows (for `remove_nops`).
+    Anywhere,
+    /// Only where fdt 0.1.5 skips them (see `nops_allowed`).
+    WhereFdtCopes,
+}
+
+/// Remove every NOP token from the structure block, in place, and shrink its size in the
+/// header. QEMU's raspi4b deletes the nodes it cannot emulate with libfdt's fdt_nop_node, which
+/// leaves NOPs where fdt 0.1.5 would panic; after this pass the same tree parses. Returns how
+/// many NOP tokens were removed.
+pub fn remove_nops(blob: &mut [u8]) -> Result<usize, BlobError> {
+    let (off_struct, size_struct) = check(blob, NopPolicy::Anywhere)?;
+    let s = &mut blob[off_struct..off_struct + size_struct];
+    let (mut read, mut write, mut removed) = (0usize, 0usize, 0usize);
+    // The structure was just checked, so every length below stays inside the block.
+    while read < s.len() {
+        let token = be32(s, read).unwrap_or(FDT_END);
+        let len = match token {
+            FDT_NOP => {
+                read += 4;
+                removed += 1;
+                continue;
+            }
+            FDT_BEGIN_NODE => 4 + ((c_string(s, read + 4).unwrap_or(0) + 1 + 3) & !3),
+            FDT_PROP => 12 + ((be32(s, read + 4).unwrap_or(0) as usize + 3) & !3),
+            _ => 4, // FDT_END_NODE, FDT_END
+        };
+        s.copy_within(read..read + len, write);
+        read += len;
+        write += len;
+        if token == FDT_END {
+            break;
+        }
+    }
+    blob[36..40].copy_from_slice(&(write as u32).to_be_bytes());
+    Ok(removed)
+}
+
+/// The checks behind `validate`; returns the structure block's offset and size.
+fn check(blob: &[u8], nops: NopPolicy) -> Result<(usize, usize), BlobError> {
     if blob.len() < HEADER_SIZE {
         return Err(BlobError::TooShort);
     }
@@ -94,11 +140,12 @@ pub fn validate(blob: &[u8]) -> Result<(), BlobError> {
     validate_reservations(blob, off_rsvmap)?;
     let structure = &blob[off_struct..off_struct + size_struct];
     let strings = &blob[off_strings..off_strings + size_strings];
-    validate_structure(structure, strings)
+    validate_structure(structure, strings, nops)?;
+    Ok((off_struct, size_struct))
 }
 
 fn validate_reservations(blob: &[u8], mut at: usize) -> Result<(), BlobError> {
-    if at % 8 != 0 {
+    if !at.is_multiple_of(8) {
         return Err(BlobError::BlockOutOfBounds("memory reservation"));
     }
     loop {
@@ -120,7 +167,7 @@ fn c_string(bytes: &[u8], at: usize) -> Option<usize> {
     Some(len)
 }
 
-fn validate_structure(s: &[u8], strings: &[u8]) -> Result<(), BlobError> {
+fn validate_structure(s: &[u8], strings: &[u8], nops: NopPolicy) -> Result<(), BlobError> {
     let mut at = 0usize;
     let mut depth = 0usize;
     let mut seen_root = false;
@@ -141,13 +188,13 @@ fn validate_structure(s: &[u8], strings: &[u8]) -> Result<(), BlobError> {
                 let len = c_string(s, at).ok_or(BlobError::BadName { offset: token_at })?;
                 at = (at + len + 1 + 3) & !3;
                 // A property may only come before a node's children; fdt relies on it.
-                skip_properties(s, strings, &mut at, depth)?;
+                skip_properties(s, strings, &mut at, depth, nops)?;
             }
             FDT_END_NODE => {
                 depth = depth.checked_sub(1).ok_or(BlobError::Unbalanced)?;
             }
             // Inside a node, see `nops_allowed`.
-            FDT_NOP if !nops_allowed(s, token_at, depth) => {
+            FDT_NOP if nops == NopPolicy::WhereFdtCopes && !nops_allowed(s, token_at, depth) => {
                 return Err(BlobError::BadToken { offset: token_at, token });
             }
             FDT_NOP => {}
@@ -179,10 +226,16 @@ fn nops_allowed(s: &[u8], mut at: usize, depth: usize) -> bool {
     }
 }
 
-fn skip_properties(s: &[u8], strings: &[u8], at: &mut usize, depth: usize) -> Result<(), BlobError> {
+fn skip_properties(
+    s: &[u8],
+    strings: &[u8],
+    at: &mut usize,
+    depth: usize,
+    nops: NopPolicy,
+) -> Result<(), BlobError> {
     loop {
         match be32(s, *at) {
-            Some(FDT_NOP) if nops_allowed(s, *at, depth) => *at += 4,
+            Some(FDT_NOP) if nops == NopPolicy::Anywhere || nops_allowed(s, *at, depth) => *at += 4,
             Some(FDT_NOP) => return Err(BlobError::BadToken { offset: *at, token: FDT_NOP }),
             Some(FDT_PROP) => {
                 let prop_at = *at;
@@ -211,6 +264,52 @@ mod tests {
     use super::*;
 
     const VIRT: &[u8] = include_bytes!("../../tests/data/dtb/virt-gicv2-smp4.dtb");
+
+    /// Overwrite the first property called `name` with NOP tokens, as libfdt's
+    /// fdt_nop_property does. Returns how many tokens it wrote.
+    fn nop_out_property(blob: &mut [u8], name: &[u8]) -> usize {
+        let off_struct = be32(blob, 8).unwrap() as usize;
+        let off_strings = be32(blob, 12).unwrap() as usize;
+        let mut at = off_struct;
+        loop {
+            match be32(blob, at).unwrap() {
+                FDT_BEGIN_NODE => at += 4 + ((c_string(blob, at + 4).unwrap() + 1 + 3) & !3),
+                FDT_PROP => {
+                    let len = (be32(blob, at + 4).unwrap() as usize + 3) & !3;
+                    let name_at = off_strings + be32(blob, at + 8).unwrap() as usize;
+                    if blob[name_at..].starts_with(name) && blob[name_at + name.len()] == 0 {
+                        for t in (at..at + 12 + len).step_by(4) {
+                            blob[t..t + 4].copy_from_slice(&FDT_NOP.to_be_bytes());
+                        }
+                        return (12 + len) / 4;
+                    }
+                    at += 12 + len;
+                }
+                FDT_END => panic!("no property {name:?}"),
+                _ => at += 4,
+            }
+        }
+    }
+
+    #[test]
+    fn nops_where_fdt_would_panic_are_rejected_then_removed() {
+        let mut blob = VIRT.to_vec();
+        // The PL011's first property: NOPs between a node's properties make fdt 0.1.5 panic.
+        let nops = nop_out_property(&mut blob, b"clock-names");
+        assert!(matches!(validate(&blob), Err(BlobError::BadToken { token: FDT_NOP, .. })));
+        assert_eq!(remove_nops(&mut blob), Ok(nops));
+        assert_eq!(validate(&blob), Ok(()));
+        let p = crate::platform::dt::parse(&blob, 0x4000_0000, crate::platform::Board::QemuVirt).unwrap();
+        assert_eq!(p.uart.regs.start, 0x0900_0000, "the rest of the node survives compaction");
+        assert!(p.problems.is_empty());
+        assert_eq!(remove_nops(&mut blob), Ok(0), "a second pass finds nothing");
+    }
+
+    #[test]
+    fn remove_nops_refuses_a_broken_blob() {
+        let mut blob = VIRT[..VIRT.len() - 8].to_vec();
+        assert!(remove_nops(&mut blob).is_err());
+    }
 
     #[test]
     fn real_qemu_trees_validate() {

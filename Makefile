@@ -1,0 +1,91 @@
+# quartet: the two commands are `make run` and `make test`. The Makefile stays thin: the logic
+# lives in tools/. Every target that needs a tool runs tools/setup first, which installs what is
+# missing (or prints the exact commands when it cannot).
+#
+# QEMU knobs for run/run-rpi4/gdb: SMP=4 MEM=512M CPU=cortex-a72 GIC=2|3 EL2=0|1 BOOTARGS="..."
+
+SMP      ?= 4
+MEM      ?= 512M
+CPU      ?= cortex-a72
+GIC      ?= 2
+EL2      ?= 0
+BOOTARGS ?=
+export SMP MEM CPU GIC EL2 BOOTARGS
+
+HOST      := $(shell rustc -vV 2>/dev/null | sed -n 's/host: //p')
+OBJCOPY    = $(shell rustc --print sysroot)/lib/rustlib/$(HOST)/bin/llvm-objcopy
+VIRT_ELF  := target/aarch64-unknown-none/release/quartet
+RPI4_ELF  := target/rpi4/aarch64-unknown-none/release/quartet
+SOURCES   := $(shell find src -name '*.rs') Cargo.toml build.rs linker.ld
+
+.PHONY: all run run-rpi4 test unit lint qemu-tests image rpi4 sdcard gdb doc book setup clean FORCE
+
+all: image rpi4
+
+setup:
+	@tools/setup --rpi-dtb
+
+## make run: build and boot QEMU virt with $(SMP) CPUs, serial console on this terminal.
+run: setup image
+	tools/qemu-run --board virt --image build/virt/kernel8.img
+
+## make run-rpi4: the Pi 4 build on QEMU raspi4b, with the real Pi 4 device tree.
+run-rpi4: setup rpi4
+	tools/qemu-run --board rpi4 --image build/rpi4/kernel8.img
+
+## make test: host unit tests, lint, both kernels, then the QEMU boot tests.
+test: setup unit lint image rpi4 qemu-tests
+
+unit:
+	cargo test --target $(HOST) --lib
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --release -- -D warnings
+	cargo clippy --target $(HOST) --lib --tests -- -D warnings
+
+qemu-tests:
+	cargo test --target $(HOST) --test boot --test docs -- --test-threads=2
+
+## make image: build/virt/kernel8.img, an arm64 Image (the loader passes the DTB in x0).
+image: build/virt/kernel8.img
+build/virt/kernel8.img: $(SOURCES)
+	cargo build --release
+	@mkdir -p $(@D)
+	$(OBJCOPY) -O binary $(VIRT_ELF) $@
+	@cp $(VIRT_ELF) build/virt/quartet.elf
+	@echo "image: $@ ($$(stat -c %s $@) bytes)"
+
+## make rpi4: build/rpi4/kernel8.img and config.txt, ready for a Pi 4 SD card's boot partition.
+rpi4: build/rpi4/kernel8.img build/rpi4/config.txt
+build/rpi4/kernel8.img: $(SOURCES)
+	cargo build --release --features board-rpi4 --target-dir target/rpi4
+	@mkdir -p $(@D)
+	$(OBJCOPY) -O binary $(RPI4_ELF) $@
+	@cp $(RPI4_ELF) build/rpi4/quartet.elf
+	@echo "image: $@ ($$(stat -c %s $@) bytes)"
+build/rpi4/config.txt: tools/rpi4-config.txt
+	@mkdir -p $(@D)
+	cp $< $@
+
+## make sdcard DEST=/media/you/boot: copy kernel8.img and config.txt onto a mounted boot partition.
+sdcard: rpi4
+	@test -n "$(DEST)" || { echo "usage: make sdcard DEST=/path/to/mounted/boot/partition"; exit 2; }
+	cp build/rpi4/kernel8.img build/rpi4/config.txt "$(DEST)/"
+	@echo "copied; the partition also needs start4.elf, fixup4.dat and bcm2711-rpi-4-b.dtb (see README)"
+
+## make gdb: boot QEMU halted with a gdb server, and attach gdb-multiarch to it.
+gdb: setup image
+	tools/qemu-run --board virt --image build/virt/kernel8.img --gdb &
+	gdb-multiarch -q build/virt/quartet.elf -ex 'target remote :1234'
+
+## make doc: API docs for the kernel crate. make book: the tutorial (installs mdbook if missing).
+doc:
+	cargo doc --no-deps --document-private-items
+book:
+	@command -v mdbook >/dev/null || cargo install --locked mdbook
+	mdbook build docs
+
+clean:
+	cargo clean
+	rm -rf build/virt build/rpi4 docs/book

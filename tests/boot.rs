@@ -1,0 +1,372 @@
+//! Boot the kernel under QEMU in every configuration quartet supports and check what it prints.
+//!
+//! Each run goes through tools/qemu-run (the same script `make run` uses) with a timeout, so a
+//! hang fails the test instead of stalling CI. The contract lines checked are the ones the
+//! kernel promises: `smp: N/M CPUs online` exactly once, and in test mode one `test ...` line per
+//! test closed by `N passed, M failed`, with QEMU's exit status 0 only when M is 0.
+//!
+//! The images must be built first: `make test` does that (`make image rpi4`).
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Generous: a busy 2-core CI machine runs several 4-vCPU guests at once.
+const TIMEOUT: Duration = Duration::from_secs(120);
+/// What the contract line contains; runs without test mode stop once they print it.
+const CONTRACT: &str = " CPUs online (counter";
+
+#[derive(Clone, Copy, PartialEq)]
+enum Board {
+    Virt,
+    Rpi4,
+}
+
+struct Boot<'a> {
+    board: Board,
+    env: &'a [(&'a str, &'a str)],
+    bootargs: &'a str,
+    dtb: Option<PathBuf>,
+    /// Stop as soon as a line contains this (for runs that do not power off by themselves).
+    stop_after: Option<&'a str>,
+}
+
+struct Run {
+    output: String,
+    status: Option<i32>,
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn image(board: Board) -> PathBuf {
+    let path = root().join(match board {
+        Board::Virt => "build/virt/kernel8.img",
+        Board::Rpi4 => "build/rpi4/kernel8.img",
+    });
+    assert!(path.exists(), "{} is missing: build it with `make image rpi4` (make test does)", path.display());
+    path
+}
+
+/// tools/qemu-run with none of the Makefile's machine knobs leaking in from the environment.
+fn qemu_command() -> Command {
+    let mut cmd = Command::new(root().join("tools/qemu-run"));
+    for var in ["SMP", "MEM", "CPU", "GIC", "EL2", "BOOTARGS", "RPI_DTB"] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+fn boot(b: Boot<'_>) -> Run {
+    let mut cmd = qemu_command();
+    cmd.arg("--board")
+        .arg(if b.board == Board::Virt { "virt" } else { "rpi4" })
+        .arg("--image")
+        .arg(image(b.board))
+        .arg("--timeout")
+        .arg(TIMEOUT.as_secs().to_string())
+        .env("BOOTARGS", b.bootargs);
+    if let Some(dtb) = &b.dtb {
+        cmd.arg("--dtb").arg(dtb);
+    }
+    for (k, v) in b.env {
+        cmd.env(k, v);
+    }
+    run_command(cmd, b.stop_after)
+}
+
+/// Run until QEMU exits, or until a line containing `text` appears.
+fn run_until(cmd: Command, text: &str) -> Run {
+    run_command(cmd, Some(text))
+}
+
+fn run_command(mut cmd: Command, stop_after: Option<&str>) -> Run {
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("tools/qemu-run starts");
+    let (tx, rx) = mpsc::channel::<String>();
+    let out = child.stdout.take().unwrap();
+    let err = child.stderr.take().unwrap();
+    let tx2 = tx.clone();
+    std::thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).for_each(|l| drop(tx.send(l))));
+    std::thread::spawn(move || BufReader::new(err).lines().map_while(Result::ok).for_each(|l| drop(tx2.send(l))));
+    let start = Instant::now();
+    let mut output = String::new();
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => {
+                let stop = stop_after.is_some_and(|p| line_body(&line).contains(p));
+                output.push_str(line.trim_end_matches('\r'));
+                output.push('\n');
+                if stop {
+                    // Let the line's neighbours arrive, then end the run.
+                    std::thread::sleep(Duration::from_millis(300));
+                    while let Ok(l) = rx.try_recv() {
+                        output.push_str(l.trim_end_matches('\r'));
+                        output.push('\n');
+                    }
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Run { output, status: None };
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        assert!(start.elapsed() < TIMEOUT + Duration::from_secs(15), "QEMU outlived its timeout:\n{output}");
+    }
+    let status = child.wait().expect("qemu-run exits").code();
+    Run { output, status }
+}
+
+/// The text of a log line after `[time] cpuN LEVEL `, or the whole line for other lines.
+fn line_body(line: &str) -> &str {
+    match parse_log_line(line) {
+        Some((_, _, body)) => body,
+        None => line,
+    }
+}
+
+/// Split `[    0.012345] cpu2 INFO  smp: message` into (cpu, level, "smp: message").
+fn parse_log_line(line: &str) -> Option<(&str, &str, &str)> {
+    let rest = line.strip_prefix('[')?;
+    let (time, rest) = rest.split_once("] ")?;
+    let (secs, micros) = time.trim_start().split_once('.')?;
+    if secs.is_empty() || !secs.bytes().all(|b| b.is_ascii_digit()) || micros.len() != 6 || !micros.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (cpu, rest) = rest.split_once(' ')?;
+    let id = cpu.strip_prefix("cpu")?;
+    if !(id == "?" || (!id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))) {
+        return None;
+    }
+    let level = rest.get(..5)?;
+    if !["ERROR", "WARN ", "INFO ", "DEBUG", "TRACE"].contains(&level) {
+        return None;
+    }
+    let body = rest.get(6..)?;
+    let (subsystem, _) = body.split_once(": ")?;
+    if subsystem.is_empty() || subsystem.contains(' ') {
+        return None;
+    }
+    Some((cpu, level.trim_end(), body))
+}
+
+/// Every line the kernel printed is a log line, a test line, or the closing line: concurrent
+/// output from several CPUs never mixed within a line.
+fn assert_lines_well_formed(run: &Run) {
+    for line in run.output.lines() {
+        let ok = parse_log_line(line).is_some()
+            || line.starts_with("qemu-system-aarch64: warning:")
+            || line.starts_with("qemu-system-aarch64: terminating on signal")
+            || (line.starts_with("test ") && (line.ends_with(" ... ok") || line.contains(" ... FAILED: ")))
+            || closing_counts(line).is_some()
+            || line.contains(" PANIC ");
+        assert!(ok, "malformed or interleaved line {line:?} in:\n{}", run.output);
+    }
+}
+
+/// `N passed, M failed`, alone on its line.
+fn closing_counts(line: &str) -> Option<(usize, usize)> {
+    let (p, f) = line.split_once(" passed, ")?;
+    Some((p.parse().ok()?, f.strip_suffix(" failed")?.parse().ok()?))
+}
+
+fn smp_lines(run: &Run) -> Vec<(usize, usize)> {
+    run.output
+        .lines()
+        .filter_map(|l| line_body(l).strip_prefix("smp: "))
+        .filter_map(|rest| {
+            let (counts, tail) = rest.split_once(" CPUs online")?;
+            let _ = tail;
+            let (n, m) = counts.split_once('/')?;
+            Some((n.parse().ok()?, m.parse().ok()?))
+        })
+        .collect()
+}
+
+fn assert_online(run: &Run, online: usize, listed: usize) {
+    assert_eq!(smp_lines(run), vec![(online, listed)], "want exactly one `smp: {online}/{listed} CPUs online`:\n{}", run.output);
+}
+
+/// A test-mode run passed: every test line ok, the closing line says 0 failed, status 0.
+fn assert_suite_passed(run: &Run) {
+    let closing: Vec<_> = run.output.lines().filter_map(closing_counts).collect();
+    assert_eq!(closing.len(), 1, "want one closing `N passed, M failed` line:\n{}", run.output);
+    let (passed, failed) = closing[0];
+    let ok_lines = run.output.lines().filter(|l| l.starts_with("test ") && l.ends_with(" ... ok")).count();
+    assert_eq!(failed, 0, "in-kernel failures:\n{}", run.output);
+    assert!(passed > 0 && passed == ok_lines, "{passed} passed but {ok_lines} ok lines:\n{}", run.output);
+    assert_eq!(run.status, Some(0), "QEMU exit status:\n{}", run.output);
+    assert_lines_well_formed(run);
+}
+
+fn test_run(board: Board, env: &[(&str, &str)]) -> Run {
+    boot(Boot { board, env, bootargs: "test", dtb: None, stop_after: None })
+}
+
+#[test]
+fn virt_gicv2_smp1() {
+    let run = test_run(Board::Virt, &[("SMP", "1"), ("GIC", "2")]);
+    assert_online(&run, 1, 1);
+    assert_suite_passed(&run);
+}
+
+#[test]
+fn virt_gicv2_smp2() {
+    let run = test_run(Board::Virt, &[("SMP", "2"), ("GIC", "2")]);
+    assert_online(&run, 2, 2);
+    assert_suite_passed(&run);
+}
+
+#[test]
+fn virt_gicv2_smp4() {
+    let run = test_run(Board::Virt, &[("SMP", "4"), ("GIC", "2")]);
+    assert_online(&run, 4, 4);
+    assert_suite_passed(&run);
+}
+
+#[test]
+fn virt_gicv2_smp8() {
+    let run = test_run(Board::Virt, &[("SMP", "8"), ("GIC", "2")]);
+    assert_online(&run, 8, 8);
+    assert_suite_passed(&run);
+}
+
+#[test]
+fn virt_gicv3_smp4() {
+    let run = test_run(Board::Virt, &[("SMP", "4"), ("GIC", "3")]);
+    assert_online(&run, 4, 4);
+    assert_suite_passed(&run);
+}
+
+#[test]
+fn virt_gicv3_more_cpus_than_supported_are_reported_and_left_off() {
+    let run = test_run(Board::Virt, &[("SMP", "16"), ("GIC", "3")]);
+    assert_online(&run, 8, 16);
+    assert!(run.output.contains("device tree lists 16 CPUs; quartet supports 8"), "{}", run.output);
+    assert_suite_passed(&run);
+}
+
+#[test]
+fn virt_el2_entry_drops_to_el1_and_uses_the_smc_conduit() {
+    let run = test_run(Board::Virt, &[("SMP", "4"), ("EL2", "1")]);
+    assert_online(&run, 4, 4);
+    assert!(run.output.contains("entered at EL2, now EL1"), "{}", run.output);
+    let secondaries_at_el2 = run.output.lines().filter(|l| l.contains("online: MPIDR") && l.contains("entered at EL2")).count();
+    assert_eq!(secondaries_at_el2, 3, "{}", run.output);
+    assert_suite_passed(&run);
+}
+
+#[test]
+fn raspi4b_spin_table_with_the_real_pi4_device_tree() {
+    let run = test_run(Board::Rpi4, &[]);
+    assert!(run.output.contains("on Raspberry Pi 4 Model B"), "model from the DTB:\n{}", run.output);
+    assert!(!run.output.contains("rejected"), "the Pi 4 device tree must parse:\n{}", run.output);
+    assert!(run.output.contains("console PL011 at 0xfe201000"), "{}", run.output);
+    assert_online(&run, 4, 4);
+    assert_suite_passed(&run);
+}
+
+#[test]
+fn raspi4b_without_a_device_tree_falls_back_to_board_defaults() {
+    let run = boot(Boot {
+        board: Board::Rpi4,
+        env: &[],
+        bootargs: "",
+        dtb: Some(PathBuf::from("none")),
+        stop_after: Some(CONTRACT),
+    });
+    assert!(run.output.contains("no device tree: x0 = 0x100"), "{}", run.output);
+    assert_online(&run, 4, 4);
+    assert_lines_well_formed(&run);
+}
+
+#[test]
+fn virt_without_a_device_tree_boots_on_defaults_and_names_psci_errors() {
+    // Booted as a plain ELF, QEMU passes no device tree: x0 is 0.
+    let elf = root().join("build/virt/quartet.elf");
+    assert!(elf.exists(), "{} is missing: `make image` writes it", elf.display());
+    let mut cmd = qemu_command();
+    cmd.args(["--board", "virt", "--timeout", "60", "--bare-elf"]).arg(&elf).env("SMP", "4").env("BOOTARGS", "");
+    let run = run_until(cmd, CONTRACT);
+    assert!(run.output.contains("no device tree: x0 = 0x0"), "{}", run.output);
+    assert!(run.output.contains("running on compiled-in QEMU virt defaults"), "{}", run.output);
+    // The defaults try MPIDRs 0..7; QEMU's PSCI refuses the four that do not exist, by name.
+    let refused = run.output.lines().filter(|l| l.contains("PSCI CPU_ON failed: INVALID_PARAMETERS")).count();
+    assert_eq!(refused, 4, "{}", run.output);
+    assert_online(&run, 4, 8);
+    assert_lines_well_formed(&run);
+}
+
+/// A copy of QEMU's own virt tree with a change made to it, written where QEMU can load it.
+fn altered_dtb(name: &str, alter: impl FnOnce(&mut Vec<u8>)) -> PathBuf {
+    let mut blob = std::fs::read(root().join("tests/data/dtb/virt-gicv2-smp4.dtb")).unwrap();
+    alter(&mut blob);
+    let dir = root().join("target/test-dtbs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, blob).unwrap();
+    path
+}
+
+#[test]
+fn virt_with_a_tree_missing_its_uart_uses_the_default_uart() {
+    let dtb = altered_dtb("no-uart.dtb", |b| {
+        let at = b.windows(9).position(|w| w == b"arm,pl011").expect("QEMU's tree has a PL011");
+        b[at + 4] = b'x';
+    });
+    // The tree lists 4 CPUs, so QEMU must offer 4 too.
+    let run = boot(Boot { board: Board::Virt, env: &[("SMP", "4")], bootargs: "", dtb: Some(dtb), stop_after: Some(CONTRACT) });
+    assert!(run.output.contains("device tree has no enabled PL011 UART"), "{}", run.output);
+    assert!(run.output.contains("console PL011 at 0x9000000"), "{}", run.output);
+    assert_online(&run, 4, 4);
+    assert_lines_well_formed(&run);
+}
+
+#[test]
+fn a_fault_is_reported_in_words_and_ends_the_run() {
+    let run = boot(Boot { board: Board::Virt, env: &[], bootargs: "demo=fault", dtb: None, stop_after: None });
+    for expected in [
+        "Synchronous (current EL, SPx) exception: Data Abort from the same EL",
+        "translation fault (address not mapped) (level 3), read access to FAR",
+        "FAR lies in the guard page below stack slot 0: a stack overflow",
+        "ELR 0x",
+        "x0 ",
+        "PANIC",
+    ] {
+        assert!(run.output.contains(expected), "missing {expected:?} in:\n{}", run.output);
+    }
+    assert_eq!(run.status, Some(3), "a fatal exception in demo mode exits with status 3:\n{}", run.output);
+}
+
+#[test]
+fn an_allocation_failure_names_its_size_and_ends_the_run() {
+    let run = boot(Boot { board: Board::Virt, env: &[], bootargs: "demo=oom", dtb: None, stop_after: None });
+    assert!(run.output.contains("out of memory: request of 1099511627776 bytes"), "{}", run.output);
+    assert!(run.output.contains("PANIC"), "{}", run.output);
+    assert_eq!(run.status, Some(3), "{}", run.output);
+}
+
+#[test]
+fn interactive_boot_reaches_the_contract_line_quickly_in_guest_time() {
+    let run = boot(Boot { board: Board::Virt, env: &[("SMP", "4")], bootargs: "", dtb: None, stop_after: Some(CONTRACT) });
+    assert_online(&run, 4, 4);
+    // The counter value is printed so the boot time can be read off; check it is the real one.
+    let line = run.output.lines().find(|l| l.contains(CONTRACT)).unwrap();
+    let counter: u64 = line.split("(counter ").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).expect("counter value printed");
+    assert!(counter > 0, "{line}");
+}
+
+#[test]
+fn log_parser_accepts_kernel_lines_and_rejects_mixed_ones() {
+    assert!(parse_log_line("[    0.012345] cpu2 INFO  smp: 4/4 CPUs online").is_some());
+    assert!(parse_log_line("[    0.012345] cpu? WARN  boot: x").is_some());
+    assert!(parse_log_line("[    0.012345] cpu2 INFO  smp: 4/4 CP[    0.0123").is_some(), "body content is free");
+    assert!(parse_log_line("[    0.01234[    0.012345] cpu1 INFO  x: y").is_none());
+    assert!(parse_log_line("cpu2 INFO  smp: x").is_none());
+    assert_eq!(closing_counts("10 passed, 0 failed"), Some((10, 0)));
+    assert_eq!(closing_counts("test x ... ok"), None);
+}
