@@ -10,20 +10,20 @@ extern crate alloc;
 
 pub mod arch;
 pub mod config;
-pub mod platform;
-pub mod sync;
-pub mod percpu;
-pub mod drivers;
-pub mod logger;
-pub mod mm;
 #[cfg(target_os = "none")]
 pub mod console;
-#[cfg(target_os = "none")]
-pub mod smp;
+pub mod drivers;
 #[cfg(target_os = "none")]
 pub mod ktest;
+pub mod logger;
+pub mod mm;
+pub mod percpu;
+pub mod platform;
 #[cfg(target_os = "none")]
 pub mod power;
+#[cfg(target_os = "none")]
+pub mod smp;
+pub mod sync;
 
 /// The kernel heap, the global allocator on the target (host tests use the host's allocator).
 #[cfg(target_os = "none")]

@@ -24,7 +24,11 @@ impl LineBuffer {
     pub const CAPACITY: usize = 480;
 
     pub const fn new() -> Self {
-        LineBuffer { bytes: [0; Self::CAPACITY], len: 0, truncated: false }
+        LineBuffer {
+            bytes: [0; Self::CAPACITY],
+            len: 0,
+            truncated: false,
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -94,7 +98,13 @@ pub fn format_line(
         Some(id) => write!(line, "cpu{id} "),
         None => write!(line, "cpu? "),
     };
-    let _ = write!(line, "{:<5} {}: {}", level.as_str(), subsystem(target), message);
+    let _ = write!(
+        line,
+        "{:<5} {}: {}",
+        level.as_str(),
+        subsystem(target),
+        message
+    );
     line.finish_line();
 }
 
@@ -159,7 +169,15 @@ mod tests {
 
     fn line(ticks: u64, cpu: Option<usize>, msg: fmt::Arguments<'_>) -> String {
         let mut l = LineBuffer::new();
-        format_line(&mut l, ticks, 62_500_000, cpu, log::Level::Info, "quartet::smp", &msg);
+        format_line(
+            &mut l,
+            ticks,
+            62_500_000,
+            cpu,
+            log::Level::Info,
+            "quartet::smp",
+            &msg,
+        );
         l.as_str().to_string()
     }
 
@@ -170,7 +188,10 @@ mod tests {
             line(770_312, Some(2), format_args!("{}/{} CPUs online", 4, 4)),
             "[    0.012324] cpu2 INFO  smp: 4/4 CPUs online\n"
         );
-        assert_eq!(line(62_500_000 * 3 + 1, None, format_args!("x")), "[    3.000000] cpu? INFO  smp: x\n");
+        assert_eq!(
+            line(62_500_000 * 3 + 1, None, format_args!("x")),
+            "[    3.000000] cpu? INFO  smp: x\n"
+        );
     }
 
     #[test]

@@ -8,7 +8,9 @@
 
 #[cfg(not(target_os = "none"))]
 fn main() {
-    eprintln!("quartet is a kernel for aarch64-unknown-none: build it with `make image`, boot it with `make run`.");
+    eprintln!(
+        "quartet is a kernel for aarch64-unknown-none: build it with `make image`, boot it with `make run`."
+    );
     std::process::exit(2);
 }
 
@@ -23,13 +25,14 @@ mod kernel {
     use quartet::arch::aarch64::{cpu, exception, mmu};
     use quartet::config::PAGE_TABLE_POOL;
     use quartet::platform::{self, Platform, Problem, Region};
-    use quartet::{console, ktest, logger, mm, percpu, power, smp, HEAP};
+    use quartet::{HEAP, console, ktest, logger, mm, percpu, power, smp};
 
     /// The identity map's tables. Written only by the boot CPU before any other CPU runs.
     struct TablePool(UnsafeCell<[Table; PAGE_TABLE_POOL]>);
     // SAFETY: only kernel_main touches the pool, once, on the boot CPU, before secondaries start.
     unsafe impl Sync for TablePool {}
-    static PAGE_TABLES: TablePool = TablePool(UnsafeCell::new([const { Table::EMPTY }; PAGE_TABLE_POOL]));
+    static PAGE_TABLES: TablePool =
+        TablePool(UnsafeCell::new([const { Table::EMPTY }; PAGE_TABLE_POOL]));
 
     /// The platform, readable from every CPU once boot has stored it.
     static PLATFORM: spin::Once<Platform<'static>> = spin::Once::new();
@@ -75,7 +78,9 @@ mod kernel {
         area.stack_top.store(stack_top, Ordering::Relaxed);
         area.online.store(true, Ordering::Release);
         console::init(&platform);
-        logger::init(logger::level_from_bootarg(platform.bootarg_value("loglevel")));
+        logger::init(logger::level_from_bootarg(
+            platform.bootarg_value("loglevel"),
+        ));
         let platform: &'static Platform<'static> = PLATFORM.call_once(|| platform);
         report_boot(platform, &layout, entry_el, tables_used);
 
@@ -115,8 +120,13 @@ mod kernel {
         smp::secondary_started(block, entry_el)
     }
 
-    fn report_boot(p: &Platform<'static>, layout: &KernelLayout, entry_el: u64, tables_used: usize) {
-        log::info!(target: "boot", 
+    fn report_boot(
+        p: &Platform<'static>,
+        layout: &KernelLayout,
+        entry_el: u64,
+        tables_used: usize,
+    ) {
+        log::info!(target: "boot",
             "quartet {} on {} ({} build), entered at EL{}, now EL{}",
             env!("CARGO_PKG_VERSION"),
             p.model,
@@ -128,7 +138,9 @@ mod kernel {
             platform::Source::DeviceTree { address, size } => {
                 log::info!(target: "boot", "device tree at {address:#x} ({size} bytes)")
             }
-            platform::Source::BoardDefaults => log::warn!(target: "boot", "running on compiled-in {} defaults", p.board.name()),
+            platform::Source::BoardDefaults => {
+                log::warn!(target: "boot", "running on compiled-in {} defaults", p.board.name())
+            }
         }
         for problem in p.problems.as_slice() {
             if *problem != Problem::None {
@@ -141,14 +153,14 @@ mod kernel {
         for r in p.memory.as_slice() {
             log::info!(target: "boot", "memory {:#x}..{:#x} ({} MiB)", r.start, r.end(), r.size >> 20);
         }
-        log::info!(target: "boot", 
+        log::info!(target: "boot",
             "kernel {:#x}..{:#x}: image {} KiB, MMU on with {} page tables, caches on",
             layout.kernel_start,
             layout.kernel_end,
             (layout.image_end - layout.kernel_start) / 1024,
             tables_used
         );
-        log::info!(target: "boot", 
+        log::info!(target: "boot",
             "console PL011 at {:#x}, {} Hz clock; counter {} Hz; bootargs \"{}\"",
             p.uart.regs.start,
             p.uart.clock_hz,
@@ -159,7 +171,10 @@ mod kernel {
 
     fn init_heap(p: &Platform<'static>, layout: &KernelLayout) {
         let mut reserved = p.reserved;
-        let image = Region::new(layout.kernel_start as u64, (layout.kernel_end - layout.kernel_start) as u64);
+        let image = Region::new(
+            layout.kernel_start as u64,
+            (layout.kernel_end - layout.kernel_start) as u64,
+        );
         reserved.push(image);
         for region in mm::heap::free_ranges(p.memory.as_slice(), reserved.as_slice()).as_slice() {
             // SAFETY: free_ranges left out the kernel, its stacks and tables, the DTB and every
@@ -194,7 +209,11 @@ mod kernel {
         loop {
             if let Some(byte) = console::try_read_byte() {
                 let mut s = [0u8; 4];
-                let text = if byte == b'\r' { "\n" } else { (byte as char).encode_utf8(&mut s) };
+                let text = if byte == b'\r' {
+                    "\n"
+                } else {
+                    (byte as char).encode_utf8(&mut s)
+                };
                 console::write_line(text);
             }
             core::hint::spin_loop();
@@ -206,7 +225,9 @@ mod kernel {
         console::emergency_write("quartet: cannot build the identity map (");
         console::emergency_write(match error {
             quartet::arch::aarch64::pagetable::MapError::OutOfTables => "page table pool exhausted",
-            quartet::arch::aarch64::pagetable::MapError::AddressTooHigh(_) => "address beyond 39 bits",
+            quartet::arch::aarch64::pagetable::MapError::AddressTooHigh(_) => {
+                "address beyond 39 bits"
+            }
         });
         console::emergency_write("); halting\n");
         cpu::halt()

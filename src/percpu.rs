@@ -48,7 +48,8 @@ impl CpuArea {
 
     /// True if `addr` lies inside this CPU's stack.
     pub fn stack_contains(&self, addr: usize) -> bool {
-        (self.stack_bottom.load(Ordering::Relaxed)..self.stack_top.load(Ordering::Relaxed)).contains(&addr)
+        (self.stack_bottom.load(Ordering::Relaxed)..self.stack_top.load(Ordering::Relaxed))
+            .contains(&addr)
     }
 }
 
@@ -87,7 +88,7 @@ pub fn try_this_cpu() -> Option<&'static CpuArea> {
     let p = crate::arch::percpu_pointer();
     let base = CPU_AREAS.as_ptr() as usize;
     let end = base + core::mem::size_of_val(&CPU_AREAS);
-    if p < base || p >= end || (p - base) % core::mem::size_of::<CpuArea>() != 0 {
+    if p < base || p >= end || !(p - base).is_multiple_of(core::mem::size_of::<CpuArea>()) {
         return None;
     }
     Some(&CPU_AREAS[(p - base) / core::mem::size_of::<CpuArea>()])
@@ -168,12 +169,15 @@ mod tests {
 
     #[test]
     fn no_area_before_install() {
-        std::thread::spawn(|| assert!(try_this_cpu().is_none())).join().unwrap();
+        std::thread::spawn(|| assert!(try_this_cpu().is_none()))
+            .join()
+            .unwrap();
     }
 
     #[test]
     fn per_cpu_slots_sit_on_separate_cache_lines() {
-        let counters: PerCpu<AtomicU64> = PerCpu::new([const { CacheAligned(AtomicU64::new(0)) }; MAX_CPUS]);
+        let counters: PerCpu<AtomicU64> =
+            PerCpu::new([const { CacheAligned(AtomicU64::new(0)) }; MAX_CPUS]);
         let a = counters.for_cpu(0) as *const _ as usize;
         let b = counters.for_cpu(1) as *const _ as usize;
         assert!(b - a >= CACHE_LINE);

@@ -6,7 +6,7 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
-use crate::arch::aarch64::{cpu, psci, semihosting, PsciConduit};
+use crate::arch::aarch64::{PsciConduit, cpu, psci, semihosting};
 
 /// Exit status of a run stopped by a panic or a fatal exception.
 pub const FATAL_EXIT_STATUS: u32 = 3;

@@ -13,14 +13,14 @@
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::arch::aarch64::boot::{
-    secondary_entry_address, SecondaryBootBlock, BOOT_BLOCK_VALID, SECONDARY_BOOT_BLOCKS,
+    BOOT_BLOCK_VALID, SECONDARY_BOOT_BLOCKS, SecondaryBootBlock, secondary_entry_address,
 };
 use crate::arch::aarch64::layout::KernelLayout;
 use crate::arch::aarch64::mmu::MmuConfig;
 use crate::arch::aarch64::{cpu, exception, psci};
 use crate::config::{CPU_START_TIMEOUT_MS, MAX_CPUS};
 use crate::percpu::{self, CacheAligned, PerCpu};
-use crate::platform::{EnableMethod, Platform};
+use crate::platform::{CpuDesc, EnableMethod, Platform};
 use crate::sync::SpinLock;
 
 /// Written into a boot block whose CPU did not report in time: it can never match an MPIDR, so a
@@ -29,28 +29,19 @@ const ABANDONED: u64 = 1;
 
 /// Start every CPU the platform lists except the boot CPU; returns how many are online
 /// (the boot CPU included).
-pub fn start_secondaries(platform: &Platform<'_>, mmu: &MmuConfig, layout: &KernelLayout, boot_id: usize) -> usize {
+pub fn start_secondaries(
+    platform: &Platform<'_>,
+    mmu: &MmuConfig,
+    layout: &KernelLayout,
+    boot_id: usize,
+) -> usize {
     for (id, desc) in platform.cpus.as_slice().iter().enumerate() {
         if id == boot_id {
             continue;
         }
         let block = &SECONDARY_BOOT_BLOCKS[id];
         prepare_block(block, id, desc.mpidr, mmu, layout);
-        let started = match desc.method {
-            EnableMethod::Psci => match platform.psci {
-                Some(conduit) => psci::cpu_on(conduit, desc.mpidr, secondary_entry_address(), id as u64)
-                    .map_err(|e| log::warn!("cpu{id} (MPIDR {:#x}): PSCI CPU_ON failed: {}; skipping it", desc.mpidr, e.name())),
-                None => Err(log::warn!("cpu{id} (MPIDR {:#x}): enable-method psci but no PSCI; skipping it", desc.mpidr)),
-            },
-            EnableMethod::SpinTable { release_addr } => {
-                release_from_spin_table(release_addr);
-                Ok(())
-            }
-            EnableMethod::Unknown => {
-                Err(log::warn!("cpu{id} (MPIDR {:#x}): no usable enable-method; skipping it", desc.mpidr))
-            }
-        };
-        if started.is_err() {
+        if !start_cpu(platform, id, desc) {
             abandon(block);
             continue;
         }
@@ -65,19 +56,66 @@ pub fn start_secondaries(platform: &Platform<'_>, mmu: &MmuConfig, layout: &Kern
     percpu::all_cpus().filter(|c| c.is_online()).count()
 }
 
-fn prepare_block(block: &SecondaryBootBlock, id: usize, mpidr: u64, mmu: &MmuConfig, layout: &KernelLayout) {
+/// Ask the CPU to start by its enable-method; false (with the reason logged) if it cannot.
+fn start_cpu(platform: &Platform<'_>, id: usize, desc: &CpuDesc) -> bool {
+    match (desc.method, platform.psci) {
+        (EnableMethod::Psci, Some(conduit)) => {
+            match psci::cpu_on(conduit, desc.mpidr, secondary_entry_address(), id as u64) {
+                Ok(()) => true,
+                Err(e) => {
+                    log::warn!(
+                        "cpu{id} (MPIDR {:#x}): PSCI CPU_ON failed: {}; skipping it",
+                        desc.mpidr,
+                        e.name()
+                    );
+                    false
+                }
+            }
+        }
+        (EnableMethod::Psci, None) => {
+            log::warn!(
+                "cpu{id} (MPIDR {:#x}): enable-method psci but no PSCI; skipping it",
+                desc.mpidr
+            );
+            false
+        }
+        (EnableMethod::SpinTable { release_addr }, _) => {
+            release_from_spin_table(release_addr);
+            true
+        }
+        (EnableMethod::Unknown, _) => {
+            log::warn!(
+                "cpu{id} (MPIDR {:#x}): no usable enable-method; skipping it",
+                desc.mpidr
+            );
+            false
+        }
+    }
+}
+
+fn prepare_block(
+    block: &SecondaryBootBlock,
+    id: usize,
+    mpidr: u64,
+    mmu: &MmuConfig,
+    layout: &KernelLayout,
+) {
     let (bottom, top) = layout.stack_slot(id + 1);
     let area = percpu::cpu(id);
     area.mpidr.store(mpidr, Ordering::Relaxed);
     area.stack_bottom.store(bottom, Ordering::Relaxed);
     area.stack_top.store(top, Ordering::Relaxed);
     block.stack_top.store(top as u64, Ordering::Relaxed);
-    block.percpu.store(percpu::area_address(id) as u64, Ordering::Relaxed);
+    block
+        .percpu
+        .store(percpu::area_address(id) as u64, Ordering::Relaxed);
     block.ttbr0.store(mmu.ttbr0, Ordering::Relaxed);
     block.tcr.store(mmu.tcr, Ordering::Relaxed);
     block.mair.store(mmu.mair, Ordering::Relaxed);
     block.sctlr.store(mmu.sctlr, Ordering::Relaxed);
-    block.vbar.store(exception::vector_table_address() as u64, Ordering::Relaxed);
+    block
+        .vbar
+        .store(exception::vector_table_address() as u64, Ordering::Relaxed);
     block.tag.store(mpidr | BOOT_BLOCK_VALID, Ordering::Relaxed);
     clean_block(block);
 }
@@ -97,7 +135,9 @@ fn clean_block(block: &SecondaryBootBlock) {
 fn release_from_spin_table(release_addr: u64) {
     // SAFETY: the release address is inside RAM, reserved from the heap, and identity-mapped;
     // the firmware's stub reads it as a 64-bit value.
-    unsafe { core::ptr::write_volatile(release_addr as *mut u64, secondary_entry_address() as u64) };
+    unsafe {
+        core::ptr::write_volatile(release_addr as *mut u64, secondary_entry_address() as u64)
+    };
     cpu::clean_dcache_range(release_addr as usize, release_addr as usize + 8);
     cpu::send_event();
 }
@@ -153,7 +193,8 @@ struct Call<'a> {
 }
 
 /// Each CPU's mailbox: the address of a `Call`, or 0.
-static MAILBOX: PerCpu<AtomicUsize> = PerCpu::new([const { CacheAligned(AtomicUsize::new(0)) }; MAX_CPUS]);
+static MAILBOX: PerCpu<AtomicUsize> =
+    PerCpu::new([const { CacheAligned(AtomicUsize::new(0)) }; MAX_CPUS]);
 /// One call in flight at a time.
 static CALL_LOCK: SpinLock<()> = SpinLock::new(());
 
@@ -162,9 +203,14 @@ pub fn on_each_cpu(f: &(dyn Fn(usize) + Sync)) {
     let _serialised = CALL_LOCK.lock();
     let me = percpu::this_cpu().id;
     let targets = || online_cpus().filter(move |&id| id != me);
-    let call = Call { f, pending: AtomicUsize::new(targets().count()) };
+    let call = Call {
+        f,
+        pending: AtomicUsize::new(targets().count()),
+    };
     for id in targets() {
-        MAILBOX.for_cpu(id).store(&call as *const Call<'_> as usize, Ordering::Release);
+        MAILBOX
+            .for_cpu(id)
+            .store(&call as *const Call<'_> as usize, Ordering::Release);
     }
     cpu::send_event();
     f(me);
@@ -175,7 +221,10 @@ pub fn on_each_cpu(f: &(dyn Fn(usize) + Sync)) {
     while call.pending.load(Ordering::Acquire) != 0 {
         cpu::wait_for_event();
         if cpu::counter() - warned_at > 10 * cpu::counter_frequency() {
-            log::warn!("on_each_cpu: {} CPU(s) still running the call after 10 s", call.pending.load(Ordering::Relaxed));
+            log::warn!(
+                "on_each_cpu: {} CPU(s) still running the call after 10 s",
+                call.pending.load(Ordering::Relaxed)
+            );
             warned_at = cpu::counter();
         }
     }

@@ -47,7 +47,11 @@ fn image(board: Board) -> PathBuf {
         Board::Virt => "build/virt/kernel8.img",
         Board::Rpi4 => "build/rpi4/kernel8.img",
     });
-    assert!(path.exists(), "{} is missing: build it with `make image rpi4` (make test does)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `make image rpi4` (make test does)",
+        path.display()
+    );
     path
 }
 
@@ -63,7 +67,11 @@ fn qemu_command() -> Command {
 fn boot(b: Boot<'_>) -> Run {
     let mut cmd = qemu_command();
     cmd.arg("--board")
-        .arg(if b.board == Board::Virt { "virt" } else { "rpi4" })
+        .arg(if b.board == Board::Virt {
+            "virt"
+        } else {
+            "rpi4"
+        })
         .arg("--image")
         .arg(image(b.board))
         .arg("--timeout")
@@ -84,14 +92,26 @@ fn run_until(cmd: Command, text: &str) -> Run {
 }
 
 fn run_command(mut cmd: Command, stop_after: Option<&str>) -> Run {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("tools/qemu-run starts");
     let (tx, rx) = mpsc::channel::<String>();
     let out = child.stdout.take().unwrap();
     let err = child.stderr.take().unwrap();
     let tx2 = tx.clone();
-    std::thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).for_each(|l| drop(tx.send(l))));
-    std::thread::spawn(move || BufReader::new(err).lines().map_while(Result::ok).for_each(|l| drop(tx2.send(l))));
+    std::thread::spawn(move || {
+        BufReader::new(out)
+            .lines()
+            .map_while(Result::ok)
+            .for_each(|l| drop(tx.send(l)))
+    });
+    std::thread::spawn(move || {
+        BufReader::new(err)
+            .lines()
+            .map_while(Result::ok)
+            .for_each(|l| drop(tx2.send(l)))
+    });
     let start = Instant::now();
     let mut output = String::new();
     loop {
@@ -109,16 +129,37 @@ fn run_command(mut cmd: Command, stop_after: Option<&str>) -> Run {
                     }
                     let _ = child.kill();
                     let _ = child.wait();
-                    return Run { output, status: None };
+                    return Run {
+                        output,
+                        status: None,
+                    };
                 }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
-        assert!(start.elapsed() < TIMEOUT + Duration::from_secs(15), "QEMU outlived its timeout:\n{output}");
+        assert!(
+            start.elapsed() < TIMEOUT + Duration::from_secs(15),
+            "QEMU outlived its timeout:\n{output}"
+        );
     }
     let status = child.wait().expect("qemu-run exits").code();
     Run { output, status }
+}
+
+/// Ends the whole process group of a run (the wrapper script, `timeout` and QEMU) when the
+/// run is over or the test panics, so no guest outlives its test.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.0.wait();
+    }
 }
 
 /// The text of a log line after `[time] cpuN LEVEL `, or the whole line for other lines.
@@ -134,7 +175,11 @@ fn parse_log_line(line: &str) -> Option<(&str, &str, &str)> {
     let rest = line.strip_prefix('[')?;
     let (time, rest) = rest.split_once("] ")?;
     let (secs, micros) = time.trim_start().split_once('.')?;
-    if secs.is_empty() || !secs.bytes().all(|b| b.is_ascii_digit()) || micros.len() != 6 || !micros.bytes().all(|b| b.is_ascii_digit()) {
+    if secs.is_empty()
+        || !secs.bytes().all(|b| b.is_ascii_digit())
+        || micros.len() != 6
+        || !micros.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     let (cpu, rest) = rest.split_once(' ')?;
@@ -161,10 +206,15 @@ fn assert_lines_well_formed(run: &Run) {
         let ok = parse_log_line(line).is_some()
             || line.starts_with("qemu-system-aarch64: warning:")
             || line.starts_with("qemu-system-aarch64: terminating on signal")
-            || (line.starts_with("test ") && (line.ends_with(" ... ok") || line.contains(" ... FAILED: ")))
+            || (line.starts_with("test ")
+                && (line.ends_with(" ... ok") || line.contains(" ... FAILED: ")))
             || closing_counts(line).is_some()
             || line.contains(" PANIC ");
-        assert!(ok, "malformed or interleaved line {line:?} in:\n{}", run.output);
+        assert!(
+            ok,
+            "malformed or interleaved line {line:?} in:\n{}",
+            run.output
+        );
     }
 }
 
@@ -188,23 +238,47 @@ fn smp_lines(run: &Run) -> Vec<(usize, usize)> {
 }
 
 fn assert_online(run: &Run, online: usize, listed: usize) {
-    assert_eq!(smp_lines(run), vec![(online, listed)], "want exactly one `smp: {online}/{listed} CPUs online`:\n{}", run.output);
+    assert_eq!(
+        smp_lines(run),
+        vec![(online, listed)],
+        "want exactly one `smp: {online}/{listed} CPUs online`:\n{}",
+        run.output
+    );
 }
 
 /// A test-mode run passed: every test line ok, the closing line says 0 failed, status 0.
 fn assert_suite_passed(run: &Run) {
     let closing: Vec<_> = run.output.lines().filter_map(closing_counts).collect();
-    assert_eq!(closing.len(), 1, "want one closing `N passed, M failed` line:\n{}", run.output);
+    assert_eq!(
+        closing.len(),
+        1,
+        "want one closing `N passed, M failed` line:\n{}",
+        run.output
+    );
     let (passed, failed) = closing[0];
-    let ok_lines = run.output.lines().filter(|l| l.starts_with("test ") && l.ends_with(" ... ok")).count();
+    let ok_lines = run
+        .output
+        .lines()
+        .filter(|l| l.starts_with("test ") && l.ends_with(" ... ok"))
+        .count();
     assert_eq!(failed, 0, "in-kernel failures:\n{}", run.output);
-    assert!(passed > 0 && passed == ok_lines, "{passed} passed but {ok_lines} ok lines:\n{}", run.output);
+    assert!(
+        passed > 0 && passed == ok_lines,
+        "{passed} passed but {ok_lines} ok lines:\n{}",
+        run.output
+    );
     assert_eq!(run.status, Some(0), "QEMU exit status:\n{}", run.output);
     assert_lines_well_formed(run);
 }
 
 fn test_run(board: Board, env: &[(&str, &str)]) -> Run {
-    boot(Boot { board, env, bootargs: "test", dtb: None, stop_after: None })
+    boot(Boot {
+        board,
+        env,
+        bootargs: "test",
+        dtb: None,
+        stop_after: None,
+    })
 }
 
 #[test]
@@ -246,7 +320,12 @@ fn virt_gicv3_smp4() {
 fn virt_gicv3_more_cpus_than_supported_are_reported_and_left_off() {
     let run = test_run(Board::Virt, &[("SMP", "16"), ("GIC", "3")]);
     assert_online(&run, 8, 16);
-    assert!(run.output.contains("device tree lists 16 CPUs; quartet supports 8"), "{}", run.output);
+    assert!(
+        run.output
+            .contains("device tree lists 16 CPUs; quartet supports 8"),
+        "{}",
+        run.output
+    );
     assert_suite_passed(&run);
 }
 
@@ -254,8 +333,16 @@ fn virt_gicv3_more_cpus_than_supported_are_reported_and_left_off() {
 fn virt_el2_entry_drops_to_el1_and_uses_the_smc_conduit() {
     let run = test_run(Board::Virt, &[("SMP", "4"), ("EL2", "1")]);
     assert_online(&run, 4, 4);
-    assert!(run.output.contains("entered at EL2, now EL1"), "{}", run.output);
-    let secondaries_at_el2 = run.output.lines().filter(|l| l.contains("online: MPIDR") && l.contains("entered at EL2")).count();
+    assert!(
+        run.output.contains("entered at EL2, now EL1"),
+        "{}",
+        run.output
+    );
+    let secondaries_at_el2 = run
+        .output
+        .lines()
+        .filter(|l| l.contains("online: MPIDR") && l.contains("entered at EL2"))
+        .count();
     assert_eq!(secondaries_at_el2, 3, "{}", run.output);
     assert_suite_passed(&run);
 }
@@ -263,9 +350,21 @@ fn virt_el2_entry_drops_to_el1_and_uses_the_smc_conduit() {
 #[test]
 fn raspi4b_spin_table_with_the_real_pi4_device_tree() {
     let run = test_run(Board::Rpi4, &[]);
-    assert!(run.output.contains("on Raspberry Pi 4 Model B"), "model from the DTB:\n{}", run.output);
-    assert!(!run.output.contains("rejected"), "the Pi 4 device tree must parse:\n{}", run.output);
-    assert!(run.output.contains("console PL011 at 0xfe201000"), "{}", run.output);
+    assert!(
+        run.output.contains("on Raspberry Pi 4 Model B"),
+        "model from the DTB:\n{}",
+        run.output
+    );
+    assert!(
+        !run.output.contains("rejected"),
+        "the Pi 4 device tree must parse:\n{}",
+        run.output
+    );
+    assert!(
+        run.output.contains("console PL011 at 0xfe201000"),
+        "{}",
+        run.output
+    );
     assert_online(&run, 4, 4);
     assert_suite_passed(&run);
 }
@@ -279,7 +378,11 @@ fn raspi4b_without_a_device_tree_falls_back_to_board_defaults() {
         dtb: Some(PathBuf::from("none")),
         stop_after: Some(CONTRACT),
     });
-    assert!(run.output.contains("no device tree: x0 = 0x100"), "{}", run.output);
+    assert!(
+        run.output.contains("no device tree: x0 = 0x100"),
+        "{}",
+        run.output
+    );
     assert_online(&run, 4, 4);
     assert_lines_well_formed(&run);
 }
@@ -288,14 +391,34 @@ fn raspi4b_without_a_device_tree_falls_back_to_board_defaults() {
 fn virt_without_a_device_tree_boots_on_defaults_and_names_psci_errors() {
     // Booted as a plain ELF, QEMU passes no device tree: x0 is 0.
     let elf = root().join("build/virt/quartet.elf");
-    assert!(elf.exists(), "{} is missing: `make image` writes it", elf.display());
+    assert!(
+        elf.exists(),
+        "{} is missing: `make image` writes it",
+        elf.display()
+    );
     let mut cmd = qemu_command();
-    cmd.args(["--board", "virt", "--timeout", "60", "--bare-elf"]).arg(&elf).env("SMP", "4").env("BOOTARGS", "");
+    cmd.args(["--board", "virt", "--timeout", "60", "--bare-elf"])
+        .arg(&elf)
+        .env("SMP", "4")
+        .env("BOOTARGS", "");
     let run = run_until(cmd, CONTRACT);
-    assert!(run.output.contains("no device tree: x0 = 0x0"), "{}", run.output);
-    assert!(run.output.contains("running on compiled-in QEMU virt defaults"), "{}", run.output);
+    assert!(
+        run.output.contains("no device tree: x0 = 0x0"),
+        "{}",
+        run.output
+    );
+    assert!(
+        run.output
+            .contains("running on compiled-in QEMU virt defaults"),
+        "{}",
+        run.output
+    );
     // The defaults try MPIDRs 0..7; QEMU's PSCI refuses the four that do not exist, by name.
-    let refused = run.output.lines().filter(|l| l.contains("PSCI CPU_ON failed: INVALID_PARAMETERS")).count();
+    let refused = run
+        .output
+        .lines()
+        .filter(|l| l.contains("PSCI CPU_ON failed: INVALID_PARAMETERS"))
+        .count();
     assert_eq!(refused, 4, "{}", run.output);
     assert_online(&run, 4, 8);
     assert_lines_well_formed(&run);
@@ -315,20 +438,43 @@ fn altered_dtb(name: &str, alter: impl FnOnce(&mut Vec<u8>)) -> PathBuf {
 #[test]
 fn virt_with_a_tree_missing_its_uart_uses_the_default_uart() {
     let dtb = altered_dtb("no-uart.dtb", |b| {
-        let at = b.windows(9).position(|w| w == b"arm,pl011").expect("QEMU's tree has a PL011");
+        let at = b
+            .windows(9)
+            .position(|w| w == b"arm,pl011")
+            .expect("QEMU's tree has a PL011");
         b[at + 4] = b'x';
     });
     // The tree lists 4 CPUs, so QEMU must offer 4 too.
-    let run = boot(Boot { board: Board::Virt, env: &[("SMP", "4")], bootargs: "", dtb: Some(dtb), stop_after: Some(CONTRACT) });
-    assert!(run.output.contains("device tree has no enabled PL011 UART"), "{}", run.output);
-    assert!(run.output.contains("console PL011 at 0x9000000"), "{}", run.output);
+    let run = boot(Boot {
+        board: Board::Virt,
+        env: &[("SMP", "4")],
+        bootargs: "",
+        dtb: Some(dtb),
+        stop_after: Some(CONTRACT),
+    });
+    assert!(
+        run.output.contains("device tree has no enabled PL011 UART"),
+        "{}",
+        run.output
+    );
+    assert!(
+        run.output.contains("console PL011 at 0x9000000"),
+        "{}",
+        run.output
+    );
     assert_online(&run, 4, 4);
     assert_lines_well_formed(&run);
 }
 
 #[test]
 fn a_fault_is_reported_in_words_and_ends_the_run() {
-    let run = boot(Boot { board: Board::Virt, env: &[], bootargs: "demo=fault", dtb: None, stop_after: None });
+    let run = boot(Boot {
+        board: Board::Virt,
+        env: &[],
+        bootargs: "demo=fault",
+        dtb: None,
+        stop_after: None,
+    });
     for expected in [
         "Synchronous (current EL, SPx) exception: Data Abort from the same EL",
         "translation fault (address not mapped) (level 3), read access to FAR",
@@ -337,26 +483,57 @@ fn a_fault_is_reported_in_words_and_ends_the_run() {
         "x0 ",
         "PANIC",
     ] {
-        assert!(run.output.contains(expected), "missing {expected:?} in:\n{}", run.output);
+        assert!(
+            run.output.contains(expected),
+            "missing {expected:?} in:\n{}",
+            run.output
+        );
     }
-    assert_eq!(run.status, Some(3), "a fatal exception in demo mode exits with status 3:\n{}", run.output);
+    assert_eq!(
+        run.status,
+        Some(3),
+        "a fatal exception in demo mode exits with status 3:\n{}",
+        run.output
+    );
 }
 
 #[test]
 fn an_allocation_failure_names_its_size_and_ends_the_run() {
-    let run = boot(Boot { board: Board::Virt, env: &[], bootargs: "demo=oom", dtb: None, stop_after: None });
-    assert!(run.output.contains("out of memory: request of 1099511627776 bytes"), "{}", run.output);
+    let run = boot(Boot {
+        board: Board::Virt,
+        env: &[],
+        bootargs: "demo=oom",
+        dtb: None,
+        stop_after: None,
+    });
+    assert!(
+        run.output
+            .contains("out of memory: request of 1099511627776 bytes"),
+        "{}",
+        run.output
+    );
     assert!(run.output.contains("PANIC"), "{}", run.output);
     assert_eq!(run.status, Some(3), "{}", run.output);
 }
 
 #[test]
 fn interactive_boot_reaches_the_contract_line_quickly_in_guest_time() {
-    let run = boot(Boot { board: Board::Virt, env: &[("SMP", "4")], bootargs: "", dtb: None, stop_after: Some(CONTRACT) });
+    let run = boot(Boot {
+        board: Board::Virt,
+        env: &[("SMP", "4")],
+        bootargs: "",
+        dtb: None,
+        stop_after: Some(CONTRACT),
+    });
     assert_online(&run, 4, 4);
     // The counter value is printed so the boot time can be read off; check it is the real one.
     let line = run.output.lines().find(|l| l.contains(CONTRACT)).unwrap();
-    let counter: u64 = line.split("(counter ").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).expect("counter value printed");
+    let counter: u64 = line
+        .split("(counter ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("counter value printed");
     assert!(counter > 0, "{line}");
 }
 
@@ -364,7 +541,10 @@ fn interactive_boot_reaches_the_contract_line_quickly_in_guest_time() {
 fn log_parser_accepts_kernel_lines_and_rejects_mixed_ones() {
     assert!(parse_log_line("[    0.012345] cpu2 INFO  smp: 4/4 CPUs online").is_some());
     assert!(parse_log_line("[    0.012345] cpu? WARN  boot: x").is_some());
-    assert!(parse_log_line("[    0.012345] cpu2 INFO  smp: 4/4 CP[    0.0123").is_some(), "body content is free");
+    assert!(
+        parse_log_line("[    0.012345] cpu2 INFO  smp: 4/4 CP[    0.0123").is_some(),
+        "body content is free"
+    );
     assert!(parse_log_line("[    0.01234[    0.012345] cpu1 INFO  x: y").is_none());
     assert!(parse_log_line("cpu2 INFO  smp: x").is_none());
     assert_eq!(closing_counts("10 passed, 0 failed"), Some((10, 0)));

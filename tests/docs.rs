@@ -8,7 +8,8 @@ fn root() -> PathBuf {
 }
 
 fn chapters() -> Vec<PathBuf> {
-    let summary = std::fs::read_to_string(root().join("docs/SUMMARY.md")).expect("docs/SUMMARY.md exists");
+    let summary =
+        std::fs::read_to_string(root().join("docs/SUMMARY.md")).expect("docs/SUMMARY.md exists");
     summary
         .lines()
         .filter_map(|l| l.split("](").nth(1).and_then(|r| r.split(')').next()))
@@ -20,9 +21,17 @@ fn chapters() -> Vec<PathBuf> {
 fn book_has_its_config_and_every_listed_chapter() {
     assert!(root().join("docs/book.toml").exists());
     let chapters = chapters();
-    assert!(chapters.len() >= 5, "SUMMARY.md lists {} chapters", chapters.len());
+    assert!(
+        chapters.len() >= 5,
+        "SUMMARY.md lists {} chapters",
+        chapters.len()
+    );
     for c in &chapters {
-        assert!(c.exists(), "SUMMARY.md lists {} but it does not exist", c.display());
+        assert!(
+            c.exists(),
+            "SUMMARY.md lists {} but it does not exist",
+            c.display()
+        );
     }
 }
 
@@ -31,8 +40,18 @@ fn mentioned_paths(text: &str) -> Vec<String> {
     text.split('`')
         .skip(1)
         .step_by(2)
-        .filter(|s| ["src/", "tools/", "tests/", "docs/", ".ci/"].iter().any(|p| s.starts_with(p)))
-        .map(|s| s.split([' ', ':', '#']).next().unwrap().trim_end_matches(['.', ',']).to_string())
+        .filter(|s| {
+            ["src/", "tools/", "tests/", "docs/", ".ci/"]
+                .iter()
+                .any(|p| s.starts_with(p))
+        })
+        .map(|s| {
+            s.split([' ', ':', '#'])
+                .next()
+                .unwrap()
+                .trim_end_matches(['.', ','])
+                .to_string()
+        })
         .collect()
 }
 
@@ -42,20 +61,39 @@ fn every_path_a_chapter_names_exists() {
     for chapter in chapters() {
         let text = std::fs::read_to_string(&chapter).unwrap();
         for path in mentioned_paths(&text) {
-            assert!(Path::new(&root().join(&path)).exists(), "{} mentions `{path}`, which does not exist", chapter.display());
+            assert!(
+                Path::new(&root().join(&path)).exists(),
+                "{} mentions `{path}`, which does not exist",
+                chapter.display()
+            );
             checked += 1;
         }
     }
-    assert!(checked >= 10, "only {checked} code paths named in the whole book");
+    assert!(
+        checked >= 10,
+        "only {checked} code paths named in the whole book"
+    );
 }
 
 #[test]
 fn every_chapter_has_the_four_faces() {
     // Concept, code, something to type, what goes wrong, an exercise: the headings say so.
-    for chapter in chapters().iter().filter(|c| !c.ends_with("introduction.md")) {
+    for chapter in chapters()
+        .iter()
+        .filter(|c| !c.ends_with("introduction.md"))
+    {
         let text = std::fs::read_to_string(chapter).unwrap().to_lowercase();
-        for heading in ["## the code", "## try it", "## what goes wrong", "## exercise"] {
-            assert!(text.contains(heading), "{} has no `{heading}` section", chapter.display());
+        for heading in [
+            "## the code",
+            "## try it",
+            "## what goes wrong",
+            "## exercise",
+        ] {
+            assert!(
+                text.contains(heading),
+                "{} has no `{heading}` section",
+                chapter.display()
+            );
         }
     }
 }

@@ -70,7 +70,9 @@ impl Pl011 {
     /// `base` must be the address of a PL011's registers, mapped as Device memory (or the MMU
     /// off), and nothing else may drive the same UART concurrently.
     pub const unsafe fn new(base: usize) -> Self {
-        Pl011 { regs: base as *const Pl011Registers }
+        Pl011 {
+            regs: base as *const Pl011Registers,
+        }
     }
 
     fn regs(&self) -> &Pl011Registers {

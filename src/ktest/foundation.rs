@@ -17,16 +17,46 @@ use crate::platform::Platform;
 use crate::smp;
 
 pub static TESTS: &[KTest] = &[
-    KTest { name: "smp_all_listed_cpus_online", run: all_listed_cpus_online },
-    KTest { name: "percpu_area_matches_mpidr_on_every_cpu", run: percpu_matches_mpidr },
-    KTest { name: "percpu_stacks_are_private", run: stacks_are_private },
-    KTest { name: "mmu_and_caches_on_every_cpu", run: mmu_on_everywhere },
-    KTest { name: "mmu_section_permissions", run: section_permissions },
-    KTest { name: "atomics_exact_across_cpus", run: atomics_exact },
-    KTest { name: "heap_alloc_free_on_every_cpu", run: heap_on_every_cpu },
-    KTest { name: "heap_failure_is_reported", run: heap_failure_reported },
-    KTest { name: "counter_runs_forward_on_every_cpu", run: counter_forward },
-    KTest { name: "log_from_every_cpu", run: log_from_every_cpu },
+    KTest {
+        name: "smp_all_listed_cpus_online",
+        run: all_listed_cpus_online,
+    },
+    KTest {
+        name: "percpu_area_matches_mpidr_on_every_cpu",
+        run: percpu_matches_mpidr,
+    },
+    KTest {
+        name: "percpu_stacks_are_private",
+        run: stacks_are_private,
+    },
+    KTest {
+        name: "mmu_and_caches_on_every_cpu",
+        run: mmu_on_everywhere,
+    },
+    KTest {
+        name: "mmu_section_permissions",
+        run: section_permissions,
+    },
+    KTest {
+        name: "atomics_exact_across_cpus",
+        run: atomics_exact,
+    },
+    KTest {
+        name: "heap_alloc_free_on_every_cpu",
+        run: heap_on_every_cpu,
+    },
+    KTest {
+        name: "heap_failure_is_reported",
+        run: heap_failure_reported,
+    },
+    KTest {
+        name: "counter_runs_forward_on_every_cpu",
+        run: counter_forward,
+    },
+    KTest {
+        name: "log_from_every_cpu",
+        run: log_from_every_cpu,
+    },
 ];
 
 /// Per-CPU verdicts collected by a call that runs everywhere: bit `id` set = CPU `id` failed.
@@ -48,7 +78,11 @@ impl Verdicts {
 
 fn all_listed_cpus_online(p: &Platform<'static>) -> Result<(), String> {
     let online = smp::online_cpus().count();
-    ensure!(online == p.cpus.len(), "{online} online, {} listed", p.cpus.len());
+    ensure!(
+        online == p.cpus.len(),
+        "{online} online, {} listed",
+        p.cpus.len()
+    );
     Ok(())
 }
 
@@ -68,7 +102,11 @@ fn percpu_matches_mpidr(p: &Platform<'static>) -> Result<(), String> {
         }
     });
     let online = smp::online_cpus().count();
-    ensure!(ran.load(Ordering::Relaxed) == online, "call ran {} times on {online} CPUs", ran.load(Ordering::Relaxed));
+    ensure!(
+        ran.load(Ordering::Relaxed) == online,
+        "call ran {} times on {online} CPUs",
+        ran.load(Ordering::Relaxed)
+    );
     verdicts.check("per-CPU area, TPIDR_EL1 or MPIDR disagree")
 }
 
@@ -86,9 +124,20 @@ fn stacks_are_private(_: &Platform<'static>) -> Result<(), String> {
     let cpus: Vec<_> = smp::online_cpus().map(percpu::cpu).collect();
     for a in &cpus {
         for b in &cpus {
-            let (a0, a1) = (a.stack_bottom.load(Ordering::Relaxed), a.stack_top.load(Ordering::Relaxed));
-            let (b0, b1) = (b.stack_bottom.load(Ordering::Relaxed), b.stack_top.load(Ordering::Relaxed));
-            ensure!(a.id == b.id || a1 <= b0 || b1 <= a0, "stacks of cpu{} and cpu{} overlap", a.id, b.id);
+            let (a0, a1) = (
+                a.stack_bottom.load(Ordering::Relaxed),
+                a.stack_top.load(Ordering::Relaxed),
+            );
+            let (b0, b1) = (
+                b.stack_bottom.load(Ordering::Relaxed),
+                b.stack_top.load(Ordering::Relaxed),
+            );
+            ensure!(
+                a.id == b.id || a1 <= b0 || b1 <= a0,
+                "stacks of cpu{} and cpu{} overlap",
+                a.id,
+                b.id
+            );
         }
     }
     Ok(())
@@ -108,27 +157,46 @@ fn mmu_on_everywhere(_: &Platform<'static>) -> Result<(), String> {
 /// PAR_EL1 after an address translation: bit 0 = fault, bits 63:56 = MAIR attribute.
 fn translation(addr: usize, write: bool) -> Result<u8, ()> {
     let par = cpu::translate(addr, write);
-    if par & 1 != 0 { Err(()) } else { Ok((par >> 56) as u8) }
+    if par & 1 != 0 {
+        Err(())
+    } else {
+        Ok((par >> 56) as u8)
+    }
 }
 
 fn section_permissions(p: &Platform<'static>) -> Result<(), String> {
     let k = layout::kernel_layout();
     let normal = 0xff;
     let device = 0x04;
-    ensure!(translation(k.text.0, false) == Ok(normal), "text not readable as Normal memory");
+    ensure!(
+        translation(k.text.0, false) == Ok(normal),
+        "text not readable as Normal memory"
+    );
     ensure!(translation(k.text.0, true).is_err(), "text is writable");
     ensure!(translation(k.rodata.0, true).is_err(), "rodata is writable");
-    ensure!(translation(k.data_bss.0, true) == Ok(normal), "data not writable");
+    ensure!(
+        translation(k.data_bss.0, true) == Ok(normal),
+        "data not writable"
+    );
     for slot in 0..layout::STACK_SLOTS {
-        ensure!(translation(k.guard_page(slot), false).is_err(), "guard page of stack slot {slot} is mapped");
-        ensure!(translation(k.stack_slot(slot).0, true) == Ok(normal), "stack slot {slot} not writable");
+        ensure!(
+            translation(k.guard_page(slot), false).is_err(),
+            "guard page of stack slot {slot} is mapped"
+        );
+        ensure!(
+            translation(k.stack_slot(slot).0, true) == Ok(normal),
+            "stack slot {slot} not writable"
+        );
     }
     ensure!(
         translation(p.uart.regs.start as usize, true) == Ok(device),
         "UART not mapped as Device-nGnRE"
     );
     let ram = p.memory.as_slice()[0];
-    ensure!(translation(ram.start as usize, false) == Ok(normal), "RAM start not Normal memory");
+    ensure!(
+        translation(ram.start as usize, false) == Ok(normal),
+        "RAM start not Normal memory"
+    );
     Ok(())
 }
 
@@ -153,14 +221,21 @@ fn heap_on_every_cpu(_: &Platform<'static>) -> Result<(), String> {
         for round in 0..50u64 {
             let v: Vec<u64> = (0..500).map(|i| i * (id as u64 + 1) + round).collect();
             let b = Box::new([id as u8; 300]);
-            if v.iter().enumerate().any(|(i, &x)| x != i as u64 * (id as u64 + 1) + round) || b.iter().any(|&x| x != id as u8) {
+            if v.iter()
+                .enumerate()
+                .any(|(i, &x)| x != i as u64 * (id as u64 + 1) + round)
+                || b.iter().any(|&x| x != id as u8)
+            {
                 verdicts.fail(id);
             }
         }
     });
     verdicts.check("heap returned corrupted memory")?;
     let after = crate::HEAP.bytes_in_use();
-    ensure!(after == before, "heap use went from {before} to {after} bytes: a leak or a lost free");
+    ensure!(
+        after == before,
+        "heap use went from {before} to {after} bytes: a leak or a lost free"
+    );
     Ok(())
 }
 
@@ -175,7 +250,10 @@ fn heap_failure_reported(_: &Platform<'static>) -> Result<(), String> {
         return Err(String::from("a 1 TiB allocation succeeded"));
     }
     let now = crate::HEAP.stats.failures.load(Ordering::Relaxed);
-    ensure!(now == failures + 1, "failure count went from {failures} to {now}");
+    ensure!(
+        now == failures + 1,
+        "failure count went from {failures} to {now}"
+    );
     Ok(())
 }
 
@@ -195,7 +273,10 @@ fn log_from_every_cpu(_: &Platform<'static>) -> Result<(), String> {
     // The host checks that every line of the run is well formed: concurrent lines must not mix.
     smp::on_each_cpu(&|id| {
         for i in 0..5 {
-            log::info!("line {i} from cpu{id}, written while {} other CPUs log too", MAX_CPUS.min(smp::online_cpus().count()) - 1);
+            log::info!(
+                "line {i} from cpu{id}, written while {} other CPUs log too",
+                MAX_CPUS.min(smp::online_cpus().count()) - 1
+            );
         }
     });
     Ok(())

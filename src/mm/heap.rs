@@ -83,8 +83,14 @@ impl KernelHeap {
     /// The range must be mapped read-write, unused by anything else, for the kernel's lifetime.
     pub unsafe fn add_region(&self, region: Region) {
         // SAFETY: forwarded to the caller.
-        unsafe { self.heap.lock().add_to_heap(region.start as usize, region.end() as usize) };
-        self.stats.bytes_total.fetch_add(region.size as usize, Ordering::Relaxed);
+        unsafe {
+            self.heap
+                .lock()
+                .add_to_heap(region.start as usize, region.end() as usize)
+        };
+        self.stats
+            .bytes_total
+            .fetch_add(region.size as usize, Ordering::Relaxed);
     }
 
     pub fn bytes_in_use(&self) -> usize {
@@ -109,7 +115,9 @@ unsafe impl GlobalAlloc for KernelHeap {
         match self.heap.lock().alloc(layout) {
             Ok(block) => {
                 self.stats.allocations.fetch_add(1, Ordering::Relaxed);
-                self.stats.bytes_in_use.fetch_add(layout.size(), Ordering::Relaxed);
+                self.stats
+                    .bytes_in_use
+                    .fetch_add(layout.size(), Ordering::Relaxed);
                 block.as_ptr()
             }
             Err(()) => {
@@ -131,7 +139,9 @@ unsafe impl GlobalAlloc for KernelHeap {
             // SAFETY: GlobalAlloc's contract: `ptr` came from `alloc` with this layout.
             unsafe { self.heap.lock().dealloc(block, layout) };
             self.stats.frees.fetch_add(1, Ordering::Relaxed);
-            self.stats.bytes_in_use.fetch_sub(layout.size(), Ordering::Relaxed);
+            self.stats
+                .bytes_in_use
+                .fetch_sub(layout.size(), Ordering::Relaxed);
         }
     }
 }
@@ -144,15 +154,18 @@ mod tests {
     fn reserved_ranges_are_cut_out_and_pages_kept_whole() {
         let ram = [Region::new(0x4000_0000, 0x2000_0000)];
         let reserved = [
-            Region::new(0x4000_0000, 0x1_0000),   // DTB at the start of RAM
-            Region::new(0x4008_0000, 0x20_0800),  // kernel, not page-sized
-            Region::new(0x9000_0000, 0x1000),     // outside RAM: ignored
+            Region::new(0x4000_0000, 0x1_0000),  // DTB at the start of RAM
+            Region::new(0x4008_0000, 0x20_0800), // kernel, not page-sized
+            Region::new(0x9000_0000, 0x1000),    // outside RAM: ignored
         ];
         let free = free_ranges(&ram, &reserved);
         // The kernel ends at 0x4028_0800, mid-page: the heap starts at the next whole page.
         assert_eq!(
             free.as_slice(),
-            [Region::new(0x4001_0000, 0x7_0000), Region::new(0x4028_1000, 0x6000_0000 - 0x4028_1000)]
+            [
+                Region::new(0x4001_0000, 0x7_0000),
+                Region::new(0x4028_1000, 0x6000_0000 - 0x4028_1000)
+            ]
         );
     }
 

@@ -21,7 +21,10 @@ pub struct Mapping {
 
 impl Default for Mapping {
     fn default() -> Self {
-        Mapping { region: Region::default(), attrs: Attributes::READ_ONLY }
+        Mapping {
+            region: Region::default(),
+            attrs: Attributes::READ_ONLY,
+        }
     }
 }
 
@@ -32,10 +35,16 @@ pub fn plan(platform: &Platform<'_>, kernel: &KernelLayout) -> Plan {
     let mut plan = Plan::default();
     let mut map = |start: usize, end: usize, attrs: Attributes| {
         if end > start {
-            plan.push(Mapping { region: Region::new(start as u64, (end - start) as u64), attrs });
+            plan.push(Mapping {
+                region: Region::new(start as u64, (end - start) as u64),
+                attrs,
+            });
         }
     };
-    let image = Region::new(kernel.kernel_start as u64, (kernel.kernel_end - kernel.kernel_start) as u64);
+    let image = Region::new(
+        kernel.kernel_start as u64,
+        (kernel.kernel_end - kernel.kernel_start) as u64,
+    );
     for ram in platform.memory.as_slice() {
         // RAM around the kernel image; the image itself is mapped piece by piece below.
         let (start, end) = (ram.start as usize, ram.end() as usize);
@@ -60,7 +69,12 @@ pub fn plan(platform: &Platform<'_>, kernel: &KernelLayout) -> Plan {
     // The DTB must stay readable even where a loader put it outside the RAM the tree lists.
     if let Source::DeviceTree { address, size } = platform.source {
         let dtb = Region::new(address, size);
-        if !platform.memory.as_slice().iter().any(|r| r.contains(address) && r.contains(dtb.end() - 1)) {
+        if !platform
+            .memory
+            .as_slice()
+            .iter()
+            .any(|r| r.contains(address) && r.contains(dtb.end() - 1))
+        {
             map(address as usize, dtb.end() as usize, Attributes::READ_ONLY);
         }
     }
@@ -111,22 +125,46 @@ mod tests {
         let p = plan(&platform, &layout);
         let mut builder = Builder::new(&mut tables);
         for m in p.as_slice() {
-            builder.map(m.region.start, m.region.end(), m.attrs).unwrap();
+            builder
+                .map(m.region.start, m.region.end(), m.attrs)
+                .unwrap();
         }
         let attrs = |a: usize| builder.lookup(a as u64).map(|(attrs, _)| attrs);
         assert_eq!(attrs(layout.text.0), Some(Attributes::TEXT));
         assert_eq!(attrs(layout.rodata.0 + 8), Some(Attributes::READ_ONLY));
         assert_eq!(attrs(layout.data_bss.1 - 1), Some(Attributes::READ_WRITE));
         for slot in 0..STACK_SLOTS {
-            assert_eq!(attrs(layout.guard_page(slot)), None, "guard of slot {slot} must be unmapped");
-            assert_eq!(attrs(layout.stack_slot(slot).0), Some(Attributes::READ_WRITE));
-            assert_eq!(attrs(layout.stack_slot(slot).1 - 8), Some(Attributes::READ_WRITE));
+            assert_eq!(
+                attrs(layout.guard_page(slot)),
+                None,
+                "guard of slot {slot} must be unmapped"
+            );
+            assert_eq!(
+                attrs(layout.stack_slot(slot).0),
+                Some(Attributes::READ_WRITE)
+            );
+            assert_eq!(
+                attrs(layout.stack_slot(slot).1 - 8),
+                Some(Attributes::READ_WRITE)
+            );
         }
-        assert_eq!(attrs(0x4000_0000), Some(Attributes::READ_WRITE), "RAM below the kernel");
-        assert_eq!(attrs(0x4700_0000), Some(Attributes::READ_WRITE), "RAM above the kernel");
+        assert_eq!(
+            attrs(0x4000_0000),
+            Some(Attributes::READ_WRITE),
+            "RAM below the kernel"
+        );
+        assert_eq!(
+            attrs(0x4700_0000),
+            Some(Attributes::READ_WRITE),
+            "RAM above the kernel"
+        );
         assert_eq!(attrs(0x4800_0000), None, "past the end of RAM");
         assert_eq!(attrs(0x0900_0000), Some(Attributes::DEVICE), "the UART");
-        assert_eq!(attrs(0x0801_0000), Some(Attributes::DEVICE), "the GIC CPU interface");
+        assert_eq!(
+            attrs(0x0801_0000),
+            Some(Attributes::DEVICE),
+            "the GIC CPU interface"
+        );
     }
 
     #[test]
@@ -134,7 +172,12 @@ mod tests {
         let platform = Platform::defaults(Board::RaspberryPi4);
         let mut layout = virt_layout();
         let shift = 0x4008_0000 - 0x8_0000;
-        for r in [&mut layout.text, &mut layout.rodata, &mut layout.data_bss, &mut layout.stacks] {
+        for r in [
+            &mut layout.text,
+            &mut layout.rodata,
+            &mut layout.data_bss,
+            &mut layout.stacks,
+        ] {
             r.0 -= shift;
             r.1 -= shift;
         }

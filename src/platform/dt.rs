@@ -29,14 +29,21 @@ pub fn parse<'dt>(blob: &'dt [u8], address: u64, board: Board) -> Result<Platfor
     let defaults = Platform::defaults(board);
     let mut p = Platform {
         board,
-        source: Source::DeviceTree { address, size: fdt.total_size() as u64 },
+        source: Source::DeviceTree {
+            address,
+            size: fdt.total_size() as u64,
+        },
         model: defaults.model,
         memory: FixedList::default(),
         reserved: FixedList::default(),
         cpus: FixedList::default(),
         cpus_in_tree: 0,
         psci: None,
-        uart: Uart { regs: Region::default(), irq: None, clock_hz: 0 },
+        uart: Uart {
+            regs: Region::default(),
+            irq: None,
+            clock_hz: 0,
+        },
         gic: None,
         timer: None,
         gpio: None,
@@ -81,33 +88,49 @@ fn fill_gaps(p: &mut Platform<'_>, defaults: &Platform<'static>, uart_found: boo
         p.note(Problem::Missing("/cpus node with CPUs in it"));
     }
     if p.cpus_in_tree > MAX_CPUS {
-        p.note(Problem::TooManyCpus { in_tree: p.cpus_in_tree });
+        p.note(Problem::TooManyCpus {
+            in_tree: p.cpus_in_tree,
+        });
     }
     // A CPU quartet cannot start stays off: say so. Not for a lone CPU, which is the boot CPU
     // and already running; QEMU's `-smp 1` tree gives it no enable-method, and Linux does not
     // warn about a boot CPU without one either.
     if p.cpus_in_tree > 1 {
         let cpus = p.cpus;
-        for cpu in cpus.as_slice().iter().filter(|c| c.method == EnableMethod::Unknown) {
+        for cpu in cpus
+            .as_slice()
+            .iter()
+            .filter(|c| c.method == EnableMethod::Unknown)
+        {
             p.note(Problem::UnknownEnableMethod { mpidr: cpu.mpidr });
         }
     }
     if !uart_found {
         p.uart = defaults.uart;
-        p.note(Problem::Missing("enabled PL011 UART (compatible arm,pl011)"));
+        p.note(Problem::Missing(
+            "enabled PL011 UART (compatible arm,pl011)",
+        ));
     }
     if p.gic.is_none() {
         p.gic = defaults.gic;
-        p.note(Problem::Missing("GIC (arm,gic-400, arm,cortex-a15-gic or arm,gic-v3)"));
+        p.note(Problem::Missing(
+            "GIC (arm,gic-400, arm,cortex-a15-gic or arm,gic-v3)",
+        ));
     }
     if p.timer.is_none() {
         p.timer = defaults.timer;
         p.note(Problem::Missing("timer (arm,armv8-timer)"));
     }
-    let needs_psci = p.cpus.as_slice().iter().any(|c| c.method == EnableMethod::Psci);
+    let needs_psci = p
+        .cpus
+        .as_slice()
+        .iter()
+        .any(|c| c.method == EnableMethod::Psci);
     if needs_psci && p.psci.is_none() {
         p.psci = defaults.psci;
-        p.note(Problem::Missing("/psci node, though CPUs use enable-method psci"));
+        p.note(Problem::Missing(
+            "/psci node, though CPUs use enable-method psci",
+        ));
     }
     if p.board == Board::RaspberryPi4 && p.gpio.is_none() {
         p.gpio = defaults.gpio;
@@ -133,7 +156,10 @@ fn visit<'b, 'dt>(
 ) {
     let parent = buses[depth - 1];
     let base_name = node.name.split('@').next().unwrap_or("");
-    let device_type = node.property("device_type").and_then(|d| d.as_str()).unwrap_or("");
+    let device_type = node
+        .property("device_type")
+        .and_then(|d| d.as_str())
+        .unwrap_or("");
     let enabled = node
         .property("status")
         .and_then(|s| s.as_str())
@@ -168,28 +194,54 @@ fn visit<'b, 'dt>(
         }
     } else if enabled && !*uart_found && is_compatible(node, "arm,pl011") {
         if let Some(regs) = first_reg(0) {
-            p.uart = Uart { regs, irq: interrupt(node, 0), clock_hz: fixed_clock_hz(fdt, node).unwrap_or(0) };
+            p.uart = Uart {
+                regs,
+                irq: interrupt(node, 0),
+                clock_hz: fixed_clock_hz(fdt, node).unwrap_or(0),
+            };
             if p.uart.clock_hz == 0 {
                 p.uart.clock_hz = Platform::defaults(p.board).uart.clock_hz;
             }
             *uart_found = true;
         } else {
-            p.note(Problem::Unusable("PL011 reg (not translatable to a CPU address)"));
+            p.note(Problem::Unusable(
+                "PL011 reg (not translatable to a CPU address)",
+            ));
         }
     } else if enabled && p.gic.is_none() && is_gic_v2(node) {
         match (first_reg(0), first_reg(1)) {
-            (Some(distributor), Some(cpu_interface)) => p.gic = Some(Gic::V2 { distributor, cpu_interface }),
+            (Some(distributor), Some(cpu_interface)) => {
+                p.gic = Some(Gic::V2 {
+                    distributor,
+                    cpu_interface,
+                })
+            }
             _ => p.note(Problem::Unusable("GICv2 reg")),
         }
     } else if enabled && p.gic.is_none() && is_compatible(node, "arm,gic-v3") {
         match (first_reg(0), first_reg(1)) {
-            (Some(distributor), Some(redistributors)) => p.gic = Some(Gic::V3 { distributor, redistributors }),
+            (Some(distributor), Some(redistributors)) => {
+                p.gic = Some(Gic::V3 {
+                    distributor,
+                    redistributors,
+                })
+            }
             _ => p.note(Problem::Unusable("GICv3 reg")),
         }
     } else if is_compatible(node, "arm,armv8-timer") || is_compatible(node, "arm,armv7-timer") {
-        match (interrupt(node, 0), interrupt(node, 1), interrupt(node, 2), interrupt(node, 3)) {
+        match (
+            interrupt(node, 0),
+            interrupt(node, 1),
+            interrupt(node, 2),
+            interrupt(node, 3),
+        ) {
             (Some(secure_phys), Some(phys), Some(virt), Some(hyp)) => {
-                p.timer = Some(TimerIrqs { secure_phys, phys, virt, hyp })
+                p.timer = Some(TimerIrqs {
+                    secure_phys,
+                    phys,
+                    virt,
+                    hyp,
+                })
             }
             _ => p.note(Problem::Unusable("timer interrupts")),
         }
@@ -232,7 +284,9 @@ fn visit_cpu(node: FdtNode<'_, '_>, cpus_bus: Bus<'_>, p: &mut Platform<'_>) {
 
 fn bus_of<'dt>(node: FdtNode<'_, 'dt>) -> Bus<'dt> {
     let cells = |name: &str, default: usize| {
-        node.property(name).and_then(|v| read_cells(v.value, 0, 1)).map_or(default, |v| v as usize)
+        node.property(name)
+            .and_then(|v| read_cells(v.value, 0, 1))
+            .map_or(default, |v| v as usize)
     };
     Bus {
         address_cells: cells("#address-cells", 2),
@@ -242,14 +296,22 @@ fn bus_of<'dt>(node: FdtNode<'_, 'dt>) -> Bus<'dt> {
 }
 
 fn is_compatible(node: FdtNode<'_, '_>, prefix: &str) -> bool {
-    node.property("compatible")
-        .is_some_and(|c| c.value.split(|&b| b == 0).any(|s| s.starts_with(prefix.as_bytes())))
+    node.property("compatible").is_some_and(|c| {
+        c.value
+            .split(|&b| b == 0)
+            .any(|s| s.starts_with(prefix.as_bytes()))
+    })
 }
 
 fn is_gic_v2(node: FdtNode<'_, '_>) -> bool {
-    ["arm,gic-400", "arm,cortex-a15-gic", "arm,cortex-a9-gic", "arm,cortex-a7-gic"]
-        .iter()
-        .any(|c| is_compatible(node, c))
+    [
+        "arm,gic-400",
+        "arm,cortex-a15-gic",
+        "arm,cortex-a9-gic",
+        "arm,cortex-a7-gic",
+    ]
+    .iter()
+    .any(|c| is_compatible(node, c))
 }
 
 /// Big-endian cells `[at, at + count)` of `bytes` as one number (the low 64 bits if longer).
@@ -264,11 +326,18 @@ fn read_cells(bytes: &[u8], at: usize, count: usize) -> Option<u64> {
 }
 
 /// The (address, size) pairs of a `reg` value.
-fn reg_entries(value: &[u8], address_cells: usize, size_cells: usize) -> impl Iterator<Item = (u64, u64)> + '_ {
+fn reg_entries(
+    value: &[u8],
+    address_cells: usize,
+    size_cells: usize,
+) -> impl Iterator<Item = (u64, u64)> + '_ {
     let stride = (address_cells + size_cells).max(1);
     (0..value.len() / 4 / stride).filter_map(move |i| {
         let at = i * stride;
-        Some((read_cells(value, at, address_cells)?, read_cells(value, at + address_cells, size_cells)?))
+        Some((
+            read_cells(value, at, address_cells)?,
+            read_cells(value, at + address_cells, size_cells)?,
+        ))
     })
 }
 
@@ -277,7 +346,8 @@ fn reg_entries(value: &[u8], address_cells: usize, size_cells: usize) -> impl It
 fn translated_reg(node: FdtNode<'_, '_>, buses: &[Bus<'_>], index: usize) -> Option<Region> {
     let parent = *buses.last()?;
     let reg = node.property("reg")?;
-    let (mut addr, size) = reg_entries(reg.value, parent.address_cells, parent.size_cells).nth(index)?;
+    let (mut addr, size) =
+        reg_entries(reg.value, parent.address_cells, parent.size_cells).nth(index)?;
     for level in (1..buses.len()).rev() {
         addr = translate(addr, buses[level], buses[level - 1].address_cells)?;
     }
@@ -324,14 +394,23 @@ fn interrupt(node: FdtNode<'_, '_>, index: usize) -> Option<u32> {
 /// Not fdt's `find_phandle`: its walk over all nodes stops early at FDT_NOPs before a node's end
 /// (a property or last child deleted in place), which validation lets through, and the clock
 /// would silently not be found. `children` skips those NOPs.
-fn find_phandle<'b, 'dt>(node: FdtNode<'b, 'dt>, phandle: u32, depth: usize) -> Option<FdtNode<'b, 'dt>> {
-    if node.property("phandle").and_then(|v| read_cells(v.value, 0, 1)) == Some(phandle as u64) {
+fn find_phandle<'b, 'dt>(
+    node: FdtNode<'b, 'dt>,
+    phandle: u32,
+    depth: usize,
+) -> Option<FdtNode<'b, 'dt>> {
+    if node
+        .property("phandle")
+        .and_then(|v| read_cells(v.value, 0, 1))
+        == Some(phandle as u64)
+    {
         return Some(node);
     }
     if depth >= MAX_DEPTH {
         return None;
     }
-    node.children().find_map(|child| find_phandle(child, phandle, depth + 1))
+    node.children()
+        .find_map(|child| find_phandle(child, phandle, depth + 1))
 }
 
 /// The frequency of the node's first clock, when that clock is a `fixed-clock`.

@@ -48,7 +48,11 @@ pub struct FixedList<T: Copy + Default, const N: usize> {
 
 impl<T: Copy + Default, const N: usize> Default for FixedList<T, N> {
     fn default() -> Self {
-        FixedList { items: [T::default(); N], len: 0, dropped: 0 }
+        FixedList {
+            items: [T::default(); N],
+            len: 0,
+            dropped: 0,
+        }
     }
 }
 
@@ -91,7 +95,11 @@ pub enum Board {
 impl Board {
     /// The board this kernel was built for (`--features board-rpi4` selects the Pi 4).
     pub const fn compiled() -> Board {
-        if cfg!(feature = "board-rpi4") { Board::RaspberryPi4 } else { Board::QemuVirt }
+        if cfg!(feature = "board-rpi4") {
+            Board::RaspberryPi4
+        } else {
+            Board::QemuVirt
+        }
     }
     pub fn name(self) -> &'static str {
         match self {
@@ -124,8 +132,14 @@ pub struct CpuDesc {
 /// The interrupt controller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Gic {
-    V2 { distributor: Region, cpu_interface: Region },
-    V3 { distributor: Region, redistributors: Region },
+    V2 {
+        distributor: Region,
+        cpu_interface: Region,
+    },
+    V3 {
+        distributor: Region,
+        redistributors: Region,
+    },
 }
 
 /// The generic timer's interrupts (GIC INTIDs: PPI number + 16).
@@ -192,7 +206,10 @@ impl core::fmt::Display for Problem {
                 write!(f, "device tree has no {what}; using the {board} default")
             }
             Problem::Unusable(what) => {
-                write!(f, "device tree's {what} is unusable; using the {board} default")
+                write!(
+                    f,
+                    "device tree's {what} is unusable; using the {board} default"
+                )
             }
             Problem::TooManyCpus { in_tree } => write!(
                 f,
@@ -202,7 +219,10 @@ impl core::fmt::Display for Problem {
                 f,
                 "CPU with MPIDR {mpidr:#x} has no enable-method quartet knows (psci, spin-table); it will stay off"
             ),
-            Problem::Overflow(what) => write!(f, "device tree has more {what} than quartet keeps; extra ones ignored"),
+            Problem::Overflow(what) => write!(
+                f,
+                "device tree has more {what} than quartet keeps; extra ones ignored"
+            ),
         }
     }
 }
@@ -243,9 +263,18 @@ impl Platform<'static> {
             cpus: FixedList::default(),
             cpus_in_tree: 0,
             psci: None,
-            uart: Uart { regs: Region::new(0, 0), irq: None, clock_hz: 0 },
+            uart: Uart {
+                regs: Region::new(0, 0),
+                irq: None,
+                clock_hz: 0,
+            },
             gic: None,
-            timer: Some(TimerIrqs { secure_phys: 29, phys: 30, virt: 27, hyp: 26 }),
+            timer: Some(TimerIrqs {
+                secure_phys: 29,
+                phys: 30,
+                virt: 27,
+                hyp: 26,
+            }),
             gpio: None,
             bootargs: "",
             problems: FixedList::default(),
@@ -257,10 +286,17 @@ impl Platform<'static> {
                 p.psci = Some(PsciConduit::Hvc);
                 // Unknown CPU count: try the first eight MPIDRs; absent ones are refused by PSCI.
                 for mpidr in 0..MAX_CPUS as u64 {
-                    p.cpus.push(CpuDesc { mpidr, method: EnableMethod::Psci });
+                    p.cpus.push(CpuDesc {
+                        mpidr,
+                        method: EnableMethod::Psci,
+                    });
                 }
                 p.cpus_in_tree = MAX_CPUS;
-                p.uart = Uart { regs: Region::new(0x0900_0000, 0x1000), irq: Some(33), clock_hz: 24_000_000 };
+                p.uart = Uart {
+                    regs: Region::new(0x0900_0000, 0x1000),
+                    irq: Some(33),
+                    clock_hz: 24_000_000,
+                };
                 p.gic = Some(Gic::V2 {
                     distributor: Region::new(0x0800_0000, 0x1_0000),
                     cpu_interface: Region::new(0x0801_0000, 0x1_0000),
@@ -271,10 +307,19 @@ impl Platform<'static> {
                 p.memory.push(Region::new(0, 0x3b40_0000));
                 p.reserved.push(Region::new(0, 0x1000)); // the armstub and its spin table
                 for (mpidr, release) in [(0, 0xd8), (1, 0xe0), (2, 0xe8), (3, 0xf0)] {
-                    p.cpus.push(CpuDesc { mpidr, method: EnableMethod::SpinTable { release_addr: release } });
+                    p.cpus.push(CpuDesc {
+                        mpidr,
+                        method: EnableMethod::SpinTable {
+                            release_addr: release,
+                        },
+                    });
                 }
                 p.cpus_in_tree = 4;
-                p.uart = Uart { regs: Region::new(0xfe20_1000, 0x200), irq: Some(153), clock_hz: 48_000_000 };
+                p.uart = Uart {
+                    regs: Region::new(0xfe20_1000, 0x200),
+                    irq: Some(153),
+                    clock_hz: 48_000_000,
+                };
                 p.gic = Some(Gic::V2 {
                     distributor: Region::new(0xff84_1000, 0x1000),
                     cpu_interface: Region::new(0xff84_2000, 0x2000),
@@ -294,11 +339,13 @@ impl<'dt> Platform<'dt> {
 
     /// For `key=value` in bootargs, the value; for a bare `key`, "".
     pub fn bootarg_value(&self, key: &str) -> Option<&'dt str> {
-        self.bootargs.split_ascii_whitespace().find_map(|arg| match arg.split_once('=') {
-            Some((k, v)) if k == key => Some(v),
-            None if arg == key => Some(""),
-            _ => None,
-        })
+        self.bootargs
+            .split_ascii_whitespace()
+            .find_map(|arg| match arg.split_once('=') {
+                Some((k, v)) if k == key => Some(v),
+                None if arg == key => Some(""),
+                _ => None,
+            })
     }
 
     /// MMIO ranges that must be mapped as Device memory.
@@ -306,11 +353,17 @@ impl<'dt> Platform<'dt> {
         let mut list = FixedList::default();
         list.push(self.uart.regs);
         match self.gic {
-            Some(Gic::V2 { distributor, cpu_interface }) => {
+            Some(Gic::V2 {
+                distributor,
+                cpu_interface,
+            }) => {
                 list.push(distributor);
                 list.push(cpu_interface);
             }
-            Some(Gic::V3 { distributor, redistributors }) => {
+            Some(Gic::V3 {
+                distributor,
+                redistributors,
+            }) => {
                 list.push(distributor);
                 list.push(redistributors);
             }
@@ -358,7 +411,7 @@ pub fn discover(x0: usize) -> Platform<'static> {
         Board::QemuVirt => (0x4000_0000..0x100_0000_0000).contains(&x0),
         Board::RaspberryPi4 => x0 < 0xfc00_0000,
     };
-    if x0 == 0 || x0 % 8 != 0 || !in_ram_window {
+    if x0 == 0 || !x0.is_multiple_of(8) || !in_ram_window {
         return fallback(Problem::NoDeviceTree { x0: x0 as u64 });
     }
     // SAFETY: x0 lies in the board's RAM, which is readable with the MMU off; a header is 40
@@ -366,12 +419,25 @@ pub fn discover(x0: usize) -> Platform<'static> {
     let header = unsafe { core::slice::from_raw_parts(x0 as *const u8, 40) };
     let size = match validate::claimed_size(header) {
         Ok(size) => size,
-        Err(validate::BlobError::BadMagic(_)) => return fallback(Problem::NoDeviceTree { x0: x0 as u64 }),
-        Err(error) => return fallback(Problem::InvalidBlob { x0: x0 as u64, error }),
+        Err(validate::BlobError::BadMagic(_)) => {
+            return fallback(Problem::NoDeviceTree { x0: x0 as u64 });
+        }
+        Err(error) => {
+            return fallback(Problem::InvalidBlob {
+                x0: x0 as u64,
+                error,
+            });
+        }
     };
     if size > MAX_DTB_SIZE {
-        let error = validate::BlobError::Truncated { total_size: size, available: MAX_DTB_SIZE };
-        return fallback(Problem::InvalidBlob { x0: x0 as u64, error });
+        let error = validate::BlobError::Truncated {
+            total_size: size,
+            available: MAX_DTB_SIZE,
+        };
+        return fallback(Problem::InvalidBlob {
+            x0: x0 as u64,
+            error,
+        });
     }
     // SAFETY: `size` bytes from x0 are RAM the loader filled with the tree and handed to us; the
     // range is reserved from the heap, and after this in-place NOP removal never written again,
@@ -380,5 +446,10 @@ pub fn discover(x0: usize) -> Platform<'static> {
     // A blob that fails here fails `parse` below with the same error, which is reported there.
     let _ = validate::remove_nops(blob);
     let blob: &'static [u8] = blob;
-    dt::parse(blob, x0 as u64, board).unwrap_or_else(|error| fallback(Problem::InvalidBlob { x0: x0 as u64, error }))
+    dt::parse(blob, x0 as u64, board).unwrap_or_else(|error| {
+        fallback(Problem::InvalidBlob {
+            x0: x0 as u64,
+            error,
+        })
+    })
 }

@@ -21,12 +21,22 @@ pub enum BlobError {
     TooShort,
     BadMagic(u32),
     /// The header's totalsize is larger than the bytes we have (a truncated blob).
-    Truncated { total_size: usize, available: usize },
+    Truncated {
+        total_size: usize,
+        available: usize,
+    },
     UnsupportedVersion(u32),
     BlockOutOfBounds(&'static str),
-    BadToken { offset: usize, token: u32 },
-    BadName { offset: usize },
-    PropertyOutOfBounds { offset: usize },
+    BadToken {
+        offset: usize,
+        token: u32,
+    },
+    BadName {
+        offset: usize,
+    },
+    PropertyOutOfBounds {
+        offset: usize,
+    },
     TooDeep,
     Unbalanced,
 }
@@ -36,17 +46,33 @@ impl core::fmt::Display for BlobError {
         match *self {
             BlobError::TooShort => write!(f, "shorter than a device tree header"),
             BlobError::BadMagic(m) => write!(f, "bad magic {m:#010x} (expected 0xd00dfeed)"),
-            BlobError::Truncated { total_size, available } => {
-                write!(f, "truncated: header says {total_size} bytes, only {available} present")
+            BlobError::Truncated {
+                total_size,
+                available,
+            } => {
+                write!(
+                    f,
+                    "truncated: header says {total_size} bytes, only {available} present"
+                )
             }
             BlobError::UnsupportedVersion(v) => write!(f, "unsupported version {v}"),
-            BlobError::BlockOutOfBounds(which) => write!(f, "the {which} block lies outside the blob"),
-            BlobError::BadToken { offset, token } => {
-                write!(f, "unexpected token {token:#x} at structure offset {offset:#x}")
+            BlobError::BlockOutOfBounds(which) => {
+                write!(f, "the {which} block lies outside the blob")
             }
-            BlobError::BadName { offset } => write!(f, "malformed name at structure offset {offset:#x}"),
+            BlobError::BadToken { offset, token } => {
+                write!(
+                    f,
+                    "unexpected token {token:#x} at structure offset {offset:#x}"
+                )
+            }
+            BlobError::BadName { offset } => {
+                write!(f, "malformed name at structure offset {offset:#x}")
+            }
             BlobError::PropertyOutOfBounds { offset } => {
-                write!(f, "property at structure offset {offset:#x} runs past its block")
+                write!(
+                    f,
+                    "property at structure offset {offset:#x} runs past its block"
+                )
             }
             BlobError::TooDeep => write!(f, "nodes nested deeper than {MAX_DEPTH}"),
             BlobError::Unbalanced => write!(f, "node begin/end tokens do not balance"),
@@ -55,7 +81,9 @@ impl core::fmt::Display for BlobError {
 }
 
 fn be32(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_be_bytes(b.get(at..at.checked_add(4)?)?.try_into().ok()?))
+    Some(u32::from_be_bytes(
+        b.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
 }
 
 /// The header's `totalsize`, after checking the magic: how many bytes the blob claims.
@@ -120,7 +148,10 @@ fn check(blob: &[u8], nops: NopPolicy) -> Result<(usize, usize), BlobError> {
     }
     let total = claimed_size(blob)?;
     if total > blob.len() || total < HEADER_SIZE {
-        return Err(BlobError::Truncated { total_size: total, available: blob.len() });
+        return Err(BlobError::Truncated {
+            total_size: total,
+            available: blob.len(),
+        });
     }
     let blob = &blob[..total];
     let h = |i: usize| be32(blob, i * 4).unwrap_or(0) as usize;
@@ -150,7 +181,11 @@ fn validate_reservations(blob: &[u8], mut at: usize) -> Result<(), BlobError> {
     }
     loop {
         let entry = blob
-            .get(at..at.checked_add(16).ok_or(BlobError::BlockOutOfBounds("memory reservation"))?)
+            .get(
+                at..at
+                    .checked_add(16)
+                    .ok_or(BlobError::BlockOutOfBounds("memory reservation"))?,
+            )
             .ok_or(BlobError::BlockOutOfBounds("memory reservation"))?;
         if entry.iter().all(|&b| b == 0) {
             return Ok(());
@@ -178,7 +213,10 @@ fn validate_structure(s: &[u8], strings: &[u8], nops: NopPolicy) -> Result<(), B
         match token {
             FDT_BEGIN_NODE => {
                 if depth == 0 && seen_root {
-                    return Err(BlobError::BadToken { offset: token_at, token });
+                    return Err(BlobError::BadToken {
+                        offset: token_at,
+                        token,
+                    });
                 }
                 seen_root = true;
                 depth += 1;
@@ -195,13 +233,25 @@ fn validate_structure(s: &[u8], strings: &[u8], nops: NopPolicy) -> Result<(), B
             }
             // Inside a node, see `nops_allowed`.
             FDT_NOP if nops == NopPolicy::WhereFdtCopes && !nops_allowed(s, token_at, depth) => {
-                return Err(BlobError::BadToken { offset: token_at, token });
+                return Err(BlobError::BadToken {
+                    offset: token_at,
+                    token,
+                });
             }
             FDT_NOP => {}
             FDT_END => {
-                return if depth == 0 && seen_root { Ok(()) } else { Err(BlobError::Unbalanced) };
+                return if depth == 0 && seen_root {
+                    Ok(())
+                } else {
+                    Err(BlobError::Unbalanced)
+                };
             }
-            _ => return Err(BlobError::BadToken { offset: token_at, token }),
+            _ => {
+                return Err(BlobError::BadToken {
+                    offset: token_at,
+                    token,
+                });
+            }
         }
     }
 }
@@ -236,17 +286,24 @@ fn skip_properties(
     loop {
         match be32(s, *at) {
             Some(FDT_NOP) if nops == NopPolicy::Anywhere || nops_allowed(s, *at, depth) => *at += 4,
-            Some(FDT_NOP) => return Err(BlobError::BadToken { offset: *at, token: FDT_NOP }),
+            Some(FDT_NOP) => {
+                return Err(BlobError::BadToken {
+                    offset: *at,
+                    token: FDT_NOP,
+                });
+            }
             Some(FDT_PROP) => {
                 let prop_at = *at;
-                let len = be32(s, prop_at + 4).ok_or(BlobError::PropertyOutOfBounds { offset: prop_at })?;
-                let name_off = be32(s, prop_at + 8).ok_or(BlobError::PropertyOutOfBounds { offset: prop_at })?;
+                let len = be32(s, prop_at + 4)
+                    .ok_or(BlobError::PropertyOutOfBounds { offset: prop_at })?;
+                let name_off = be32(s, prop_at + 8)
+                    .ok_or(BlobError::PropertyOutOfBounds { offset: prop_at })?;
                 let value_end = (prop_at + 12)
                     .checked_add(len as usize)
                     .filter(|&end| end <= s.len())
                     .ok_or(BlobError::PropertyOutOfBounds { offset: prop_at })?;
-                let name_len =
-                    c_string(strings, name_off as usize).ok_or(BlobError::BadName { offset: prop_at })?;
+                let name_len = c_string(strings, name_off as usize)
+                    .ok_or(BlobError::BadName { offset: prop_at })?;
                 let name = &strings[name_off as usize..name_off as usize + name_len];
                 // fdt reads these cell counts as exactly one u32 and panics otherwise.
                 if name.starts_with(b"#") && name.ends_with(b"-cells") && len != 4 {
@@ -296,11 +353,18 @@ mod tests {
         let mut blob = VIRT.to_vec();
         // The PL011's first property: NOPs between a node's properties make fdt 0.1.5 panic.
         let nops = nop_out_property(&mut blob, b"clock-names");
-        assert!(matches!(validate(&blob), Err(BlobError::BadToken { token: FDT_NOP, .. })));
+        assert!(matches!(
+            validate(&blob),
+            Err(BlobError::BadToken { token: FDT_NOP, .. })
+        ));
         assert_eq!(remove_nops(&mut blob), Ok(nops));
         assert_eq!(validate(&blob), Ok(()));
-        let p = crate::platform::dt::parse(&blob, 0x4000_0000, crate::platform::Board::QemuVirt).unwrap();
-        assert_eq!(p.uart.regs.start, 0x0900_0000, "the rest of the node survives compaction");
+        let p = crate::platform::dt::parse(&blob, 0x4000_0000, crate::platform::Board::QemuVirt)
+            .unwrap();
+        assert_eq!(
+            p.uart.regs.start, 0x0900_0000,
+            "the rest of the node survives compaction"
+        );
         assert!(p.problems.is_empty());
         assert_eq!(remove_nops(&mut blob), Ok(0), "a second pass finds nothing");
     }
@@ -324,7 +388,10 @@ mod tests {
         assert_eq!(validate(&bad), Err(BlobError::BadMagic(0x000d_feed)));
         assert_eq!(
             validate(&VIRT[..VIRT.len() - 100]),
-            Err(BlobError::Truncated { total_size: VIRT.len(), available: VIRT.len() - 100 })
+            Err(BlobError::Truncated {
+                total_size: VIRT.len(),
+                available: VIRT.len() - 100
+            })
         );
     }
 

@@ -77,7 +77,10 @@ mod tests {
         assert_eq!(exception_class_name(esr), "Data Abort from the same EL");
         assert!(is_abort(esr));
         assert!(abort_was_write(esr));
-        assert_eq!(fault_status_name(esr), "translation fault (address not mapped)");
+        assert_eq!(
+            fault_status_name(esr),
+            "translation fault (address not mapped)"
+        );
         assert_eq!(fault_level(esr), Some(3));
     }
 
@@ -90,10 +93,16 @@ mod tests {
 
     #[test]
     fn non_aborts_are_named() {
-        assert_eq!(exception_class_name(0), "Unknown reason (undefined instruction)");
+        assert_eq!(
+            exception_class_name(0),
+            "Unknown reason (undefined instruction)"
+        );
         assert_eq!(exception_class_name(0x3c << 26), "BRK instruction");
         assert!(!is_abort(0x3c << 26));
         assert!(!abort_was_write(0x3c << 26 | 1 << 6));
-        assert_eq!(exception_class_name(0x3b << 26), "Reserved or unhandled exception class");
+        assert_eq!(
+            exception_class_name(0x3b << 26),
+            "Reserved or unhandled exception class"
+        );
     }
 }

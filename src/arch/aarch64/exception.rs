@@ -84,7 +84,7 @@ extern "C" fn handle_exception(kind: u64, frame: &mut TrapFrame) {
 fn is_semihosting_probe(elr: u64) -> bool {
     let layout = super::layout::kernel_layout();
     let pc = elr as usize;
-    if pc < layout.text.0 || pc + 4 > layout.text.1 || pc % 4 != 0 {
+    if pc < layout.text.0 || pc + 4 > layout.text.1 || !pc.is_multiple_of(4) {
         return false;
     }
     // SAFETY: ELR lies inside the kernel's mapped, readable text section (checked above).
@@ -101,7 +101,11 @@ fn report(kind: u64, f: &TrapFrame) {
             f.esr,
             esr::fault_status_name(f.esr),
             level,
-            if esr::abort_was_write(f.esr) { "write" } else { "read" },
+            if esr::abort_was_write(f.esr) {
+                "write"
+            } else {
+                "read"
+            },
             f.far
         );
         if let Some(slot) = guard_page_slot(f.far as usize) {
@@ -110,7 +114,12 @@ fn report(kind: u64, f: &TrapFrame) {
     } else {
         log::error!("  ESR {:#010x}  FAR {:#x}", f.esr, f.far);
     }
-    log::error!("  ELR {:#018x}  SPSR {:#010x}  SP {:#018x}", f.elr, f.spsr, f.sp);
+    log::error!(
+        "  ELR {:#018x}  SPSR {:#010x}  SP {:#018x}",
+        f.elr,
+        f.spsr,
+        f.sp
+    );
     for row in 0..8 {
         let mut line = crate::logger::LineBuffer::new();
         for col in 0..4 {

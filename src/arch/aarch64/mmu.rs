@@ -21,20 +21,26 @@ pub struct MmuConfig {
 /// The configuration for an identity map rooted at `root`.
 pub fn config(root: u64) -> MmuConfig {
     let pa_range = ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange).min(5);
-    let tcr = (64 - VA_BITS as u64)      // T0SZ
-        | (0b01 << 8)                     // IRGN0: table walks write-back cacheable
-        | (0b01 << 10)                    // ORGN0
-        | (0b11 << 12)                    // SH0: inner shareable
-        | (0b00 << 14)                    // TG0: 4 KiB granule
-        | (1 << 23)                       // EPD1: no TTBR1 walks, we use only the low half
-        | (pa_range << 32); // IPS: as many physical address bits as the CPU has
+    const T0SZ: u64 = 64 - VA_BITS as u64; // the low half covers 2^VA_BITS bytes
+    const IRGN0_WB: u64 = 0b01 << 8; // table walks: inner write-back cacheable
+    const ORGN0_WB: u64 = 0b01 << 10; // and outer write-back cacheable
+    const SH0_INNER: u64 = 0b11 << 12; // tables are inner shareable
+    const TG0_4K: u64 = 0b00 << 14; // 4 KiB granule
+    const EPD1: u64 = 1 << 23; // no TTBR1 walks: quartet lives in the low half
+    // IPS: as many physical address bits as the CPU implements.
+    let tcr = T0SZ | IRGN0_WB | ORGN0_WB | SH0_INNER | TG0_4K | EPD1 | (pa_range << 32);
     const SCTLR_RES1: u64 = 0x30d0_0800;
     const M: u64 = 1 << 0; // MMU on
     const C: u64 = 1 << 2; // data cache on
     const SA: u64 = 1 << 3; // SP alignment checked
     const I: u64 = 1 << 12; // instruction cache on
     const WXN: u64 = 1 << 19; // writable implies never-executable
-    MmuConfig { ttbr0: root, tcr, mair: MAIR_VALUE, sctlr: SCTLR_RES1 | M | C | SA | I | WXN }
+    MmuConfig {
+        ttbr0: root,
+        tcr,
+        mair: MAIR_VALUE,
+        sctlr: SCTLR_RES1 | M | C | SA | I | WXN,
+    }
 }
 
 /// Switch translation on for this CPU.

@@ -50,10 +50,26 @@ pub struct Attributes {
 }
 
 impl Attributes {
-    pub const TEXT: Attributes = Attributes { kind: MemoryKind::Normal, writable: false, executable: true };
-    pub const READ_ONLY: Attributes = Attributes { kind: MemoryKind::Normal, writable: false, executable: false };
-    pub const READ_WRITE: Attributes = Attributes { kind: MemoryKind::Normal, writable: true, executable: false };
-    pub const DEVICE: Attributes = Attributes { kind: MemoryKind::Device, writable: true, executable: false };
+    pub const TEXT: Attributes = Attributes {
+        kind: MemoryKind::Normal,
+        writable: false,
+        executable: true,
+    };
+    pub const READ_ONLY: Attributes = Attributes {
+        kind: MemoryKind::Normal,
+        writable: false,
+        executable: false,
+    };
+    pub const READ_WRITE: Attributes = Attributes {
+        kind: MemoryKind::Normal,
+        writable: true,
+        executable: false,
+    };
+    pub const DEVICE: Attributes = Attributes {
+        kind: MemoryKind::Device,
+        writable: true,
+        executable: false,
+    };
 
     fn bits(self) -> u64 {
         let mut bits = ACCESS_FLAG | UXN;
@@ -77,7 +93,11 @@ impl Attributes {
         } else {
             MemoryKind::Normal
         };
-        Attributes { kind, writable: d & AP_READ_ONLY == 0, executable: d & PXN == 0 }
+        Attributes {
+            kind,
+            writable: d & AP_READ_ONLY == 0,
+            executable: d & PXN == 0,
+        }
     }
 }
 
@@ -142,13 +162,16 @@ impl<'a> Builder<'a> {
     /// Map the largest block starting at `addr` that fits below `end`; return where it ends.
     fn map_one(&mut self, addr: u64, end: u64, attrs: Attributes) -> Result<u64, MapError> {
         let mut table = 0;
-        for level in 1..=3 {
-            let shift = LEVEL_SHIFT[level];
+        for (level, &shift) in LEVEL_SHIFT.iter().enumerate().skip(1) {
             let size = 1u64 << shift;
             let index = ((addr >> shift) & (ENTRIES as u64 - 1)) as usize;
-            let fits = addr % size == 0 && addr + size <= end;
+            let fits = addr.is_multiple_of(size) && addr + size <= end;
             if level == 3 || fits {
-                let kind_bits = if level == 3 { VALID | TABLE_OR_PAGE } else { VALID };
+                let kind_bits = if level == 3 {
+                    VALID | TABLE_OR_PAGE
+                } else {
+                    VALID
+                };
                 self.tables[table].0[index] = addr | attrs.bits() | kind_bits;
                 return Ok(addr + size);
             }
@@ -167,7 +190,11 @@ impl<'a> Builder<'a> {
         if entry & VALID != 0 {
             // Split a block: the child inherits its attributes at the next level's granularity.
             let child_size = 1u64 << LEVEL_SHIFT[level + 1];
-            let kind_bits = if level + 1 == 3 { VALID | TABLE_OR_PAGE } else { VALID };
+            let kind_bits = if level + 1 == 3 {
+                VALID | TABLE_OR_PAGE
+            } else {
+                VALID
+            };
             let base = entry & ADDRESS_MASK;
             for (i, e) in self.tables[child].0.iter_mut().enumerate() {
                 *e = (base + i as u64 * child_size) | (entry & ATTRIBUTE_MASK) | kind_bits;
@@ -199,8 +226,8 @@ impl<'a> Builder<'a> {
     /// entry that maps it, or None if it is unmapped.
     pub fn lookup(&self, addr: u64) -> Option<(Attributes, usize)> {
         let mut table = 0;
-        for level in 1..=3 {
-            let index = ((addr >> LEVEL_SHIFT[level]) & (ENTRIES as u64 - 1)) as usize;
+        for (level, &shift) in LEVEL_SHIFT.iter().enumerate().skip(1) {
+            let index = ((addr >> shift) & (ENTRIES as u64 - 1)) as usize;
             let entry = self.tables[table].0[index];
             if entry & VALID == 0 {
                 return None;
@@ -226,9 +253,14 @@ mod tests {
     fn large_aligned_ranges_use_blocks() {
         let mut tables = pool(8);
         let mut b = Builder::new(&mut tables);
-        b.map(0x4000_0000, 0x8000_0000, Attributes::READ_WRITE).unwrap();
+        b.map(0x4000_0000, 0x8000_0000, Attributes::READ_WRITE)
+            .unwrap();
         assert_eq!(b.lookup(0x4000_1234), Some((Attributes::READ_WRITE, 1)));
-        assert_eq!(b.tables_used(), 1, "a whole aligned GiB needs no table below the root");
+        assert_eq!(
+            b.tables_used(),
+            1,
+            "a whole aligned GiB needs no table below the root"
+        );
         b.map(0x0900_0000, 0x0900_1000, Attributes::DEVICE).unwrap();
         assert_eq!(b.lookup(0x0900_0000), Some((Attributes::DEVICE, 3)));
         assert_eq!(b.lookup(0x0900_1000), None);
@@ -238,7 +270,8 @@ mod tests {
     fn splitting_a_block_keeps_its_neighbours() {
         let mut tables = pool(8);
         let mut b = Builder::new(&mut tables);
-        b.map(0x4000_0000, 0x6000_0000, Attributes::READ_WRITE).unwrap();
+        b.map(0x4000_0000, 0x6000_0000, Attributes::READ_WRITE)
+            .unwrap();
         // Carve a read-only executable page and an unmapped-by-omission guard out of RAM.
         b.map(0x4008_0000, 0x4008_1000, Attributes::TEXT).unwrap();
         assert_eq!(b.lookup(0x4008_0000), Some((Attributes::TEXT, 3)));
@@ -264,7 +297,10 @@ mod tests {
     fn pool_exhaustion_and_range_limits_are_errors() {
         let mut tables = pool(2);
         let mut b = Builder::new(&mut tables);
-        assert_eq!(b.map(0x1000, 0x2000, Attributes::READ_ONLY), Err(MapError::OutOfTables));
+        assert_eq!(
+            b.map(0x1000, 0x2000, Attributes::READ_ONLY),
+            Err(MapError::OutOfTables)
+        );
         let mut tables = pool(4);
         let mut b = Builder::new(&mut tables);
         assert_eq!(

@@ -48,7 +48,12 @@ fn call(conduit: PsciConduit, function: u32, a1: u64, a2: u64, a3: u64) -> i64 {
 }
 
 /// Start the CPU whose MPIDR is `mpidr` at physical address `entry`, with `context` in its x0.
-pub fn cpu_on(conduit: PsciConduit, mpidr: u64, entry: usize, context: u64) -> Result<(), PsciError> {
+pub fn cpu_on(
+    conduit: PsciConduit,
+    mpidr: u64,
+    entry: usize,
+    context: u64,
+) -> Result<(), PsciError> {
     match call(conduit, CPU_ON_64, mpidr, entry as u64, context) {
         0 => Ok(()),
         e => Err(PsciError(e)),

@@ -45,7 +45,11 @@ unsafe impl<T: ?Sized + Send, R: RawSpinLock> Send for SpinLock<T, R> {}
 
 impl<T, R: RawSpinLock> SpinLock<T, R> {
     pub const fn new(data: T) -> Self {
-        SpinLock { raw: R::UNLOCKED, holder: AtomicUsize::new(0), data: UnsafeCell::new(data) }
+        SpinLock {
+            raw: R::UNLOCKED,
+            holder: AtomicUsize::new(0),
+            data: UnsafeCell::new(data),
+        }
     }
 }
 
@@ -53,14 +57,16 @@ impl<T: ?Sized, R: RawSpinLock> SpinLock<T, R> {
     /// Spin until the lock is ours.
     pub fn lock(&self) -> SpinLockGuard<'_, T, R> {
         self.raw.lock();
-        self.holder.store(crate::arch::percpu_pointer(), Ordering::Relaxed);
+        self.holder
+            .store(crate::arch::percpu_pointer(), Ordering::Relaxed);
         SpinLockGuard { lock: self }
     }
 
     /// Take the lock only if it is free right now.
     pub fn try_lock(&self) -> Option<SpinLockGuard<'_, T, R>> {
         if self.raw.try_lock() {
-            self.holder.store(crate::arch::percpu_pointer(), Ordering::Relaxed);
+            self.holder
+                .store(crate::arch::percpu_pointer(), Ordering::Relaxed);
             Some(SpinLockGuard { lock: self })
         } else {
             None
@@ -175,6 +181,9 @@ mod tests {
         for h in handles {
             h.join().unwrap();
         }
-        assert_eq!(*lock.lock(), ((THREADS * ROUNDS) as u64, (THREADS * ROUNDS) as u64));
+        assert_eq!(
+            *lock.lock(),
+            ((THREADS * ROUNDS) as u64, (THREADS * ROUNDS) as u64)
+        );
     }
 }

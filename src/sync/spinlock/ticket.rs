@@ -20,7 +20,10 @@ pub struct TicketLock {
 // of the previous holder's writes.
 unsafe impl RawSpinLock for TicketLock {
     #[allow(clippy::declare_interior_mutable_const)]
-    const UNLOCKED: Self = TicketLock { owner: AtomicU16::new(0), next: AtomicU16::new(0) };
+    const UNLOCKED: Self = TicketLock {
+        owner: AtomicU16::new(0),
+        next: AtomicU16::new(0),
+    };
 
     fn lock(&self) {
         let ticket = self.next.fetch_add(1, Ordering::Relaxed);
@@ -35,7 +38,12 @@ unsafe impl RawSpinLock for TicketLock {
         // Take a ticket only if it is served at once: `next == owner` means nobody holds or
         // waits, and since owner never passes next, success here means we hold the lock.
         self.next
-            .compare_exchange(owner, owner.wrapping_add(1), Ordering::Relaxed, Ordering::Relaxed)
+            .compare_exchange(
+                owner,
+                owner.wrapping_add(1),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
             .is_ok()
     }
 
