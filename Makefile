@@ -18,11 +18,14 @@ VIRT_ELF  := target/aarch64-unknown-none/release/quartet
 RPI4_ELF  := target/rpi4/aarch64-unknown-none/release/quartet
 SOURCES   := $(shell find src -name '*.rs') Cargo.toml build.rs linker.ld
 
-.PHONY: all run run-rpi4 test unit lint qemu-tests image rpi4 sdcard gdb doc book setup clean FORCE
+.PHONY: setup-rpi4 all run run-rpi4 test unit lint qemu-tests image rpi4 sdcard gdb doc book setup clean FORCE
 
 all: image rpi4
 
 setup:
+	@tools/setup
+
+setup-rpi4:
 	@tools/setup --rpi-dtb
 
 ## make run: build and boot QEMU virt with $(SMP) CPUs, serial console on this terminal.
@@ -30,11 +33,11 @@ run: setup image
 	tools/qemu-run --board virt --image build/virt/kernel8.img
 
 ## make run-rpi4: the Pi 4 build on QEMU raspi4b, with the real Pi 4 device tree.
-run-rpi4: setup rpi4
+run-rpi4: setup-rpi4 rpi4
 	tools/qemu-run --board rpi4 --image build/rpi4/kernel8.img
 
 ## make test: host unit tests, lint, both kernels, then the QEMU boot tests.
-test: setup unit lint image rpi4 qemu-tests
+test: setup-rpi4 unit lint image rpi4 qemu-tests
 
 unit:
 	cargo test --target $(HOST) --lib

@@ -152,16 +152,42 @@ mod backend {
 
     static LOGGER: KernelLogger = KernelLogger;
 
-    /// Install the kernel logger. Call once the console works.
-    pub fn init(level: log::LevelFilter) {
-        // A second call finds the logger set already; that changes nothing, so it is ignored.
-        let _ = log::set_logger(&LOGGER);
+    /// Install the logger at the very start of boot, with the MMU still off. `log`'s ordinary
+    /// `set_logger` uses a compare-exchange, which may never succeed on Device memory; the racy
+    /// variants are plain stores.
+    pub fn init_early() {
+        // SAFETY: called once, by the boot CPU, before any other CPU runs and before anything
+        // logs, which is the "no concurrent use" condition set_logger_racy asks for.
+        unsafe {
+            let _ = log::set_logger_racy(&LOGGER);
+            log::set_max_level_racy(log::LevelFilter::Info);
+        }
+    }
+
+    /// Set the level bootargs asked for.
+    pub fn set_level(level: log::LevelFilter) {
         log::set_max_level(level);
+    }
+
+    /// Write a line whatever the log level: for the lines that are contracts (`smp: N/M CPUs
+    /// online`) and for panics.
+    pub fn log_always(level: log::Level, target: &str, message: &fmt::Arguments<'_>) {
+        let mut line = LineBuffer::new();
+        format_line(
+            &mut line,
+            crate::arch::counter(),
+            crate::arch::counter_frequency(),
+            crate::percpu::current_id(),
+            level,
+            target,
+            message,
+        );
+        crate::console::write_line(line.as_str());
     }
 }
 
 #[cfg(target_os = "none")]
-pub use backend::init;
+pub use backend::{init_early, log_always, set_level};
 
 #[cfg(test)]
 mod tests {

@@ -40,6 +40,15 @@ mod kernel {
     #[unsafe(no_mangle)]
     extern "C" fn kernel_main(dtb: usize, entry_el: u64) -> ! {
         let layout = layout::kernel_layout();
+        // Until the device tree says otherwise, an early fault report goes to the board's
+        // usual UART, through the log without locks.
+        console::set_emergency_uart(
+            Platform::defaults(platform::Board::compiled())
+                .uart
+                .regs
+                .start,
+        );
+        logger::init_early();
 
         // 1. Learn the machine from the device tree (MMU off: no locks, no heap, no logging).
         let platform = platform::discover(dtb);
@@ -76,9 +85,9 @@ mod kernel {
         let (stack_bottom, stack_top) = layout.stack_slot(0);
         area.stack_bottom.store(stack_bottom, Ordering::Relaxed);
         area.stack_top.store(stack_top, Ordering::Relaxed);
-        area.online.store(true, Ordering::Release);
+        area.mark_boot_cpu_online();
         console::init(&platform);
-        logger::init(logger::level_from_bootarg(
+        logger::set_level(logger::level_from_bootarg(
             platform.bootarg_value("loglevel"),
         ));
         let platform: &'static Platform<'static> = PLATFORM.call_once(|| platform);
@@ -233,20 +242,16 @@ mod kernel {
         cpu::halt()
     }
 
+    /// A panic is reported as an ERROR line from `panic`, with where and why, on any CPU, even
+    /// one that holds the console lock; then power.rs decides whether the run ends.
     #[panic_handler]
     fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-        let mut line = logger::LineBuffer::new();
-        let _ = core::fmt::Write::write_fmt(
-            &mut line,
-            format_args!(
-                "[{:5}] cpu{} PANIC {}",
-                cpu::counter() / cpu::counter_frequency().max(1),
-                percpu::current_id().map_or(usize::MAX, |id| id),
-                info
-            ),
+        let (file, line) = info.location().map_or(("?", 0), |l| (l.file(), l.line()));
+        logger::log_always(
+            log::Level::Error,
+            "panic",
+            &format_args!("{} (at {file}:{line})", info.message()),
         );
-        line.finish_line();
-        console::write_line(line.as_str());
         power::fatal_stop()
     }
 

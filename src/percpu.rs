@@ -7,7 +7,7 @@
 //! `this_cpu()` is one register read: no lookup, no lock. `PerCpu<T>` gives any subsystem the
 //! same shape: one cache-line-padded slot per CPU, indexed by the current CPU's id.
 
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use crate::config::{CACHE_LINE, MAX_CPUS};
 
@@ -21,8 +21,9 @@ pub struct CpuArea {
     pub entry_el: AtomicU64,
     pub stack_bottom: AtomicUsize,
     pub stack_top: AtomicUsize,
-    /// Set (release) by the CPU itself once it runs Rust with its MMU on.
-    pub online: AtomicBool,
+    /// Where the CPU is in its life: see `CpuState`. Changed only by compare-exchange once the
+    /// CPU has been asked to start, so the CPU and the boot CPU's timeout cannot both win.
+    state: AtomicU8,
     /// Work items run through `smp::on_each_cpu`.
     pub calls_run: AtomicU64,
 }
@@ -37,13 +38,64 @@ impl CpuArea {
             entry_el: AtomicU64::new(0),
             stack_bottom: AtomicUsize::new(0),
             stack_top: AtomicUsize::new(0),
-            online: AtomicBool::new(false),
+            state: AtomicU8::new(CpuState::Off as u8),
             calls_run: AtomicU64::new(0),
         }
     }
 
     pub fn is_online(&self) -> bool {
-        self.online.load(Ordering::Acquire)
+        self.state.load(Ordering::Acquire) == CpuState::Online as u8
+    }
+
+    pub fn state(&self) -> CpuState {
+        match self.state.load(Ordering::Acquire) {
+            1 => CpuState::Starting,
+            2 => CpuState::Online,
+            3 => CpuState::Abandoned,
+            _ => CpuState::Off,
+        }
+    }
+
+    /// The boot CPU, about to start this CPU.
+    pub fn mark_starting(&self) {
+        self.state
+            .store(CpuState::Starting as u8, Ordering::Relaxed);
+    }
+
+    /// The boot CPU, when starting this CPU failed outright.
+    pub fn mark_off(&self) {
+        self.state.store(CpuState::Off as u8, Ordering::Relaxed);
+    }
+
+    /// This CPU, first thing in Rust: claim to be online. False if the boot CPU had already
+    /// given up on it, in which case it must not run the kernel.
+    pub fn claim_online(&self) -> bool {
+        self.state
+            .compare_exchange(
+                CpuState::Starting as u8,
+                CpuState::Online as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+
+    /// The boot CPU marks itself online: nobody started it, so nobody can give up on it.
+    pub fn mark_boot_cpu_online(&self) {
+        self.state.store(CpuState::Online as u8, Ordering::Release);
+    }
+
+    /// The boot CPU, after its wait timed out: give up on this CPU. False if the CPU came online
+    /// at the last moment, in which case it counts as online.
+    pub fn abandon(&self) -> bool {
+        self.state
+            .compare_exchange(
+                CpuState::Starting as u8,
+                CpuState::Abandoned as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
     }
 
     /// True if `addr` lies inside this CPU's stack.
@@ -113,6 +165,17 @@ pub fn id_of_pointer(pointer: usize) -> Option<usize> {
     (0..MAX_CPUS).find(|&id| area_address(id) == pointer)
 }
 
+/// A CPU's life at boot: Off -> Starting (boot CPU) -> Online (the CPU itself) or Abandoned
+/// (the boot CPU, after its timeout). Only one of the last two can happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum CpuState {
+    Off = 0,
+    Starting = 1,
+    Online = 2,
+    Abandoned = 3,
+}
+
 /// One value per CPU, each on its own cache line.
 #[repr(C, align(64))]
 pub struct CacheAligned<T>(pub T);
@@ -165,6 +228,29 @@ mod tests {
         for h in handles {
             h.join().unwrap();
         }
+    }
+
+    #[test]
+    fn a_late_cpu_and_the_timeout_cannot_both_win() {
+        let area = CpuArea::new(5);
+        area.mark_starting();
+        assert!(
+            area.abandon(),
+            "the timeout wins while the CPU has not claimed"
+        );
+        assert!(
+            !area.claim_online(),
+            "a CPU that arrives after being abandoned must park"
+        );
+        assert_eq!(area.state(), CpuState::Abandoned);
+        let area = CpuArea::new(6);
+        area.mark_starting();
+        assert!(area.claim_online());
+        assert!(
+            !area.abandon(),
+            "a CPU that made it just in time stays online"
+        );
+        assert!(area.is_online());
     }
 
     #[test]

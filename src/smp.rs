@@ -42,10 +42,11 @@ pub fn start_secondaries(
         let block = &SECONDARY_BOOT_BLOCKS[id];
         prepare_block(block, id, desc.mpidr, mmu, layout);
         if !start_cpu(platform, id, desc) {
+            percpu::cpu(id).mark_off();
             abandon(block);
             continue;
         }
-        if !wait_until_online(id) {
+        if !wait_until_online(id) && percpu::cpu(id).abandon() {
             log::warn!(
                 "cpu{id} (MPIDR {:#x}) did not report within {CPU_START_TIMEOUT_MS} ms; skipping it",
                 desc.mpidr
@@ -105,6 +106,7 @@ fn prepare_block(
     area.mpidr.store(mpidr, Ordering::Relaxed);
     area.stack_bottom.store(bottom, Ordering::Relaxed);
     area.stack_top.store(top, Ordering::Relaxed);
+    area.mark_starting();
     block.stack_top.store(top as u64, Ordering::Relaxed);
     block
         .percpu
@@ -157,9 +159,13 @@ fn wait_until_online(id: usize) -> bool {
 /// look for it; the counter value after it is the guest time bring-up took.
 pub fn report_online(online: usize, in_tree: usize) {
     let now = cpu::counter();
-    log::info!(
-        "{online}/{in_tree} CPUs online (counter {now} = {} us since reset)",
-        now * 1_000_000 / cpu::counter_frequency()
+    crate::logger::log_always(
+        log::Level::Info,
+        "smp",
+        &format_args!(
+            "{online}/{in_tree} CPUs online (counter {now} = {} us since reset)",
+            now * 1_000_000 / cpu::counter_frequency()
+        ),
     );
 }
 
@@ -167,9 +173,16 @@ pub fn report_online(online: usize, in_tree: usize) {
 pub fn secondary_started(block: &SecondaryBootBlock, entry_el: u64) -> ! {
     let me = percpu::this_cpu();
     me.entry_el.store(entry_el, Ordering::Relaxed);
-    // Consume the block so a stray second start of this CPU parks in boot.rs.
-    block.tag.store(ABANDONED, Ordering::Relaxed);
-    me.online.store(true, Ordering::Release);
+    // Consume the block, and clean it to memory, so a stray second start of this CPU (which
+    // reads the block with its caches off) parks in boot.rs.
+    abandon(block);
+    if !me.claim_online() {
+        log::warn!(
+            "cpu{} arrived after the boot CPU stopped waiting for it; parking it",
+            me.id
+        );
+        cpu::halt();
+    }
     log::info!(
         "cpu{} online: MPIDR {:#x}, entered at EL{}, stack {:#x}..{:#x}",
         me.id,

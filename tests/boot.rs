@@ -208,8 +208,7 @@ fn assert_lines_well_formed(run: &Run) {
             || line.starts_with("qemu-system-aarch64: terminating on signal")
             || (line.starts_with("test ")
                 && (line.ends_with(" ... ok") || line.contains(" ... FAILED: ")))
-            || closing_counts(line).is_some()
-            || line.contains(" PANIC ");
+            || closing_counts(line).is_some();
         assert!(
             ok,
             "malformed or interleaved line {line:?} in:\n{}",
@@ -481,7 +480,7 @@ fn a_fault_is_reported_in_words_and_ends_the_run() {
         "FAR lies in the guard page below stack slot 0: a stack overflow",
         "ELR 0x",
         "x0 ",
-        "PANIC",
+        "ERROR panic: unhandled exception: Data Abort from the same EL at ELR 0x",
     ] {
         assert!(
             run.output.contains(expected),
@@ -493,6 +492,24 @@ fn a_fault_is_reported_in_words_and_ends_the_run() {
         run.status,
         Some(3),
         "a fatal exception in demo mode exits with status 3:\n{}",
+        run.output
+    );
+    assert_lines_well_formed(&run);
+}
+
+#[test]
+fn a_quiet_log_level_still_prints_the_contract_line() {
+    let run = boot(Boot {
+        board: Board::Virt,
+        env: &[],
+        bootargs: "loglevel=warn",
+        dtb: None,
+        stop_after: Some(CONTRACT),
+    });
+    assert_online(&run, 4, 4);
+    assert!(
+        !run.output.contains(" INFO  boot:"),
+        "info lines must be filtered:\n{}",
         run.output
     );
 }
@@ -512,8 +529,14 @@ fn an_allocation_failure_names_its_size_and_ends_the_run() {
         "{}",
         run.output
     );
-    assert!(run.output.contains("PANIC"), "{}", run.output);
+    assert!(
+        run.output
+            .contains("ERROR panic: memory allocation of 1099511627776 bytes failed"),
+        "{}",
+        run.output
+    );
     assert_eq!(run.status, Some(3), "{}", run.output);
+    assert_lines_well_formed(&run);
 }
 
 #[test]

@@ -1219,6 +1219,7 @@ fn every_blob_error_names_the_damage() {
         },
         BlobError::BadName { offset: 8 },
         BlobError::PropertyOutOfBounds { offset: 8 },
+        BlobError::BadCells { offset: 8 },
         BlobError::TooDeep,
         BlobError::Unbalanced,
     ];

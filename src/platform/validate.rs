@@ -37,6 +37,10 @@ pub enum BlobError {
     PropertyOutOfBounds {
         offset: usize,
     },
+    /// A `#...-cells` property that is not exactly one 32-bit cell.
+    BadCells {
+        offset: usize,
+    },
     TooDeep,
     Unbalanced,
 }
@@ -72,6 +76,12 @@ impl core::fmt::Display for BlobError {
                 write!(
                     f,
                     "property at structure offset {offset:#x} runs past its block"
+                )
+            }
+            BlobError::BadCells { offset } => {
+                write!(
+                    f,
+                    "#...-cells property at structure offset {offset:#x} is not one 32-bit cell"
                 )
             }
             BlobError::TooDeep => write!(f, "nodes nested deeper than {MAX_DEPTH}"),
@@ -307,7 +317,7 @@ fn skip_properties(
                 let name = &strings[name_off as usize..name_off as usize + name_len];
                 // fdt reads these cell counts as exactly one u32 and panics otherwise.
                 if name.starts_with(b"#") && name.ends_with(b"-cells") && len != 4 {
-                    return Err(BlobError::PropertyOutOfBounds { offset: prop_at });
+                    return Err(BlobError::BadCells { offset: prop_at });
                 }
                 *at = (value_end + 3) & !3;
             }

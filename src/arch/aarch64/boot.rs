@@ -128,6 +128,10 @@ primary_entry:
     drop_to_el1 x20
     enable_fp
     msr     tpidr_el1, xzr              // "no per-CPU area yet": this_cpu() is not ready
+    adrp    x9, exception_vector_table  // a fault from here on is reported, not silent
+    add     x9, x9, :lo12:exception_vector_table
+    msr     vbar_el1, x9
+    isb
     adrp    x9, __boot_stack_top
     add     x9, x9, :lo12:__boot_stack_top
     mov     sp, x9
