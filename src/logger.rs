@@ -131,20 +131,9 @@ mod backend {
         }
 
         fn log(&self, record: &log::Record<'_>) {
-            if !self.enabled(record.metadata()) {
-                return;
+            if self.enabled(record.metadata()) {
+                log_always(record.level(), record.target(), record.args());
             }
-            let mut line = LineBuffer::new();
-            format_line(
-                &mut line,
-                crate::arch::counter(),
-                crate::arch::counter_frequency(),
-                crate::percpu::current_id(),
-                record.level(),
-                record.target(),
-                record.args(),
-            );
-            crate::console::write_line(line.as_str());
         }
 
         fn flush(&self) {}

@@ -27,29 +27,12 @@ pub fn parse<'dt>(blob: &'dt [u8], address: u64, board: Board) -> Result<Platfor
     validate::validate(blob)?;
     let fdt = Fdt::new(blob).map_err(|_| BlobError::TooShort)?;
     let defaults = Platform::defaults(board);
-    let mut p = Platform {
-        board,
-        source: Source::DeviceTree {
-            address,
-            size: fdt.total_size() as u64,
-        },
-        model: defaults.model,
-        memory: FixedList::default(),
-        reserved: FixedList::default(),
-        cpus: FixedList::default(),
-        cpus_in_tree: 0,
-        psci: None,
-        uart: Uart {
-            regs: Region::default(),
-            irq: None,
-            clock_hz: 0,
-        },
-        gic: None,
-        timer: None,
-        gpio: None,
-        bootargs: "",
-        problems: FixedList::default(),
+    let source = Source::DeviceTree {
+        address,
+        size: fdt.total_size() as u64,
     };
+    let mut p = Platform::empty(board, source);
+    p.model = defaults.model;
     let mut uart_found = false;
     let root = fdt.find_node("/").ok_or(BlobError::Unbalanced)?;
     if let Some(model) = root.property("model").and_then(|m| m.as_str()) {

@@ -254,31 +254,14 @@ pub struct Platform<'dt> {
 impl Platform<'static> {
     /// The compiled-in description of `board`, used when there is no usable device tree.
     pub fn defaults(board: Board) -> Platform<'static> {
-        let mut p = Platform {
-            board,
-            source: Source::BoardDefaults,
-            model: board.name(),
-            memory: FixedList::default(),
-            reserved: FixedList::default(),
-            cpus: FixedList::default(),
-            cpus_in_tree: 0,
-            psci: None,
-            uart: Uart {
-                regs: Region::new(0, 0),
-                irq: None,
-                clock_hz: 0,
-            },
-            gic: None,
-            timer: Some(TimerIrqs {
-                secure_phys: 29,
-                phys: 30,
-                virt: 27,
-                hyp: 26,
-            }),
-            gpio: None,
-            bootargs: "",
-            problems: FixedList::default(),
-        };
+        let mut p = Platform::empty(board, Source::BoardDefaults);
+        p.model = board.name();
+        p.timer = Some(TimerIrqs {
+            secure_phys: 29,
+            phys: 30,
+            virt: 27,
+            hyp: 26,
+        });
         match board {
             Board::QemuVirt => {
                 // QEMU's smallest default RAM; the real size is only known from the tree.
@@ -332,6 +315,30 @@ impl Platform<'static> {
 }
 
 impl<'dt> Platform<'dt> {
+    /// A platform that knows nothing yet: the start for both the device tree and the defaults.
+    pub fn empty(board: Board, source: Source) -> Self {
+        Platform {
+            board,
+            source,
+            model: "",
+            memory: FixedList::default(),
+            reserved: FixedList::default(),
+            cpus: FixedList::default(),
+            cpus_in_tree: 0,
+            psci: None,
+            uart: Uart {
+                regs: Region::default(),
+                irq: None,
+                clock_hz: 0,
+            },
+            gic: None,
+            timer: None,
+            gpio: None,
+            bootargs: "",
+            problems: FixedList::default(),
+        }
+    }
+
     /// True if `bootargs` contains `word` as a whole word (or as `word=...`).
     pub fn has_bootarg(&self, word: &str) -> bool {
         self.bootarg_value(word).is_some()
