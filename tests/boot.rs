@@ -92,10 +92,14 @@ fn run_until(cmd: Command, text: &str) -> Run {
 }
 
 fn run_command(mut cmd: Command, stop_after: Option<&str>) -> Run {
+    use std::os::unix::process::CommandExt;
+    // Its own process group, so that ending the run ends QEMU too, not only the wrapper.
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("tools/qemu-run starts");
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut guard = KillOnDrop(cmd.spawn().expect("tools/qemu-run starts"));
+    let child = &mut guard.0;
     let (tx, rx) = mpsc::channel::<String>();
     let out = child.stdout.take().unwrap();
     let err = child.stderr.take().unwrap();
@@ -127,8 +131,6 @@ fn run_command(mut cmd: Command, stop_after: Option<&str>) -> Run {
                         output.push_str(l.trim_end_matches('\r'));
                         output.push('\n');
                     }
-                    let _ = child.kill();
-                    let _ = child.wait();
                     return Run {
                         output,
                         status: None,
