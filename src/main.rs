@@ -209,8 +209,26 @@ mod kernel {
                 log::error!(target: "boot", "demo oom: got {} bytes; the heap did not fail!", v.capacity());
                 power::exit(1);
             }
-            other => log::error!(target: "boot", "unknown demo {other:?}; demos are: fault, oom"),
+            "overflow" => {
+                log::info!(target: "boot", "demo overflow: recursing until the stack runs into its guard page");
+                let depth = overflow_the_stack(0);
+                log::error!(target: "boot", "demo overflow: returned from depth {depth}; no guard page?");
+                power::exit(1);
+            }
+            other => {
+                log::error!(target: "boot", "unknown demo {other:?}; demos are: fault, oom, overflow")
+            }
         }
+    }
+
+    /// Recurse with a kilobyte of stack per call, until the guard page stops it.
+    fn overflow_the_stack(depth: u64) -> u64 {
+        let frame = [depth; 128];
+        // black_box keeps the array and the recursion from being optimised away.
+        if core::hint::black_box(depth) == u64::MAX {
+            return depth;
+        }
+        overflow_the_stack(core::hint::black_box(&frame)[7] + 1) + frame[3]
     }
 
     /// Until the shell arrives, echo typed bytes so the user sees the system is alive.

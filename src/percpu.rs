@@ -29,6 +29,13 @@ pub struct CpuArea {
 }
 
 const _: () = assert!(core::mem::align_of::<CpuArea>() == CACHE_LINE);
+// The exception vectors read these two fields by offset (src/arch/aarch64/exception.rs).
+#[cfg(target_os = "none")]
+const _: () = {
+    use crate::arch::aarch64::exception::{PERCPU_ID_OFFSET, PERCPU_STACK_BOTTOM_OFFSET};
+    assert!(core::mem::offset_of!(CpuArea, id) == PERCPU_ID_OFFSET);
+    assert!(core::mem::offset_of!(CpuArea, stack_bottom) == PERCPU_STACK_BOTTOM_OFFSET);
+};
 
 impl CpuArea {
     const fn new(id: usize) -> Self {

@@ -500,6 +500,38 @@ fn a_fault_is_reported_in_words_and_ends_the_run() {
 }
 
 #[test]
+fn a_stack_overflow_is_caught_by_the_guard_page_and_reported_from_the_emergency_stack() {
+    let run = boot(Boot {
+        board: Board::Virt,
+        env: &[],
+        bootargs: "demo=overflow",
+        dtb: None,
+        stop_after: None,
+    });
+    for expected in [
+        "write access to FAR",
+        "FAR lies in the guard page below stack slot 0: a stack overflow",
+        "now on this CPU's emergency stack",
+        "ERROR panic: unhandled exception: Data Abort from the same EL",
+    ] {
+        assert!(
+            run.output.contains(expected),
+            "missing {expected:?} in:\n{}",
+            run.output
+        );
+    }
+    // One fault, one report: the vector entry did not fault again on the guard page.
+    let reports = run
+        .output
+        .lines()
+        .filter(|l| l.contains("exception: Synchronous"))
+        .count();
+    assert_eq!(reports, 1, "{}", run.output);
+    assert_eq!(run.status, Some(3), "{}", run.output);
+    assert_lines_well_formed(&run);
+}
+
+#[test]
 fn a_quiet_log_level_still_prints_the_contract_line() {
     let run = boot(Boot {
         board: Board::Virt,

@@ -6,9 +6,11 @@
 //! exception other than the semihosting probe is fatal: the CPU prints what happened in words
 //! and panics, and the panic handler decides whether to halt the CPU or end the QEMU run.
 
+use core::cell::UnsafeCell;
 use core::fmt::Write;
 
 use super::esr;
+use crate::config::MAX_CPUS;
 
 /// Registers saved on exception entry. Layout shared with the assembly below.
 #[repr(C)]
@@ -45,6 +47,30 @@ const VECTOR_NAMES: [&str; 16] = [
     "SError (lower EL, AArch32)",
 ];
 
+/// Where the vector entry finds this CPU's logical id and stack bottom: offsets into the per-CPU
+/// area TPIDR_EL1 points at. src/percpu.rs lays `CpuArea` out to match (and asserts it).
+pub const PERCPU_ID_OFFSET: usize = 0;
+pub const PERCPU_STACK_BOTTOM_OFFSET: usize = 24;
+
+/// Bytes of each CPU's emergency stack, used only to report a stack overflow.
+pub const EMERGENCY_STACK_SIZE: usize = 4096;
+
+/// Per-CPU stacks for the one exception that cannot use the normal stack: a stack overflow.
+/// Without them, the vector entry would push its frame into the guard page, fault again, and
+/// keep going down until it wrote over the stack below.
+#[repr(C, align(16))]
+pub struct EmergencyStacks(UnsafeCell<[[u8; EMERGENCY_STACK_SIZE]; MAX_CPUS]>);
+// SAFETY: CPU n only ever runs on slot n, from the vector entry; nobody reads it from Rust.
+unsafe impl Sync for EmergencyStacks {}
+#[unsafe(no_mangle)]
+static EXCEPTION_EMERGENCY_STACKS: EmergencyStacks =
+    EmergencyStacks(UnsafeCell::new([[0; EMERGENCY_STACK_SIZE]; MAX_CPUS]));
+
+fn on_emergency_stack(addr: usize) -> bool {
+    let base = EXCEPTION_EMERGENCY_STACKS.0.get() as usize;
+    (base..base + EMERGENCY_STACK_SIZE * MAX_CPUS).contains(&addr)
+}
+
 /// `hlt #0xf000`: the semihosting trap. Without semihosting QEMU treats it as undefined.
 const HLT_SEMIHOSTING: u32 = 0xd45e_0000;
 /// Written to x0 when a semihosting call trapped because semihosting is not enabled.
@@ -74,6 +100,9 @@ extern "C" fn handle_exception(kind: u64, frame: &mut TrapFrame) {
         return;
     }
     report(kind, frame);
+    if on_emergency_stack(frame as *const TrapFrame as usize) {
+        log::error!("  the stack pointer was below its stack: now on this CPU's emergency stack");
+    }
     panic!(
         "unhandled exception: {} at ELR {:#x}",
         esr::exception_class_name(frame.esr),
@@ -142,8 +171,28 @@ fn guard_page_slot(addr: usize) -> Option<usize> {
 
 core::arch::global_asm!(
     r#"
+// Before pushing anything, check that the frame fits above this CPU's stack bottom. SP_EL0 and
+// TPIDRRO_EL0 serve as scratch registers: the kernel never runs at EL0, so nothing else uses them.
 .macro vector_entry kind
     .balign 0x80
+    msr     sp_el0, x0
+    msr     tpidrro_el0, x1
+    mrs     x0, tpidr_el1
+    cbz     x0, 1f                      // no per-CPU area yet: nothing to check against
+    ldr     x1, [x0, #{stack_bottom}]
+    cbz     x1, 1f
+    add     x1, x1, #816
+    cmp     sp, x1
+    b.hs    1f                          // the frame fits: the normal path
+    ldr     x1, [x0, #{cpu_id}]         // overflow: move to this CPU's emergency stack
+    add     x1, x1, #1
+    lsl     x1, x1, #12                 // (id + 1) * EMERGENCY_STACK_SIZE
+    adrp    x0, EXCEPTION_EMERGENCY_STACKS
+    add     x0, x0, :lo12:EXCEPTION_EMERGENCY_STACKS
+    add     x0, x0, x1
+    mov     sp, x0
+1:  mrs     x0, sp_el0
+    mrs     x1, tpidrro_el0
     sub     sp, sp, #816
     stp     x0, x1, [sp, #0]
     mov     x0, #\kind
@@ -260,5 +309,11 @@ exception_common:
     ldr     x30, [sp, #240]
     add     sp, sp, #816
     eret
-"#
+"#,
+    stack_bottom = const PERCPU_STACK_BOTTOM_OFFSET,
+    cpu_id = const PERCPU_ID_OFFSET,
+);
+const _: () = assert!(
+    EMERGENCY_STACK_SIZE == 1 << 12,
+    "the vector entry shifts by 12"
 );
