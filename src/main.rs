@@ -22,7 +22,7 @@ mod kernel {
     use quartet::arch::aarch64::boot::SecondaryBootBlock;
     use quartet::arch::aarch64::layout::{self, KernelLayout};
     use quartet::arch::aarch64::pagetable::Table;
-    use quartet::arch::aarch64::{cpu, exception, mmu};
+    use quartet::arch::aarch64::{atomic, cpu, exception, mmu};
     use quartet::config::PAGE_TABLE_POOL;
     use quartet::platform::{self, Platform, Problem, Region};
     use quartet::{HEAP, console, ktest, logger, mm, percpu, power, smp};
@@ -74,6 +74,8 @@ mod kernel {
         // the console; we run identity-mapped, so the next instruction is where we expect it.
         unsafe { mmu::enable(&mmu_config) };
         exception::install();
+        // The CPU decides how atomics are done: one LSE instruction, or an LL/SC loop.
+        atomic::select(cpu::has_lse_atomics() && !platform.has_bootarg("nolse"));
 
         // 4. This CPU's identity, the console and the log.
         let boot_id = platform.logical_id(cpu::mpidr_affinity());
@@ -168,6 +170,15 @@ mod kernel {
             layout.kernel_end,
             (layout.image_end - layout.kernel_start) / 1024,
             tables_used
+        );
+        log::info!(
+            target: "atomics",
+            "{}",
+            if atomic::uses_lse() {
+                "LSE instructions (LDADD, SWP, CAS, LDSET, LDCLR, LDEOR)"
+            } else {
+                "LL/SC loops (LDXR/STXR); this CPU has no LSE, or bootargs said nolse"
+            }
         );
         log::info!(target: "boot",
             "console PL011 at {:#x}, {} Hz clock; counter {} Hz; bootargs \"{}\"",

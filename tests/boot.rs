@@ -311,6 +311,41 @@ fn virt_gicv2_smp8() {
 }
 
 #[test]
+fn virt_cpu_max_runs_the_suite_with_lse_atomics() {
+    let run = test_run(Board::Virt, &[("SMP", "4"), ("CPU", "max")]);
+    assert!(
+        run.output.contains("atomics: LSE instructions"),
+        "{}",
+        run.output
+    );
+    assert!(
+        run.output
+            .contains("test atomics_lse_exact_on_every_cpu ... ok"),
+        "{}",
+        run.output
+    );
+    assert_online(&run, 4, 4);
+    assert_suite_passed(&run);
+}
+
+#[test]
+fn virt_cortex_a72_uses_ll_sc_atomics() {
+    let run = test_run(Board::Virt, &[("SMP", "4"), ("CPU", "cortex-a72")]);
+    assert!(
+        run.output.contains("atomics: LL/SC loops"),
+        "{}",
+        run.output
+    );
+    assert!(
+        run.output
+            .contains("test atomics_llsc_exact_on_every_cpu ... ok"),
+        "{}",
+        run.output
+    );
+    assert_suite_passed(&run);
+}
+
+#[test]
 fn virt_gicv3_smp4() {
     let run = test_run(Board::Virt, &[("SMP", "4"), ("GIC", "3")]);
     assert_online(&run, 4, 4);

@@ -39,3 +39,37 @@ pub fn counter() -> u64 {
 pub fn counter_frequency() -> u64 {
     1_000_000_000
 }
+
+/// The host stand-in for src/arch/aarch64/atomic.rs: the same operations on core atomics.
+pub mod atomic {
+    use core::sync::atomic::{AtomicU64, Ordering};
+
+    /// There is only one implementation on the host.
+    pub fn uses_lse() -> bool {
+        false
+    }
+    pub fn fetch_add(p: &AtomicU64, v: u64, ord: Ordering) -> u64 {
+        p.fetch_add(v, ord)
+    }
+    pub fn swap(p: &AtomicU64, v: u64, ord: Ordering) -> u64 {
+        p.swap(v, ord)
+    }
+    pub fn fetch_or(p: &AtomicU64, v: u64, ord: Ordering) -> u64 {
+        p.fetch_or(v, ord)
+    }
+    pub fn fetch_clear(p: &AtomicU64, v: u64, ord: Ordering) -> u64 {
+        p.fetch_and(!v, ord)
+    }
+    pub fn fetch_xor(p: &AtomicU64, v: u64, ord: Ordering) -> u64 {
+        p.fetch_xor(v, ord)
+    }
+    pub fn compare_exchange(p: &AtomicU64, expected: u64, new: u64, ord: Ordering) -> u64 {
+        let failure = match ord {
+            Ordering::Release | Ordering::Relaxed => Ordering::Relaxed,
+            _ => Ordering::Acquire,
+        };
+        match p.compare_exchange(expected, new, ord, failure) {
+            Ok(v) | Err(v) => v,
+        }
+    }
+}

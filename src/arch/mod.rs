@@ -5,6 +5,12 @@ pub mod aarch64;
 #[cfg(not(target_os = "none"))]
 pub mod host;
 
+/// Read-modify-write atomics: hand-written LL/SC or LSE on the target, core atomics on the host.
+#[cfg(target_os = "none")]
+pub use aarch64::atomic;
+#[cfg(not(target_os = "none"))]
+pub use host::atomic;
+
 #[cfg(target_os = "none")]
 pub use aarch64::cpu::{
     counter, counter_frequency, percpu_pointer, send_event, set_percpu_pointer, wait_for_event,

@@ -5,6 +5,7 @@
 //! ends with the line `N passed, M failed`. The host side (tests/boot.rs) boots QEMU in several
 //! configurations and checks these lines; the QEMU exit status says whether M was 0.
 
+mod atomics;
 mod foundation;
 
 use alloc::string::String;
@@ -21,7 +22,7 @@ pub struct KTest {
 
 /// Every suite, in the order they run.
 fn suites() -> impl Iterator<Item = &'static KTest> {
-    foundation::TESTS.iter()
+    foundation::TESTS.iter().chain(atomics::TESTS.iter())
 }
 
 /// Names of all tests (for the shell's `test` listing).

@@ -4,6 +4,8 @@
 //! Issue 2 brings the one lock the foundation needs (a ticket spin lock behind the generic
 //! `SpinLock`); the tutorial's chapters on atomics and locks grow this folder.
 
+pub mod atomic;
 pub mod spinlock;
 
+pub use atomic::{AtomicBits, AtomicCounter};
 pub use spinlock::{SpinLock, SpinLockGuard};

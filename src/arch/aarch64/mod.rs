@@ -8,6 +8,8 @@ pub mod layout;
 pub mod pagetable;
 
 #[cfg(target_os = "none")]
+pub mod atomic;
+#[cfg(target_os = "none")]
 pub mod boot;
 #[cfg(target_os = "none")]
 pub mod cpu;

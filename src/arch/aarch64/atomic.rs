@@ -1,0 +1,200 @@
+//! Atomic read-modify-write operations written by hand (the atomics chapter).
+//!
+//! Two implementations of every operation:
+//! - **LL/SC**: load-exclusive (`LDXR`/`LDAXR`) marks the location in this CPU's exclusive
+//!   monitor; store-exclusive (`STXR`/`STLXR`) succeeds only if no other CPU wrote the location in
+//!   between, else the loop retries. ARMv8.0 (the Pi 4's Cortex-A72) has only these.
+//! - **LSE** (ARMv8.1 Large System Extensions): one instruction (`LDADD`, `SWP`, `CAS`, `LDSET`,
+//!   `LDCLR`, `LDEOR`) that the interconnect may perform near the data instead of bouncing the
+//!   line between CPUs. QEMU's `-cpu max` has them.
+//!
+//! Which one runs is chosen once at boot from ID_AA64ISAR0_EL1 (`select`). Orderings follow
+//! `core::sync::atomic::Ordering`: Relaxed (plain exclusives), Acquire (`LDAXR`, `...A`),
+//! Release (`STLXR`, `...L`), AcqRel (both), and SeqCst as Linux's "fully ordered" value-returning
+//! ops: `LDXR` ... `STLXR` followed by `DMB ISH` (LSE: the `...AL` forms).
+
+use core::arch::asm;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+static USE_LSE: AtomicBool = AtomicBool::new(false);
+
+/// Use LSE instructions if `lse` (call once at boot, after checking the CPU has them).
+pub fn select(lse: bool) {
+    USE_LSE.store(lse, Ordering::Relaxed);
+}
+
+/// True when the LSE forms are in use.
+pub fn uses_lse() -> bool {
+    USE_LSE.load(Ordering::Relaxed)
+}
+
+/// One LL/SC read-modify-write loop; `$compute` turns `{old}` and `{v}` into `{new}`.
+macro_rules! llsc_rmw {
+    ($p:expr, $v:expr, $ord:expr, $compute:literal) => {{
+        macro_rules! variant {
+                    ($ld:literal, $st:literal, $fence:literal) => {{
+                        let old: u64;
+                        // SAFETY: `$p` points to a live, aligned u64 in Normal memory (callers pass
+                        // `AtomicU64::as_ptr`); the loop only touches that location.
+                        unsafe {
+                            asm!(
+                                concat!("2: ", $ld, " {old}, [{p}]"),
+                                $compute,
+                                concat!($st, " {fail:w}, {new}, [{p}]"),
+                                "cbnz {fail:w}, 2b",
+                                $fence,
+                                old = out(reg) old,
+                                new = out(reg) _,
+                                fail = out(reg) _,
+                                p = in(reg) $p,
+                                v = in(reg) $v,
+                                options(nostack),
+                            )
+                        };
+                        old
+                    }};
+                }
+        match $ord {
+            Ordering::Relaxed => variant!("ldxr", "stxr", ""),
+            Ordering::Acquire => variant!("ldaxr", "stxr", ""),
+            Ordering::Release => variant!("ldxr", "stlxr", ""),
+            Ordering::AcqRel => variant!("ldaxr", "stlxr", ""),
+            _ => variant!("ldxr", "stlxr", "dmb ish"),
+        }
+    }};
+}
+
+/// One LSE instruction `$insn` with its ordering suffix: `$insn{suffix} {v}, {old}, [{p}]`.
+macro_rules! lse_rmw {
+    ($p:expr, $v:expr, $ord:expr, $insn:literal) => {{
+        macro_rules! variant {
+                ($suffix:literal) => {{
+                    let old: u64;
+                    // SAFETY: as for LL/SC; the CPU implements LSE (checked before `select(true)`).
+                    unsafe {
+                        asm!(
+                            ".arch_extension lse",
+                            concat!($insn, $suffix, " {v}, {old}, [{p}]"),
+                            old = out(reg) old,
+                            p = in(reg) $p,
+                            v = in(reg) $v,
+                            options(nostack),
+                        )
+                    };
+                    old
+                }};
+            }
+        match $ord {
+            Ordering::Relaxed => variant!(""),
+            Ordering::Acquire => variant!("a"),
+            Ordering::Release => variant!("l"),
+            _ => variant!("al"),
+        }
+    }};
+}
+
+/// `*p += v`, returning the old value.
+pub fn fetch_add(p: &AtomicU64, v: u64, ord: Ordering) -> u64 {
+    if uses_lse() {
+        lse_rmw!(p.as_ptr(), v, ord, "ldadd")
+    } else {
+        llsc_rmw!(p.as_ptr(), v, ord, "add {new}, {old}, {v}")
+    }
+}
+
+/// `*p = v`, returning the old value.
+pub fn swap(p: &AtomicU64, v: u64, ord: Ordering) -> u64 {
+    if uses_lse() {
+        lse_rmw!(p.as_ptr(), v, ord, "swp")
+    } else {
+        llsc_rmw!(p.as_ptr(), v, ord, "mov {new}, {v}")
+    }
+}
+
+/// `*p |= v`, returning the old value.
+pub fn fetch_or(p: &AtomicU64, v: u64, ord: Ordering) -> u64 {
+    if uses_lse() {
+        lse_rmw!(p.as_ptr(), v, ord, "ldset")
+    } else {
+        llsc_rmw!(p.as_ptr(), v, ord, "orr {new}, {old}, {v}")
+    }
+}
+
+/// `*p &= !v` (clear the bits of `v`), returning the old value. LSE calls this `LDCLR`.
+pub fn fetch_clear(p: &AtomicU64, v: u64, ord: Ordering) -> u64 {
+    if uses_lse() {
+        lse_rmw!(p.as_ptr(), v, ord, "ldclr")
+    } else {
+        llsc_rmw!(p.as_ptr(), v, ord, "bic {new}, {old}, {v}")
+    }
+}
+
+/// `*p ^= v`, returning the old value.
+pub fn fetch_xor(p: &AtomicU64, v: u64, ord: Ordering) -> u64 {
+    if uses_lse() {
+        lse_rmw!(p.as_ptr(), v, ord, "ldeor")
+    } else {
+        llsc_rmw!(p.as_ptr(), v, ord, "eor {new}, {old}, {v}")
+    }
+}
+
+/// If `*p == expected`, store `new`. Returns the value found (equal to `expected` on success).
+/// `ord` applies to success; a failed compare is unordered, as in Linux.
+pub fn compare_exchange(p: &AtomicU64, expected: u64, new: u64, ord: Ordering) -> u64 {
+    if uses_lse() {
+        macro_rules! cas {
+            ($insn:literal) => {{
+                let mut found = expected;
+                // SAFETY: as above; CAS writes only `*p`, and only when it equals `expected`.
+                unsafe {
+                    asm!(
+                        ".arch_extension lse",
+                        concat!($insn, " {found}, {new}, [{p}]"),
+                        found = inout(reg) found,
+                        new = in(reg) new,
+                        p = in(reg) p.as_ptr(),
+                        options(nostack),
+                    )
+                };
+                found
+            }};
+        }
+        return match ord {
+            Ordering::Relaxed => cas!("cas"),
+            Ordering::Acquire => cas!("casa"),
+            Ordering::Release => cas!("casl"),
+            _ => cas!("casal"),
+        };
+    }
+    macro_rules! llsc_cas {
+        ($ld:literal, $st:literal, $fence:literal) => {{
+            let found: u64;
+            // SAFETY: as for llsc_rmw; the store happens only when the compare succeeded.
+            unsafe {
+                asm!(
+                    concat!("2: ", $ld, " {found}, [{p}]"),
+                    "cmp {found}, {expected}",
+                    "b.ne 3f",
+                    concat!($st, " {fail:w}, {new}, [{p}]"),
+                    "cbnz {fail:w}, 2b",
+                    $fence,
+                    "3:",
+                    found = out(reg) found,
+                    fail = out(reg) _,
+                    p = in(reg) p.as_ptr(),
+                    expected = in(reg) expected,
+                    new = in(reg) new,
+                    options(nostack),
+                )
+            };
+            found
+        }};
+    }
+    match ord {
+        Ordering::Relaxed => llsc_cas!("ldxr", "stxr", ""),
+        Ordering::Acquire => llsc_cas!("ldaxr", "stxr", ""),
+        Ordering::Release => llsc_cas!("ldxr", "stlxr", ""),
+        Ordering::AcqRel => llsc_cas!("ldaxr", "stlxr", ""),
+        _ => llsc_cas!("ldxr", "stlxr", "dmb ish"),
+    }
+}
