@@ -27,7 +27,7 @@ pub static TESTS: &[KTest] = &[
 
 const ROUNDS: i64 = 5_000;
 /// Increments per CPU per round of the race.
-const RACE_ROUNDS: u64 = 100_000;
+const RACE_ROUNDS: u64 = 1_000_000;
 /// Rounds before concluding the race cannot be provoked (each round restarts everyone at once).
 const MAX_RACE_ATTEMPTS: u32 = 50;
 
@@ -36,10 +36,11 @@ const MAX_RACE_ATTEMPTS: u32 = 50;
 /// same loop with `AtomicCounter::inc` loses none. With one CPU there is nobody to race.
 ///
 /// On a 2-core host running several 4-CPU guests, a guest's vCPUs may take turns instead of
-/// running at once, and a CPU can finish its loop before the next one starts. So every round
-/// starts all CPUs together at a barrier, the window between load and store is widened, and
-/// rounds repeat (bounded) until updates are lost: a CPU descheduled inside the window then
-/// loses everything the others counted meanwhile.
+/// running at once, and a short loop can finish before the next CPU starts. So every round
+/// starts all CPUs together at a barrier, each loop is long enough to span many host time
+/// slices, the window between load and store holds a YIELD, and rounds repeat (bounded) until
+/// updates are lost: a CPU descheduled inside the window loses everything the others counted
+/// meanwhile.
 fn racy_counter(_: &Platform<'static>) -> Result<(), String> {
     use core::sync::atomic::{AtomicU64, Ordering};
     let cpus = smp::online_cpus().count() as u64;
@@ -63,7 +64,10 @@ fn racy_counter(_: &Platform<'static>) -> Result<(), String> {
                 // Deliberately not atomic: a separate load and store (each one atomic by
                 // itself, so this is a lost-update race, not undefined behaviour).
                 let v = racy.load(Ordering::Relaxed);
-                let v = core::hint::black_box(v).wrapping_mul(1).wrapping_add(1);
+                // YIELD inside the window: where QEMU runs vCPUs in turn (raspi4b), it hands
+                // the CPU to another vCPU right here; on hardware it is only a hint.
+                core::hint::spin_loop();
+                let v = core::hint::black_box(v).wrapping_add(1);
                 racy.store(core::hint::black_box(v), Ordering::Relaxed);
             }
         });

@@ -7,6 +7,7 @@
 
 mod atomics;
 mod foundation;
+pub mod litmus;
 
 use alloc::string::String;
 use core::fmt::Write;
@@ -22,7 +23,10 @@ pub struct KTest {
 
 /// Every suite, in the order they run.
 fn suites() -> impl Iterator<Item = &'static KTest> {
-    foundation::TESTS.iter().chain(atomics::TESTS.iter())
+    foundation::TESTS
+        .iter()
+        .chain(atomics::TESTS.iter())
+        .chain(litmus::TESTS.iter())
 }
 
 /// Names of all tests (for the shell's `test` listing).
