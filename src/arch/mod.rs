@@ -11,11 +11,19 @@ pub use aarch64::atomic;
 #[cfg(not(target_os = "none"))]
 pub use host::atomic;
 
+/// Waiting for another CPU's store: LDAXR + WFE on the target, a spin hint on the host.
+#[cfg(target_os = "none")]
+pub use aarch64::wait;
+#[cfg(not(target_os = "none"))]
+pub use host::wait;
+
 #[cfg(target_os = "none")]
 pub use aarch64::cpu::{
-    counter, counter_frequency, percpu_pointer, send_event, set_percpu_pointer, wait_for_event,
+    counter, counter_frequency, cpu_relax, percpu_pointer, send_event, set_percpu_pointer,
+    wait_for_event,
 };
 #[cfg(not(target_os = "none"))]
 pub use host::{
-    counter, counter_frequency, percpu_pointer, send_event, set_percpu_pointer, wait_for_event,
+    counter, counter_frequency, cpu_relax, percpu_pointer, send_event, set_percpu_pointer,
+    wait_for_event,
 };

@@ -66,7 +66,7 @@ fn racy_counter(_: &Platform<'static>) -> Result<(), String> {
                 let v = racy.load(Ordering::Relaxed);
                 // YIELD inside the window: where QEMU runs vCPUs in turn (raspi4b), it hands
                 // the CPU to another vCPU right here; on hardware it is only a hint.
-                core::hint::spin_loop();
+                crate::arch::cpu_relax();
                 let v = core::hint::black_box(v).wrapping_add(1);
                 racy.store(core::hint::black_box(v), Ordering::Relaxed);
             }

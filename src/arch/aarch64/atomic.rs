@@ -139,7 +139,8 @@ pub fn fetch_xor(p: &AtomicU64, v: u64, ord: Ordering) -> u64 {
 }
 
 /// If `*p == expected`, store `new`. Returns the value found (equal to `expected` on success).
-/// `ord` applies to success; a failed compare is unordered, as in Linux.
+/// `ord` applies to success. A failed compare promises no ordering, as in Linux (the acquire
+/// forms happen to order it anyway, and the host stand-in asks for acquire on failure).
 pub fn compare_exchange(p: &AtomicU64, expected: u64, new: u64, ord: Ordering) -> u64 {
     if uses_lse() {
         macro_rules! cas {

@@ -57,6 +57,15 @@ pub fn send_event() {
     asm::sev();
 }
 
+/// A spin-wait hint, `YIELD` (as Linux's cpu_relax): the loop only waits. Rust's own
+/// `spin_loop()` emits `ISB` on AArch64 instead; QEMU's round-robin TCG (raspi4b) switches to
+/// another vCPU on `YIELD`, which the racy tests rely on to interleave.
+#[inline]
+pub fn cpu_relax() {
+    // SAFETY: a hint instruction; no memory or register effects.
+    unsafe { core::arch::asm!("yield", options(nomem, nostack, preserves_flags)) };
+}
+
 /// Stop this CPU for good, cheaply.
 pub fn halt() -> ! {
     loop {

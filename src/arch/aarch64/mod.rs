@@ -23,6 +23,8 @@ pub mod mmu;
 pub mod psci;
 #[cfg(target_os = "none")]
 pub mod semihosting;
+#[cfg(target_os = "none")]
+pub mod wait;
 
 /// How PSCI calls reach the firmware: the `method` of the device tree's `/psci` node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,13 +5,21 @@
 //! every flavour shares: the guard that unlocks on drop, `try_lock`, and a record of which CPU
 //! holds the lock, so a panic on the holder can still print and a deadlock report can name it.
 
+pub mod broken;
+pub mod mcs;
+pub mod tas;
 pub mod ticket;
+pub mod ttas;
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+pub use broken::BrokenLock;
+pub use mcs::McsLock;
+pub use tas::TasLock;
 pub use ticket::TicketLock;
+pub use ttas::TtasLock;
 
 /// The algorithm under a `SpinLock`.
 ///
@@ -157,6 +165,105 @@ mod tests {
         assert!(!seen_elsewhere);
         drop(g);
         assert!(!lock.is_held_by_current_cpu());
+    }
+
+    /// MCS queue nodes belong to CPUs, and host test threads play CPUs 0..3: tests using MCS
+    /// locks must not run at the same time, or two threads would share one CPU's nodes.
+    static PLAYS_CPUS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    /// Four threads, each playing a CPU, update two fields that must stay equal.
+    fn never_loses_an_update<R: RawSpinLock + Send + Sync + 'static>() {
+        let _serial = PLAYS_CPUS.lock().unwrap_or_else(|e| e.into_inner());
+        const THREADS: usize = 4;
+        const ROUNDS: usize = 20_000;
+        let lock: Arc<SpinLock<(u64, u64), R>> = Arc::new(SpinLock::new((0, 0)));
+        let handles: Vec<_> = (0..THREADS)
+            .map(|id| {
+                let lock = Arc::clone(&lock);
+                std::thread::spawn(move || {
+                    crate::percpu::install(id);
+                    for _ in 0..ROUNDS {
+                        let mut g = lock.lock();
+                        assert_eq!(g.0, g.1, "two threads inside the critical section");
+                        g.0 += 1;
+                        g.1 += 1;
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let total = std::thread::spawn(move || {
+            crate::percpu::install(0);
+            *lock.lock()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(
+            total,
+            ((THREADS * ROUNDS) as u64, (THREADS * ROUNDS) as u64)
+        );
+    }
+
+    #[test]
+    fn tas_excludes() {
+        never_loses_an_update::<TasLock>();
+    }
+
+    #[test]
+    fn ttas_excludes() {
+        never_loses_an_update::<TtasLock>();
+    }
+
+    #[test]
+    fn ticket_excludes() {
+        never_loses_an_update::<TicketLock>();
+    }
+
+    #[test]
+    fn mcs_excludes() {
+        never_loses_an_update::<McsLock>();
+    }
+
+    #[test]
+    fn mcs_nodes_allow_nesting_and_any_unlock_order() {
+        let _serial = PLAYS_CPUS.lock().unwrap_or_else(|e| e.into_inner());
+        std::thread::spawn(|| {
+            crate::percpu::install(2);
+            let a: SpinLock<u8, McsLock> = SpinLock::new(1);
+            let b: SpinLock<u8, McsLock> = SpinLock::new(2);
+            let ga = a.lock();
+            let gb = b.lock();
+            assert!(b.try_lock().is_none());
+            drop(ga); // not the reverse order of locking
+            assert_eq!(*a.lock() + *gb, 3);
+            drop(gb);
+            assert!(!a.is_locked() && !b.is_locked());
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn try_lock_fails_while_held_for_every_flavour() {
+        fn check<R: RawSpinLock>() {
+            let l: SpinLock<(), R> = SpinLock::new(());
+            let g = l.try_lock().expect("free");
+            assert!(l.try_lock().is_none());
+            drop(g);
+            assert!(l.try_lock().is_some());
+        }
+        std::thread::spawn(|| {
+            crate::percpu::install(1);
+            check::<TasLock>();
+            check::<TtasLock>();
+            check::<TicketLock>();
+            let _serial = PLAYS_CPUS.lock().unwrap_or_else(|e| e.into_inner());
+            check::<McsLock>();
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

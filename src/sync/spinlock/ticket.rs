@@ -1,6 +1,7 @@
 //! The ticket lock: take a number, wait for it to be served (the locks chapter).
 //!
-//! `next` is the dispenser, `owner` the "now serving" display. Taking a ticket is one atomic
+//! `next` is the dispenser, `owner` the "now serving" display. Waiters sleep in WFE with their
+//! monitor armed on `owner` (src/arch/aarch64/wait.rs). Taking a ticket is one atomic
 //! add, so CPUs are served in the order they arrived: the lock is fair by construction. Only the
 //! holder writes `owner`, so unlocking is a plain store-release of `owner + 1`. Both counters are
 //! 16 bits and wrap, which is harmless while fewer than 65536 CPUs wait at once.
@@ -27,8 +28,13 @@ unsafe impl RawSpinLock for TicketLock {
 
     fn lock(&self) {
         let ticket = self.next.fetch_add(1, Ordering::Relaxed);
-        while self.owner.load(Ordering::Acquire) != ticket {
-            core::hint::spin_loop();
+        loop {
+            let serving = self.owner.load(Ordering::Acquire);
+            if serving == ticket {
+                return;
+            }
+            // Sleep until the holder's release store to `owner` clears our monitor.
+            crate::arch::wait::wait_while_u16(&self.owner, serving);
         }
     }
 
@@ -49,8 +55,8 @@ unsafe impl RawSpinLock for TicketLock {
 
     unsafe fn unlock(&self) {
         let owner = self.owner.load(Ordering::Relaxed);
+        // This store clears every waiter's exclusive monitor, which wakes their WFE: no SEV.
         self.owner.store(owner.wrapping_add(1), Ordering::Release);
-        crate::arch::send_event();
     }
 
     fn is_locked(&self) -> bool {
