@@ -199,6 +199,36 @@ pub fn online_cpus() -> impl Iterator<Item = usize> {
     percpu::all_cpus().filter(|c| c.is_online()).map(|c| c.id)
 }
 
+/// A start line for a call that runs on every CPU: each CPU waits in `wait` until all online
+/// CPUs have arrived, so a measurement starts with everyone running, not with CPUs trickling in
+/// as they notice their mailbox. Use a fresh one for each `on_each_cpu` call.
+pub struct StartLine {
+    arrived: AtomicUsize,
+    expected: usize,
+}
+
+impl Default for StartLine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl StartLine {
+    pub fn new() -> Self {
+        StartLine {
+            arrived: AtomicUsize::new(0),
+            expected: online_cpus().count(),
+        }
+    }
+
+    pub fn wait(&self) {
+        self.arrived.fetch_add(1, Ordering::AcqRel);
+        while self.arrived.load(Ordering::Acquire) < self.expected {
+            cpu::cpu_relax();
+        }
+    }
+}
+
 /// A call posted to other CPUs; lives on the caller's stack until every target has run it.
 struct Call<'a> {
     f: &'a (dyn Fn(usize) + Sync),

@@ -46,20 +46,14 @@ fn racy_counter(_: &Platform<'static>) -> Result<(), String> {
     let cpus = smp::online_cpus().count() as u64;
     let expected = cpus * RACE_ROUNDS;
     let racy = AtomicU64::new(0);
-    let arrived = AtomicU64::new(0);
-    let start_together = || {
-        arrived.fetch_add(1, Ordering::AcqRel);
-        while !arrived.load(Ordering::Acquire).is_multiple_of(cpus) {
-            core::hint::spin_loop();
-        }
-    };
     let mut attempts = 0;
     let mut got = expected;
     while got == expected && cpus > 1 && attempts < MAX_RACE_ATTEMPTS {
         attempts += 1;
         racy.store(0, Ordering::Relaxed);
+        let start = smp::StartLine::new();
         smp::on_each_cpu(&|_| {
-            start_together();
+            start.wait();
             for _ in 0..RACE_ROUNDS {
                 // Deliberately not atomic: a separate load and store (each one atomic by
                 // itself, so this is a lost-update race, not undefined behaviour).
@@ -74,8 +68,9 @@ fn racy_counter(_: &Platform<'static>) -> Result<(), String> {
         got = racy.load(Ordering::Relaxed);
     }
     let atomic_count = AtomicCounter::new(0);
+    let start = smp::StartLine::new();
     smp::on_each_cpu(&|_| {
-        start_together();
+        start.wait();
         for _ in 0..RACE_ROUNDS {
             atomic_count.inc();
         }

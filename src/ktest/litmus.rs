@@ -90,7 +90,7 @@ pub fn run(variant: Variant, iterations: usize) -> Option<usize> {
             // Both CPUs start iteration i together.
             arrived[role].store(i as u64 + 1, Ordering::Release);
             while arrived[1 - role].load(Ordering::Acquire) < i as u64 + 1 {
-                core::hint::spin_loop();
+                crate::arch::cpu_relax();
             }
             let result = if role == 0 { &r0 } else { &r1 };
             let value = match (variant, role) {

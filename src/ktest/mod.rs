@@ -8,6 +8,7 @@
 mod atomics;
 mod foundation;
 pub mod litmus;
+pub mod locktorture;
 
 use alloc::string::String;
 use core::fmt::Write;
@@ -27,6 +28,7 @@ fn suites() -> impl Iterator<Item = &'static KTest> {
         .iter()
         .chain(atomics::TESTS.iter())
         .chain(litmus::TESTS.iter())
+        .chain(locktorture::TESTS.iter())
 }
 
 /// Names of all tests (for the shell's `test` listing).
