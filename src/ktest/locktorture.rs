@@ -49,6 +49,9 @@ pub static TESTS: &[KTest] = &[
 
 /// Acquisitions per run, shared by all CPUs.
 pub const BUDGET: u64 = 5_000;
+/// Acquisitions per run of the broken lock: long enough to span many host time slices, so a
+/// vCPU is preempted inside the broken lock's window even when the host runs vCPUs in turn.
+const BROKEN_BUDGET: u64 = 50_000;
 /// Rounds of the broken lock before concluding the test cannot catch it.
 const MAX_BROKEN_ATTEMPTS: u32 = 20;
 
@@ -73,12 +76,12 @@ impl Report {
     }
 }
 
-/// One run of `BUDGET` acquisitions spread over every online CPU.
-pub fn torture<R: RawSpinLock>() -> Report {
+/// One run of `budget` acquisitions spread over every online CPU.
+pub fn torture<R: RawSpinLock>(budget: u64) -> Report {
     let lock: SpinLock<Protected, R> = SpinLock::new(Protected {
         first: AtomicU64::new(0),
         second: AtomicU64::new(0),
-        budget: AtomicU64::new(BUDGET),
+        budget: AtomicU64::new(budget),
     });
     let acquired: PerCpu<AtomicU64> =
         PerCpu::new([const { CacheAligned(AtomicU64::new(0)) }; MAX_CPUS]);
@@ -88,7 +91,7 @@ pub fn torture<R: RawSpinLock>() -> Report {
         start.wait();
         let mut mine = 0u64;
         // Bounded even if a broken lock lets the budget be raised by a stale store.
-        while mine < 4 * BUDGET {
+        while mine < 4 * budget {
             let data = lock.lock();
             let left = data.budget.load(Ordering::Relaxed);
             if left == 0 {
@@ -118,7 +121,7 @@ pub fn torture<R: RawSpinLock>() -> Report {
         data.second.load(Ordering::Relaxed),
     );
     let mismatched =
-        u64::from(total != BUDGET) + u64::from(first != total) + u64::from(second != total);
+        u64::from(total != budget) + u64::from(first != total) + u64::from(second != total);
     Report {
         total,
         max: counts().max().unwrap_or(0),
@@ -141,7 +144,7 @@ pub fn print(name: &str, r: &Report) {
 }
 
 fn must_hold<R: RawSpinLock>(name: &str) -> Result<(), String> {
-    let report = torture::<R>();
+    let report = torture::<R>(BUDGET);
     print(name, &report);
     ensure!(report.failures == 0, "{name}: {} failures", report.failures);
     ensure!(
@@ -158,7 +161,7 @@ fn broken_lock_is_caught(_: &Platform<'static>) -> Result<(), String> {
         return Ok(());
     }
     for attempt in 1..=MAX_BROKEN_ATTEMPTS {
-        let report = torture::<BrokenLock>();
+        let report = torture::<BrokenLock>(BROKEN_BUDGET);
         if report.failures > 0 {
             print("broken", &report);
             log::info!("the broken lock was caught (attempt {attempt}), as it must be");

@@ -9,6 +9,7 @@ mod atomics;
 mod foundation;
 pub mod litmus;
 pub mod locktorture;
+mod rwseq;
 
 use alloc::string::String;
 use core::fmt::Write;
@@ -29,6 +30,7 @@ fn suites() -> impl Iterator<Item = &'static KTest> {
         .chain(atomics::TESTS.iter())
         .chain(litmus::TESTS.iter())
         .chain(locktorture::TESTS.iter())
+        .chain(rwseq::TESTS.iter())
 }
 
 /// Names of all tests (for the shell's `test` listing).

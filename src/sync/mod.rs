@@ -5,7 +5,11 @@
 //! `SpinLock`); the tutorial's chapters on atomics and locks grow this folder.
 
 pub mod atomic;
+pub mod rwlock;
+pub mod seqlock;
 pub mod spinlock;
 
 pub use atomic::{AtomicBits, AtomicCounter};
+pub use rwlock::RwLock;
+pub use seqlock::SeqLock;
 pub use spinlock::{SpinLock, SpinLockGuard};

@@ -25,8 +25,13 @@ unsafe impl RawSpinLock for BrokenLock {
             crate::arch::cpu_relax();
         }
         // The bug: between the load above and this store, another CPU may take the lock too.
-        // The YIELD widens that window where QEMU runs vCPUs in turn.
+        // The torture test must hit that window even when a busy host runs the vCPUs one
+        // after another, so it is widened: a YIELD (QEMU's round-robin TCG switches vCPU on it)
+        // and some dawdling (a host preemption then lands inside the window more often).
         crate::arch::cpu_relax();
+        for i in 0..32u32 {
+            core::hint::black_box(i);
+        }
         self.locked.store(1, Ordering::Relaxed);
     }
 

@@ -1,0 +1,151 @@
+//! The reader-writer spin lock (the reader-writer chapter).
+//!
+//! Any number of readers, or one writer. One 32-bit word: the top bit says a writer holds the
+//! lock, the rest count readers. A reader adds one if no writer holds it; a writer moves the
+//! word from 0 (nobody) to the writer bit. Readers that keep arriving can hold a writer off
+//! indefinitely (reader preference, as Linux's rwlock_t), which is why seqlocks and RCU exist.
+
+use core::cell::UnsafeCell;
+use core::ops::{Deref, DerefMut};
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use crate::arch::wait;
+
+const WRITER: u32 = 1 << 31;
+
+pub struct RwLock<T> {
+    state: AtomicU32,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: readers get shared references only while no writer holds the lock, and the writer
+// gets the only reference; so T must be Send (moved between CPUs) and Sync (shared by readers).
+unsafe impl<T: Send + Sync> Sync for RwLock<T> {}
+
+impl<T> RwLock<T> {
+    pub const fn new(value: T) -> Self {
+        RwLock {
+            state: AtomicU32::new(0),
+            data: UnsafeCell::new(value),
+        }
+    }
+
+    pub fn read(&self) -> ReadGuard<'_, T> {
+        loop {
+            let s = self.state.load(Ordering::Relaxed);
+            if s & WRITER == 0 {
+                if self
+                    .state
+                    .compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return ReadGuard { lock: self };
+                }
+            } else {
+                wait::wait_while_u32(&self.state, s);
+            }
+        }
+    }
+
+    pub fn write(&self) -> WriteGuard<'_, T> {
+        loop {
+            match self
+                .state
+                .compare_exchange_weak(0, WRITER, Ordering::Acquire, Ordering::Relaxed)
+            {
+                Ok(_) => return WriteGuard { lock: self },
+                Err(s) => wait::wait_while_u32(&self.state, s),
+            }
+        }
+    }
+
+    /// Readers inside right now (for statistics and tests).
+    pub fn readers(&self) -> u32 {
+        self.state.load(Ordering::Relaxed) & !WRITER
+    }
+}
+
+pub struct ReadGuard<'a, T> {
+    lock: &'a RwLock<T>,
+}
+
+impl<T> Deref for ReadGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: a read guard exists only while the writer bit is clear.
+        unsafe { &*self.lock.data.get() }
+    }
+}
+
+impl<T> Drop for ReadGuard<'_, T> {
+    fn drop(&mut self) {
+        self.lock.state.fetch_sub(1, Ordering::Release);
+    }
+}
+
+pub struct WriteGuard<'a, T> {
+    lock: &'a RwLock<T>,
+}
+
+impl<T> Deref for WriteGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the write guard is the only access while it exists.
+        unsafe { &*self.lock.data.get() }
+    }
+}
+
+impl<T> DerefMut for WriteGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as above, and the guard is not shared.
+        unsafe { &mut *self.lock.data.get() }
+    }
+}
+
+impl<T> Drop for WriteGuard<'_, T> {
+    fn drop(&mut self) {
+        self.lock.state.store(0, Ordering::Release);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn readers_share_and_writers_exclude() {
+        let lock = Arc::new(RwLock::new((0u64, 0u64)));
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                let lock = Arc::clone(&lock);
+                std::thread::spawn(move || {
+                    for i in 0..20_000 {
+                        if (i + t) % 10 == 0 {
+                            let mut w = lock.write();
+                            assert_eq!(lock.readers(), 0);
+                            w.0 += 1;
+                            w.1 += 1;
+                        } else {
+                            let r = lock.read();
+                            assert_eq!(r.0, r.1, "a reader saw a half-done write");
+                        }
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert_eq!(*lock.read(), (8_000, 8_000));
+    }
+
+    #[test]
+    fn two_readers_hold_it_at_once() {
+        let lock = RwLock::new(5);
+        let a = lock.read();
+        let b = lock.read();
+        assert_eq!(lock.readers(), 2);
+        assert_eq!(*a + *b, 10);
+    }
+}
