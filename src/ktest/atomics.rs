@@ -58,8 +58,8 @@ fn racy_counter(_: &Platform<'static>) -> Result<(), String> {
                 // Deliberately not atomic: a separate load and store (each one atomic by
                 // itself, so this is a lost-update race, not undefined behaviour).
                 let v = racy.load(Ordering::Relaxed);
-                // YIELD inside the window: where QEMU runs vCPUs in turn (raspi4b), it hands
-                // the CPU to another vCPU right here; on hardware it is only a hint.
+                // A YIELD inside the window widens it: a hint on hardware, and under QEMU a
+                // point where the vCPU may give way to another.
                 crate::arch::cpu_relax();
                 let v = core::hint::black_box(v).wrapping_add(1);
                 racy.store(core::hint::black_box(v), Ordering::Relaxed);

@@ -11,7 +11,7 @@
 //! Every iteration uses fresh locations and starts both CPUs together. A compiler fence stands
 //! between the accesses in the "no barrier" variants, so what is measured is the CPU, not the
 //! compiler. Under QEMU on an x86 host, SB without a barrier shows reorderings and MP does not
-//! (FACTS.md); a real Cortex-A72 can show both.
+//! (as measured on this project's machines, chapter 6); a real Cortex-A72 can show both.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -188,9 +188,10 @@ fn mp_with_acquire_release(_: &Platform<'static>) -> Result<(), String> {
 
 /// The unfenced variants, reported and not asserted: whether reordering shows depends on the
 /// machine. SB reorders on real Cortex-A72s and under QEMU's multi-threaded TCG on an x86 host
-/// (its store buffer), but not when QEMU runs the vCPUs one at a time (`raspi4b` has no
-/// multi-threaded TCG) or when a busy host rarely runs both vCPUs at the same instant. MP shows
-/// on real hardware, not under QEMU on x86. The chapter discusses the numbers.
+/// (its store buffer), but not when a busy host rarely runs both vCPUs at the same instant, and
+/// it has never shown on QEMU's raspi4b here, for a reason not yet established (its vCPUs do
+/// run on separate threads). MP shows on real hardware, not under QEMU on x86. Chapter 6
+/// discusses the numbers.
 fn unfenced_report(_: &Platform<'static>) -> Result<(), String> {
     for variant in [Variant::SbNone, Variant::MpNone] {
         if let Some(forbidden) = run(variant, ITERATIONS) {

@@ -57,9 +57,9 @@ pub fn send_event() {
     asm::sev();
 }
 
-/// A spin-wait hint, `YIELD` (as Linux's cpu_relax): the loop only waits. Rust's own
-/// `spin_loop()` emits `ISB` on AArch64 instead; QEMU's round-robin TCG (raspi4b) switches to
-/// another vCPU on `YIELD`, which the racy tests rely on to interleave.
+/// A spin-wait hint, `YIELD` (as Linux's cpu_relax): the loop only waits, so a CPU with several
+/// hardware threads, or a hypervisor, may run something else. Rust's own `spin_loop()` emits
+/// `ISB` on AArch64 instead.
 #[inline]
 pub fn cpu_relax() {
     // SAFETY: a hint instruction; no memory or register effects.

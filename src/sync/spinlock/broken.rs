@@ -26,8 +26,8 @@ unsafe impl RawSpinLock for BrokenLock {
         }
         // The bug: between the load above and this store, another CPU may take the lock too.
         // The torture test must hit that window even when a busy host runs the vCPUs one
-        // after another, so it is widened: a YIELD (QEMU's round-robin TCG switches vCPU on it)
-        // and some dawdling (a host preemption then lands inside the window more often).
+        // after another, so it is widened: a YIELD and some dawdling (a host preemption then
+        // lands inside the window more often).
         crate::arch::cpu_relax();
         for i in 0..32u32 {
             core::hint::black_box(i);

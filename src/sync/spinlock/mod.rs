@@ -1,5 +1,5 @@
 //! `SpinLock<T, R>`: data behind a raw spin lock, reached only through an RAII guard
-//! (chapter 3 uses it for the console and the heap; the locks chapter explains the raw locks).
+//! (chapter 2 uses it for the console and the heap; chapter 7 explains the raw locks).
 //!
 //! The raw lock `R` decides how CPUs wait (test-and-set, ticket, queued); `SpinLock` adds what
 //! every flavour shares: the guard that unlocks on drop, `try_lock`, and a record of which CPU
@@ -89,17 +89,6 @@ impl<T: ?Sized, R: RawSpinLock> SpinLock<T, R> {
     pub fn is_held_by_current_cpu(&self) -> bool {
         let me = crate::arch::percpu_pointer();
         me != 0 && self.raw.is_locked() && self.holder.load(Ordering::Relaxed) == me
-    }
-
-    /// The data, bypassing the lock.
-    ///
-    /// # Safety
-    /// Only for emergencies (a panic on the CPU that holds the lock): the caller must accept
-    /// that the holder may be mid-update.
-    #[allow(clippy::mut_from_ref)]
-    pub unsafe fn force_get(&self) -> &mut T {
-        // SAFETY: forwarded to the caller.
-        unsafe { &mut *self.data.get() }
     }
 }
 
