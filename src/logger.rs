@@ -36,10 +36,6 @@ impl LineBuffer {
         core::str::from_utf8(&self.bytes[..self.len]).unwrap_or("<invalid utf-8>")
     }
 
-    pub fn is_truncated(&self) -> bool {
-        self.truncated
-    }
-
     /// End the line with a newline, keeping "..." when it was cut short.
     pub fn finish_line(&mut self) {
         if self.truncated {

@@ -171,6 +171,10 @@ mod kernel {
             (layout.image_end - layout.kernel_start) / 1024,
             tables_used
         );
+        if let Some(conduit) = p.psci {
+            let (major, minor) = quartet::arch::aarch64::psci::version(conduit);
+            log::info!(target: "psci", "PSCI {major}.{minor} through {conduit:?}");
+        }
         log::info!(
             target: "atomics",
             "{}",

@@ -48,16 +48,6 @@ pub fn exit(status: u32) -> ! {
     cpu::halt()
 }
 
-/// Reset the machine through PSCI, if there is one; otherwise say so and return.
-pub fn reboot() {
-    if let Some(c) = conduit() {
-        let refused = psci::system_reset(c);
-        log::error!("PSCI SYSTEM_RESET refused: {}", refused.name());
-    } else {
-        log::error!("no PSCI on this machine: cannot reboot");
-    }
-}
-
 /// After a panic or fatal exception: end the run in test/demo modes, else halt this CPU.
 pub fn fatal_stop() -> ! {
     if EXIT_ON_FATAL.load(Ordering::Relaxed) {

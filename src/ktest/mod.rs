@@ -33,11 +33,6 @@ fn suites() -> impl Iterator<Item = &'static KTest> {
         .chain(rwseq::TESTS.iter())
 }
 
-/// Names of all tests (for the shell's `test` listing).
-pub fn names() -> impl Iterator<Item = &'static str> {
-    suites().map(|t| t.name)
-}
-
 fn print(args: core::fmt::Arguments<'_>) {
     let mut line = LineBuffer::new();
     let _ = line.write_fmt(args);

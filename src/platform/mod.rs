@@ -79,10 +79,6 @@ impl<T: Copy + Default, const N: usize> FixedList<T, N> {
     pub fn dropped(&self) -> usize {
         self.dropped
     }
-    pub fn clear(&mut self) {
-        self.len = 0;
-        self.dropped = 0;
-    }
 }
 
 /// The boards quartet knows defaults for.

@@ -5,7 +5,7 @@
 
 /// One page: the unit of the MMU's finest mapping and of the stack guard gaps.
 pub const PAGE_SIZE: usize = 4096;
-/// Bytes of stack for each CPU. Must equal STACK_SIZE in linker.ld.
+/// Bytes of stack for each CPU. Must equal STACK_SIZE in linker.ld (the test below checks).
 pub const STACK_SIZE: usize = 64 * 1024;
 /// Stack slots: slot 0 is the boot stack, slot `i + 1` belongs to logical CPU `i`.
 pub const STACK_SLOTS: usize = crate::config::MAX_CPUS + 1;
@@ -65,5 +65,31 @@ pub fn kernel_layout() -> KernelLayout {
             kernel_end: a(&__kernel_end),
             image_end: a(&__image_end),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value linker.ld assigns to `name`, evaluating simple `a * b` products.
+    fn linker_constant(name: &str) -> usize {
+        let script = include_str!("../../../linker.ld");
+        let line = script
+            .lines()
+            .find(|l| l.trim_start().starts_with(name) && l.contains('='))
+            .unwrap_or_else(|| panic!("linker.ld defines no {name}"));
+        let value = line.split('=').nth(1).unwrap().trim().trim_end_matches(';');
+        value
+            .split('*')
+            .map(|f| f.trim().parse::<usize>().unwrap())
+            .product()
+    }
+
+    #[test]
+    fn linker_script_agrees_with_the_rust_layout() {
+        assert_eq!(linker_constant("PAGE_SIZE"), PAGE_SIZE);
+        assert_eq!(linker_constant("STACK_SIZE"), STACK_SIZE);
+        assert_eq!(linker_constant("STACK_SLOTS"), STACK_SLOTS);
     }
 }
