@@ -2,13 +2,14 @@
 //!
 //! The module map follows the layers, lowest first; nothing low imports something high:
 //! `arch` (instructions and registers) <- `sync`, `percpu` <- `drivers`, `platform` <-
-//! `smp`, `mm`, `console`, `logger` <- `ktest`. The boot order lives in src/main.rs.
+//! `smp`, `mm`, `console`, `logger` <- `ktest`, `bench`. The boot order lives in src/main.rs.
 //! The tutorial in docs/ explains each module; every module's own doc names its chapter.
 #![cfg_attr(target_os = "none", no_std)]
 
 extern crate alloc;
 
 pub mod arch;
+pub mod bench;
 pub mod config;
 #[cfg(target_os = "none")]
 pub mod console;

@@ -98,7 +98,10 @@ mod kernel {
         // 5. The other CPUs. Nothing here allocates, so the heap can wait: setting it up touches
         //    memory all over RAM, which is slow on a fresh QEMU guest and delays nothing else.
         let testing = platform.has_bootarg("test");
-        power::init(platform.psci, testing || platform.has_bootarg("demo"));
+        power::init(
+            platform.psci,
+            testing || platform.has_bootarg("demo") || platform.has_bootarg("bench"),
+        );
         let online = match boot_id {
             Some(boot_id) => smp::start_secondaries(platform, &mmu_config, &layout, boot_id),
             None => {
@@ -118,6 +121,10 @@ mod kernel {
         if testing {
             let (_, failed) = ktest::run(platform, platform.bootarg_value("test").unwrap_or(""));
             power::exit(if failed == 0 { 0 } else { 1 });
+        }
+        if let Some(filter) = platform.bootarg_value("bench") {
+            let results = quartet::bench::run(platform, filter);
+            power::exit(if results > 0 { 0 } else { 1 });
         }
         if let Some(demo) = platform.bootarg_value("demo") {
             run_demo(demo);

@@ -221,6 +221,14 @@ impl StartLine {
         }
     }
 
+    /// A start line for only the first `cpus` CPUs of a call (the others must not wait on it).
+    pub fn for_cpus(cpus: usize) -> Self {
+        StartLine {
+            arrived: AtomicUsize::new(0),
+            expected: cpus,
+        }
+    }
+
     pub fn wait(&self) {
         self.arrived.fetch_add(1, Ordering::AcqRel);
         while self.arrived.load(Ordering::Acquire) < self.expected {

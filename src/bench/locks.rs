@@ -1,0 +1,211 @@
+//! Lock benchmarks (chapter 7): the cost of an uncontended acquire+release, and throughput and
+//! fairness when 1..N CPUs fight over one lock.
+
+use core::fmt::Write;
+
+use super::kernel::{Line, Scale, on_cpus};
+use super::stats;
+use crate::arch::{counter, counter_frequency};
+use crate::logger::LineBuffer;
+use crate::smp;
+use crate::sync::RwLock;
+use crate::sync::spinlock::{McsLock, SpinLock, TasLock, TicketLock, TtasLock};
+
+/// Acquire+release rounds in one uncontended measurement.
+const UNCONTENDED_ROUNDS: u64 = 100_000;
+/// Measurements per lock; the fastest counts, because interference only ever adds time.
+const UNCONTENDED_REPEATS: usize = 9;
+/// Acquisitions shared by the CPUs in one contended run.
+const CONTENDED_BUDGET: u64 = 200_000;
+
+/// What the lock protects: how many acquisitions are left to spend, and how many were spent.
+pub struct Shared {
+    left: u64,
+    done: u64,
+}
+
+/// The operations a benchmark needs, so spin's locks and quartet's run the same code.
+trait BenchLock: Sync {
+    fn with_budget(budget: u64) -> Self;
+    /// Lock; if budget is left, spend one unit; unlock. False when the budget is gone.
+    fn take_one(&self) -> bool;
+    /// Lock, count, unlock.
+    fn round(&self);
+    fn spent(&self) -> u64;
+}
+
+macro_rules! bench_lock {
+    ($ty:ty, $lock:ident) => {
+        impl BenchLock for $ty {
+            fn with_budget(budget: u64) -> Self {
+                <$ty>::new(Shared {
+                    left: budget,
+                    done: 0,
+                })
+            }
+            fn take_one(&self) -> bool {
+                let mut shared = self.$lock();
+                if shared.left == 0 {
+                    return false;
+                }
+                shared.left -= 1;
+                shared.done += 1;
+                true
+            }
+            fn round(&self) {
+                self.$lock().done += 1;
+            }
+            fn spent(&self) -> u64 {
+                self.$lock().done
+            }
+        }
+    };
+}
+
+bench_lock!(SpinLock<Shared, TasLock>, lock);
+bench_lock!(SpinLock<Shared, TtasLock>, lock);
+bench_lock!(SpinLock<Shared, TicketLock>, lock);
+bench_lock!(SpinLock<Shared, McsLock>, lock);
+bench_lock!(RwLock<Shared>, write);
+bench_lock!(spin::mutex::SpinMutex<Shared>, lock);
+bench_lock!(spin::mutex::TicketMutex<Shared>, lock);
+
+/// Every lock measured, by the name the results use. The baseline comes first.
+const SPIN_TICKET: &str = "spin::TicketMutex";
+
+struct Entry {
+    name: &'static str,
+    uncontended: fn(u64) -> u64,
+    contended: fn(usize, u64) -> Contended,
+}
+
+macro_rules! entry {
+    ($name:expr, $ty:ty) => {
+        Entry {
+            name: $name,
+            uncontended: uncontended_ticks::<$ty>,
+            contended: contended_run::<$ty>,
+        }
+    };
+}
+
+const LOCKS: &[Entry] = &[
+    entry!(SPIN_TICKET, spin::mutex::TicketMutex<Shared>),
+    entry!("spin::SpinMutex", spin::mutex::SpinMutex<Shared>),
+    entry!("tas", SpinLock<Shared, TasLock>),
+    entry!("ttas", SpinLock<Shared, TtasLock>),
+    entry!("ticket", SpinLock<Shared, TicketLock>),
+    entry!("mcs", SpinLock<Shared, McsLock>),
+    entry!("rwlock-write", RwLock<Shared>),
+];
+
+/// Ticks for `rounds` lock/count/unlock rounds on this CPU alone.
+fn uncontended_ticks<L: BenchLock>(rounds: u64) -> u64 {
+    let lock = L::with_budget(0);
+    let t0 = counter();
+    for _ in 0..rounds {
+        core::hint::black_box(&lock).round();
+    }
+    let ticks = counter() - t0;
+    assert_eq!(lock.spent(), rounds, "uncontended rounds lost counts");
+    ticks
+}
+
+/// Uncontended cost of every lock. Repeats are interleaved across locks, so a burst of host
+/// load hurts every lock's worst run alike, and each lock keeps its best.
+pub fn uncontended(scale: Scale) -> usize {
+    let rounds = scale.of(UNCONTENDED_ROUNDS);
+    let repeats = if scale.quick { 2 } else { UNCONTENDED_REPEATS };
+    let mut best = [u64::MAX; LOCKS.len()];
+    for _ in 0..repeats {
+        for (entry, best) in LOCKS.iter().zip(best.iter_mut()) {
+            *best = (*best).min((entry.uncontended)(rounds));
+        }
+    }
+    let baseline = best[0];
+    let frequency = counter_frequency();
+    for (entry, ticks) in LOCKS.iter().zip(best) {
+        Line::new("uncontended")
+            .field("lock", entry.name)
+            .field("cpus", 1)
+            .field("ops", rounds)
+            .field("ticks", ticks)
+            .field(
+                "ops_per_sec",
+                format_args!("{:.0}", stats::per_second(rounds, ticks, frequency)),
+            )
+            .field("fairness", "1.0000")
+            .field(
+                "ticks_per_op",
+                format_args!("{:.3}", ticks as f64 / rounds as f64),
+            )
+            .field(
+                "ns_per_op",
+                format_args!("{:.2}", stats::nanoseconds_per_op(rounds, ticks, frequency)),
+            )
+            .field(
+                "vs_spin_ticket",
+                format_args!("{:.3}", ticks as f64 / baseline.max(1) as f64),
+            )
+            .emit();
+    }
+    LOCKS.len()
+}
+
+struct Contended {
+    timed: super::kernel::Timed,
+    spent: u64,
+}
+
+fn contended_run<L: BenchLock>(cpus: usize, budget: u64) -> Contended {
+    let lock = L::with_budget(budget);
+    let timed = on_cpus(cpus, &|_| {
+        let mut mine = 0;
+        while lock.take_one() {
+            mine += 1;
+        }
+        mine
+    });
+    Contended {
+        spent: lock.spent(),
+        timed,
+    }
+}
+
+/// Every lock at 1, 2, ... all online CPUs.
+pub fn contended(scale: Scale) -> usize {
+    let budget = scale.of(CONTENDED_BUDGET);
+    let online = smp::online_cpus().count();
+    let mut lines = 0;
+    for entry in LOCKS {
+        for cpus in 1..=online {
+            let run = (entry.contended)(cpus, budget);
+            let t = &run.timed;
+            if run.spent != budget || t.total_ops() != budget {
+                // A lock that loses acquisitions has no throughput worth printing.
+                log::error!(target: "bench",
+                    "{} at {cpus} CPUs: {} acquisitions counted by CPUs, {} by the data, budget {budget}",
+                    entry.name, t.total_ops(), run.spent
+                );
+                continue;
+            }
+            let mut split = LineBuffer::new();
+            for (slot, ops) in t.ops[..t.cpus].iter().enumerate() {
+                let _ = write!(split, "{}{ops}", if slot == 0 { "" } else { "/" });
+            }
+            Line::new("locks")
+                .field("lock", entry.name)
+                .field("cpus", t.cpus)
+                .field("ops", budget)
+                .field("ticks", t.ticks)
+                .field("ops_per_sec", format_args!("{:.0}", t.ops_per_second()))
+                .field("fairness", format_args!("{:.4}", t.fairness_of_counts()))
+                .field("max", t.max_ops())
+                .field("min", t.min_ops())
+                .field("per_cpu", split.as_str())
+                .emit();
+            lines += 1;
+        }
+    }
+    lines
+}
