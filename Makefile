@@ -18,7 +18,7 @@ VIRT_ELF  := target/aarch64-unknown-none/release/quartet
 RPI4_ELF  := target/rpi4/aarch64-unknown-none/release/quartet
 SOURCES   := $(shell find src -name '*.rs') Cargo.toml build.rs linker.ld
 
-.PHONY: setup-rpi4 all run run-rpi4 test unit lint qemu-tests image rpi4 sdcard gdb doc book setup clean FORCE
+.PHONY: setup-rpi4 all run run-rpi4 test unit loom lint qemu-tests image rpi4 sdcard gdb doc book setup clean bench FORCE
 
 all: image rpi4
 
@@ -41,6 +41,11 @@ test: setup-rpi4 unit lint image rpi4 qemu-tests
 
 unit:
 	cargo test --target $(HOST) --lib
+
+## make loom: model-check the subtle lock algorithms (ticket, MCS, seqlock) with loom.
+## Preemption bound 3 keeps the whole run to a few minutes on two cores.
+loom:
+	LOOM_MAX_PREEMPTIONS=3 RUSTFLAGS="--cfg loom" cargo test --target $(HOST) --lib --release --target-dir target/loom loom_
 
 lint:
 	cargo fmt --all -- --check
