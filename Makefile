@@ -55,6 +55,11 @@ lint:
 qemu-tests:
 	cargo test --target $(HOST) --test boot --test docs -- --test-threads=2
 
+## make bench: the in-kernel benchmarks on QEMU virt (CPU=max, so LSE is measured too), collected
+## into build/bench/*.csv and *.svg with the targets checked. BENCH_ARGS="--quick" for a format check.
+bench: setup image
+	CPU=$(if $(filter command line environment,$(origin CPU)),$(CPU),max) tools/bench $(BENCH_ARGS)
+
 ## make image: build/virt/kernel8.img, an arm64 Image (the loader passes the DTB in x0).
 image: build/virt/kernel8.img
 build/virt/kernel8.img: $(SOURCES)
