@@ -2,6 +2,12 @@
 //! adding to one shared counter makes the counter's cache line travel between CPUs on every
 //! add; every CPU adding to its own counter, on its own line, keeps each line at home. The
 //! instruction is the same in both cases (LL/SC or LSE), so the difference is the sharing.
+//!
+//! `percpu-plain` is the seeds' CPU-local pattern in full: a counter only its own CPU writes
+//! needs no atomic read-modify-write at all, just a load and a store (relaxed atomics, so the
+//! reader that sums the counters is defined behaviour; they compile to plain LDR and STR).
+
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::kernel::{Line, Scale, on_cpus};
 use crate::arch::aarch64::cpu;
@@ -11,12 +17,19 @@ use crate::percpu::{CacheAligned, PerCpu};
 use crate::smp;
 use crate::sync::AtomicCounter;
 
-/// Increments each CPU makes in one run.
-const ADDS_PER_CPU: u64 = 1_000_000;
+/// Increments each CPU makes on the shared counter in one run.
+const SHARED_ADDS_PER_CPU: u64 = 2_000_000;
+/// Increments each CPU makes on its own counter: ten times more, because they are that much
+/// faster, and a run must outlast the host's scheduling slices (vCPUs share two host cores
+/// under QEMU) to measure the counter rather than the host scheduler.
+const PRIVATE_ADDS_PER_CPU: u64 = 20_000_000;
 
 /// Shared vs per-CPU counters at 1..N CPUs, with LL/SC and, where the CPU has it, LSE.
 pub fn shared_vs_percpu(scale: Scale) -> usize {
-    let adds = scale.of(ADDS_PER_CPU);
+    let (shared_adds, private_adds) = (
+        scale.of(SHARED_ADDS_PER_CPU),
+        scale.of(PRIVATE_ADDS_PER_CPU),
+    );
     let online = smp::online_cpus().count();
     let chosen = atomic::uses_lse();
     let mut lines = 0;
@@ -35,7 +48,11 @@ pub fn shared_vs_percpu(scale: Scale) -> usize {
             ("shared-llsc", "percpu-llsc")
         };
         for cpus in 1..=online {
-            lines += shared(shared_name, cpus, adds) + per_cpu(per_cpu_name, cpus, adds);
+            lines += shared(shared_name, cpus, shared_adds);
+            lines += per_cpu(per_cpu_name, cpus, private_adds);
+            if !lse {
+                lines += per_cpu_plain("percpu-plain", cpus, private_adds);
+            }
         }
     }
     atomic::select(chosen);
@@ -66,9 +83,11 @@ fn per_cpu(name: &str, cpus: usize, adds: u64) -> usize {
     let counters: PerCpu<AtomicCounter> =
         PerCpu::new([const { CacheAligned(AtomicCounter::new(0)) }; MAX_CPUS]);
     let timed = on_cpus(cpus, &|_| {
+        // Found once, through TPIDR_EL1: a benchmark body cannot migrate to another CPU (with a
+        // scheduler, this is where preemption would have to be disabled).
+        let mine = counters.get();
         for _ in 0..adds {
-            // `get` finds this CPU's counter through TPIDR_EL1 each time, as real code would.
-            counters.get().inc();
+            mine.inc();
         }
         adds
     });
@@ -76,6 +95,29 @@ fn per_cpu(name: &str, cpus: usize, adds: u64) -> usize {
     let sum: i64 = counters.iter().map(AtomicCounter::read).sum();
     let expected = adds * timed.cpus as u64;
     if sum as u64 != expected {
+        log::error!(target: "bench",
+            "{name} counters at {cpus} CPUs sum to {sum}, expected {expected}"
+        );
+        return 0;
+    }
+    report(name, &timed);
+    1
+}
+
+fn per_cpu_plain(name: &str, cpus: usize, adds: u64) -> usize {
+    let counters: PerCpu<AtomicU64> =
+        PerCpu::new([const { CacheAligned(AtomicU64::new(0)) }; MAX_CPUS]);
+    let timed = on_cpus(cpus, &|_| {
+        let mine = counters.get();
+        for _ in 0..adds {
+            // Only this CPU writes `mine`, so load-then-store cannot lose an update.
+            mine.store(mine.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        }
+        adds
+    });
+    let sum: u64 = counters.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+    let expected = adds * timed.cpus as u64;
+    if sum != expected {
         log::error!(target: "bench",
             "{name} counters at {cpus} CPUs sum to {sum}, expected {expected}"
         );
