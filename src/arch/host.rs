@@ -22,13 +22,28 @@ pub fn set_percpu_pointer(area: usize) {
 
 /// A spinning host thread gives its core away: test threads outnumber cores, and a lock holder
 /// that lost its core would otherwise wait a whole time slice for spinners to give up.
+#[cfg(not(loom))]
 pub fn cpu_relax() {
     std::thread::yield_now();
 }
 
+/// Under loom a spinning thread must hand the turn to loom's scheduler: loom runs its threads
+/// one at a time and would otherwise explore the same spin forever.
+#[cfg(loom)]
+pub fn cpu_relax() {
+    loom::thread::yield_now();
+}
+
 /// Waiting for an event is a spin hint on the host.
+#[cfg(not(loom))]
 pub fn wait_for_event() {
     std::hint::spin_loop();
+}
+
+/// Under loom, waiting for an event is a yield, as in `cpu_relax`.
+#[cfg(loom)]
+pub fn wait_for_event() {
+    loom::thread::yield_now();
 }
 
 /// Nothing to wake on the host: waiters spin.

@@ -7,6 +7,7 @@
 pub mod atomic;
 pub mod rwlock;
 pub mod seqlock;
+pub mod shim;
 pub mod spinlock;
 
 pub use atomic::{AtomicBits, AtomicCounter};

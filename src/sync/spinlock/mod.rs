@@ -38,8 +38,17 @@ pub unsafe trait RawSpinLock {
     fn is_locked(&self) -> bool;
 }
 
+/// The raw lock a `SpinLock` uses unless told otherwise: the ticket lock.
+#[cfg(not(loom))]
+pub type DefaultRawLock = TicketLock;
+/// Under loom the ticket lock is made of loom's atomics, which no `const` can build, but kernel
+/// code such as the heap still builds a default `SpinLock` in a `const fn`. Loom checks only
+/// its own models, never those kernel locks, so they may use the uninstrumented TAS lock.
+#[cfg(loom)]
+pub type DefaultRawLock = TasLock;
+
 /// Data of type `T` protected by the raw spin lock `R` (a ticket lock unless chosen otherwise).
-pub struct SpinLock<T: ?Sized, R: RawSpinLock = TicketLock> {
+pub struct SpinLock<T: ?Sized, R: RawSpinLock = DefaultRawLock> {
     raw: R,
     /// The holder's per-CPU pointer (TPIDR_EL1), or 0 when free or held before per-CPU setup.
     holder: AtomicUsize,
