@@ -9,17 +9,29 @@
 //! The data is copied in 64-bit words with atomic loads and stores on both sides, so a
 //! concurrent copy yields a possibly torn value that the sequence check throws away, never a
 //! data race in Rust's sense. Hence `T: Copy`, a multiple of 8 bytes, 8-byte aligned.
+//!
+//! Under loom (src/sync/shim.rs) the sequence and the data words are loom's atomics, and the
+//! same `read` and `write` run in the models at the bottom. Only where the words live differs.
 
+#[cfg(not(loom))]
 use core::cell::UnsafeCell;
+#[cfg(loom)]
+use core::marker::PhantomData;
 use core::mem::{MaybeUninit, align_of, size_of};
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 use super::SpinLock;
+use crate::sync::shim::{AtomicU32, AtomicU64, Ordering, cpu_relax, fence};
 
 pub struct SeqLock<T: Copy> {
     sequence: AtomicU32,
     writer: SpinLock<()>,
+    #[cfg(not(loom))]
     data: UnsafeCell<T>,
+    /// Loom's atomics cannot be laid over a `T`'s bytes, so under loom the words live apart.
+    #[cfg(loom)]
+    data: Box<[AtomicU64]>,
+    #[cfg(loom)]
+    _value: PhantomData<T>,
 }
 
 // SAFETY: the data is only accessed as atomic words (see `copy_in`/`copy_out`); writers are
@@ -33,6 +45,7 @@ impl<T: Copy> SeqLock<T> {
         "SeqLock data must be 8-byte aligned and a multiple of 8 bytes"
     );
 
+    #[cfg(not(loom))]
     pub const fn new(value: T) -> Self {
         #[allow(clippy::let_unit_value)]
         let () = Self::LAYOUT_OK;
@@ -43,10 +56,32 @@ impl<T: Copy> SeqLock<T> {
         }
     }
 
+    #[cfg(loom)]
+    pub fn new(value: T) -> Self {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::LAYOUT_OK;
+        let src = &value as *const T as *const u64;
+        SeqLock {
+            sequence: AtomicU32::new(0),
+            writer: SpinLock::new(()),
+            // SAFETY: `src` points to WORDS u64s (the size of T).
+            data: (0..Self::WORDS)
+                .map(|i| AtomicU64::new(unsafe { src.add(i).read() }))
+                .collect(),
+            _value: PhantomData,
+        }
+    }
+
+    #[cfg(not(loom))]
     fn words(&self) -> &[AtomicU64] {
         // SAFETY: `T` is 8-aligned and WORDS * 8 bytes long (LAYOUT_OK), and every access to the
         // data goes through these atomic words, so viewing it as [AtomicU64] is sound.
         unsafe { core::slice::from_raw_parts(self.data.get() as *const AtomicU64, Self::WORDS) }
+    }
+
+    #[cfg(loom)]
+    fn words(&self) -> &[AtomicU64] {
+        &self.data
     }
 
     /// Start a read: the sequence to pass to `read_retry`. Waits while a write is in progress.
@@ -56,7 +91,7 @@ impl<T: Copy> SeqLock<T> {
             if s & 1 == 0 {
                 return s;
             }
-            crate::arch::cpu_relax();
+            cpu_relax();
         }
     }
 
@@ -178,5 +213,86 @@ mod tests {
         assert!(lock.read_retry(start), "a write happened during the read");
         let start = lock.read_begin();
         assert!(!lock.read_retry(start));
+    }
+}
+
+/// Loom models (`make loom`): one writer and one reader, over a pair of words that must match.
+#[cfg(all(test, loom))]
+mod tests {
+    use super::SeqLock;
+    use crate::sync::shim::Ordering;
+    use loom::sync::Arc;
+
+    #[derive(Clone, Copy, Debug)]
+    #[repr(C, align(8))]
+    struct Pair {
+        a: u64,
+        b: u64,
+    }
+
+    /// A writer thread stores (1, 1) and then (2, 2) with `write`; the main thread reads once
+    /// with `read`, which must return a matching pair, whatever the interleaving.
+    fn reader_sees_whole_pairs(write: fn(&SeqLock<Pair>, Pair), read: fn(&SeqLock<Pair>) -> Pair) {
+        loom::model(move || {
+            let lock = Arc::new(SeqLock::new(Pair { a: 0, b: 0 }));
+            let writer = {
+                let lock = Arc::clone(&lock);
+                loom::thread::spawn(move || {
+                    write(&lock, Pair { a: 1, b: 1 });
+                    write(&lock, Pair { a: 2, b: 2 });
+                })
+            };
+            let p = read(&lock);
+            assert_eq!(p.a, p.b, "torn read accepted: {p:?}");
+            writer.join().unwrap();
+            assert_eq!(lock.read().0.a, 2);
+        });
+    }
+
+    fn write(lock: &SeqLock<Pair>, value: Pair) {
+        lock.write(value);
+    }
+
+    fn read(lock: &SeqLock<Pair>) -> Pair {
+        lock.read().0
+    }
+
+    #[test]
+    fn loom_seqlock_reader_never_accepts_a_torn_pair() {
+        reader_sees_whole_pairs(write, read);
+    }
+
+    /// The bug: the writer never makes the sequence odd, so a reader that copies in the middle
+    /// of a write finds the sequence unchanged when it checks, and keeps a torn pair.
+    #[test]
+    #[should_panic(expected = "torn read accepted")]
+    fn loom_seqlock_writer_without_the_odd_step_is_caught() {
+        fn write_without_odd_step(lock: &SeqLock<Pair>, value: Pair) {
+            let _writer = lock.writer.lock();
+            let s = lock.sequence.load(Ordering::Relaxed);
+            let words = [value.a, value.b];
+            for (w, v) in lock.words().iter().zip(words) {
+                w.store(v, Ordering::Relaxed);
+            }
+            lock.sequence.store(s.wrapping_add(2), Ordering::Release);
+        }
+        reader_sees_whole_pairs(write_without_odd_step, read);
+    }
+
+    /// The bug: the reader checks the sequence again without `read_retry`'s acquire fence. Its
+    /// relaxed data loads may then see a write whose odd sequence its check does not see.
+    #[test]
+    #[should_panic(expected = "torn read accepted")]
+    fn loom_seqlock_reader_without_the_fence_is_caught() {
+        fn read_without_fence(lock: &SeqLock<Pair>) -> Pair {
+            loop {
+                let start = lock.read_begin();
+                let value = lock.copy_out();
+                if lock.sequence.load(Ordering::Relaxed) == start {
+                    return value;
+                }
+            }
+        }
+        reader_sees_whole_pairs(write, read_without_fence);
     }
 }
