@@ -37,7 +37,7 @@ run-rpi4: setup-rpi4 rpi4
 	tools/qemu-run --board rpi4 --image build/rpi4/kernel8.img
 
 ## make test: host unit tests, lint, both kernels, then the QEMU boot tests.
-test: setup-rpi4 unit lint image rpi4 qemu-tests
+test: setup-rpi4 unit loom lint image rpi4 qemu-tests
 
 unit:
 	cargo test --target $(HOST) --lib
