@@ -9,7 +9,6 @@
 //!
 //! Queue nodes are per CPU, `NODES_PER_CPU` of them, so a CPU can hold that many MCS locks at
 //! once (Linux keeps four: task, softirq, hardirq, NMI). The holder records which node it used.
-
 //!
 //! The algorithm is `lock_with`/`unlock_with`, which take the caller's node; `RawSpinLock`
 //! feeds them from the per-CPU pool. Loom's models (the tests at the bottom) feed them nodes
