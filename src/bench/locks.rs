@@ -15,8 +15,16 @@ use crate::sync::spinlock::{McsLock, SpinLock, TasLock, TicketLock, TtasLock};
 const UNCONTENDED_ROUNDS: u64 = 100_000;
 /// Measurements per lock; the fastest counts, because interference only ever adds time.
 const UNCONTENDED_REPEATS: usize = 9;
-/// Acquisitions shared by the CPUs in one contended run.
-const CONTENDED_BUDGET: u64 = 200_000;
+/// How long one contended run lasts, in milliseconds of guest time. Runs are timed, like
+/// locktorture's, not counted: under QEMU a FIFO lock can hand over to a waiter whose vCPU the
+/// host has descheduled, and then every CPU waits a host time slice. A counted run would take
+/// minutes; a timed one measures exactly that collapse, in a bounded time.
+const CONTENDED_MILLISECONDS: u64 = 500;
+/// An upper bound on acquisitions in one run, so a run ends even if the counter stood still.
+const CONTENDED_BUDGET: u64 = 100_000_000;
+/// The deadline is read from the counter once per this many acquisitions: reading it is
+/// slower than an uncontended lock under QEMU.
+const DEADLINE_CHECK_EVERY: u64 = 16;
 
 /// What the lock protects: how many acquisitions are left to spend, and how many were spent.
 pub struct Shared {
@@ -76,7 +84,7 @@ const SPIN_TICKET: &str = "spin::TicketMutex";
 struct Entry {
     name: &'static str,
     uncontended: fn(u64) -> u64,
-    contended: fn(usize, u64) -> Contended,
+    contended: fn(usize, u64, u64) -> Contended,
 }
 
 macro_rules! entry {
@@ -157,11 +165,19 @@ struct Contended {
     spent: u64,
 }
 
-fn contended_run<L: BenchLock>(cpus: usize, budget: u64) -> Contended {
+fn contended_run<L: BenchLock>(cpus: usize, budget: u64, duration_ticks: u64) -> Contended {
     let lock = L::with_budget(budget);
+    // One deadline for all: every CPU contends over the same stretch of guest time.
+    let deadline = counter() + duration_ticks;
     let timed = on_cpus(cpus, &|_| {
         let mut mine = 0;
-        while lock.take_one() {
+        loop {
+            if mine % DEADLINE_CHECK_EVERY == 0 && counter() >= deadline {
+                break;
+            }
+            if !lock.take_one() {
+                break;
+            }
             mine += 1;
         }
         mine
@@ -175,16 +191,17 @@ fn contended_run<L: BenchLock>(cpus: usize, budget: u64) -> Contended {
 /// Every lock at 1, 2, ... all online CPUs.
 pub fn contended(scale: Scale) -> usize {
     let budget = scale.of(CONTENDED_BUDGET);
+    let duration_ticks = scale.of(CONTENDED_MILLISECONDS) * counter_frequency() / 1000;
     let online = smp::online_cpus().count();
     let mut lines = 0;
     for entry in LOCKS {
         for cpus in 1..=online {
-            let run = (entry.contended)(cpus, budget);
+            let run = (entry.contended)(cpus, budget, duration_ticks);
             let t = &run.timed;
-            if run.spent != budget || t.total_ops() != budget {
+            if run.spent != t.total_ops() || run.spent == 0 {
                 // A lock that loses acquisitions has no throughput worth printing.
                 log::error!(target: "bench",
-                    "{} at {cpus} CPUs: {} acquisitions counted by CPUs, {} by the data, budget {budget}",
+                    "{} at {cpus} CPUs: {} acquisitions counted by CPUs, {} by the data",
                     entry.name, t.total_ops(), run.spent
                 );
                 continue;
@@ -193,16 +210,27 @@ pub fn contended(scale: Scale) -> usize {
             for (slot, ops) in t.ops[..t.cpus].iter().enumerate() {
                 let _ = write!(split, "{}{ops}", if slot == 0 { "" } else { "/" });
             }
+            // How long each CPU was in the run: a CPU that left early shows why its count is low.
+            let mut stayed = LineBuffer::new();
+            for (slot, ticks) in t.cpu_ticks[..t.cpus].iter().enumerate() {
+                let milliseconds = *ticks as f64 * 1000.0 / counter_frequency() as f64;
+                let _ = write!(
+                    stayed,
+                    "{}{milliseconds:.1}",
+                    if slot == 0 { "" } else { "/" }
+                );
+            }
             Line::new("locks")
                 .field("lock", entry.name)
                 .field("cpus", t.cpus)
-                .field("ops", budget)
+                .field("ops", run.spent)
                 .field("ticks", t.ticks)
                 .field("ops_per_sec", format_args!("{:.0}", t.ops_per_second()))
                 .field("fairness", format_args!("{:.4}", t.fairness_of_counts()))
                 .field("max", t.max_ops())
                 .field("min", t.min_ops())
                 .field("per_cpu", split.as_str())
+                .field("per_cpu_ms", stayed.as_str())
                 .emit();
             lines += 1;
         }
