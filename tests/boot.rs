@@ -642,3 +642,119 @@ fn log_parser_accepts_kernel_lines_and_rejects_mixed_ones() {
     assert_eq!(closing_counts("10 passed, 0 failed"), Some((10, 0)));
     assert_eq!(closing_counts("test x ... ok"), None);
 }
+
+/// The key=value pairs of a `bench ` result line.
+fn bench_fields(line: &str) -> std::collections::HashMap<&str, &str> {
+    line.strip_prefix("bench ")
+        .unwrap_or_else(|| panic!("not a bench line: {line:?}"))
+        .split(' ')
+        .map(|pair| {
+            pair.split_once('=')
+                .unwrap_or_else(|| panic!("field {pair:?} is not key=value in {line:?}"))
+        })
+        .collect()
+}
+
+#[test]
+fn bench_quick_prints_one_result_per_lock_and_cpu_count_and_tools_bench_reads_them() {
+    let run = boot(Boot {
+        board: Board::Virt,
+        env: &[("SMP", "4"), ("CPU", "max")],
+        bootargs: "bench benchquick",
+        dtb: None,
+        stop_after: None,
+    });
+    assert_eq!(
+        run.status,
+        Some(0),
+        "bench exits 0 on success:\n{}",
+        run.output
+    );
+    let results: Vec<_> = run
+        .output
+        .lines()
+        .filter(|l| l.starts_with("bench "))
+        .map(bench_fields)
+        .collect();
+    for r in &results {
+        for key in ["suite", "lock", "cpus", "ops_per_sec", "fairness"] {
+            assert!(r.contains_key(key), "{key} missing from {r:?}");
+        }
+        let rate: f64 = r["ops_per_sec"].parse().expect("ops_per_sec is a number");
+        let fairness: f64 = r["fairness"].parse().expect("fairness is a number");
+        assert!(rate > 0.0, "{r:?}");
+        assert!(
+            fairness > 0.0 && fairness <= 1.0,
+            "Jain's index out of (0, 1]: {r:?}"
+        );
+    }
+    let has = |suite: &str, lock: &str, cpus: &str| {
+        results
+            .iter()
+            .any(|r| r["suite"] == suite && r["lock"] == lock && r["cpus"] == cpus)
+    };
+    let locks = [
+        "tas",
+        "ttas",
+        "ticket",
+        "mcs",
+        "rwlock-write",
+        "spin::SpinMutex",
+        "spin::TicketMutex",
+    ];
+    for lock in locks {
+        assert!(
+            has("uncontended", lock, "1"),
+            "no uncontended {lock}:\n{}",
+            run.output
+        );
+        for cpus in ["1", "2", "3", "4"] {
+            assert!(
+                has("locks", lock, cpus),
+                "no {lock} at {cpus} CPUs:\n{}",
+                run.output
+            );
+        }
+    }
+    for counter in [
+        "shared-llsc",
+        "shared-lse",
+        "percpu-llsc",
+        "percpu-lse",
+        "percpu-plain",
+    ] {
+        assert!(
+            has("atomics", counter, "4"),
+            "no {counter} at 4 CPUs:\n{}",
+            run.output
+        );
+    }
+
+    // tools/bench turns the same output into CSV files (what `make bench` does after a run).
+    let out = std::env::temp_dir().join(format!("quartet-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
+    let log = out.join("raw.log");
+    std::fs::write(&log, &run.output).unwrap();
+    let tool = Command::new(root().join("tools/bench"))
+        .arg("--from-log")
+        .arg(&log)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run tools/bench");
+    let printed = String::from_utf8_lossy(&tool.stdout);
+    assert!(
+        tool.status.success(),
+        "tools/bench failed:\n{printed}\n{}",
+        String::from_utf8_lossy(&tool.stderr)
+    );
+    let locks_csv = std::fs::read_to_string(out.join("locks.csv")).unwrap();
+    assert_eq!(
+        locks_csv.lines().count(),
+        1 + locks.len() * 4,
+        "{locks_csv}"
+    );
+    assert!(out.join("locks-fairness.svg").exists());
+    assert!(printed.contains("Targets (issue 3)"), "{printed}");
+    std::fs::remove_dir_all(&out).unwrap();
+}
