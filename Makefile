@@ -36,7 +36,7 @@ run: setup image
 run-rpi4: setup-rpi4 rpi4
 	tools/qemu-run --board rpi4 --image build/rpi4/kernel8.img
 
-## make test: host unit tests, lint, both kernels, then the QEMU boot tests.
+## make test: host unit tests, loom models, lint, both kernels, then the QEMU boot tests.
 test: setup-rpi4 unit loom lint image rpi4 qemu-tests
 
 unit:
