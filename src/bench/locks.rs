@@ -11,10 +11,11 @@ use crate::smp;
 use crate::sync::RwLock;
 use crate::sync::spinlock::{McsLock, SpinLock, TasLock, TicketLock, TtasLock};
 
-/// Acquire+release rounds in one uncontended measurement.
-const UNCONTENDED_ROUNDS: u64 = 100_000;
+/// Acquire+release rounds in one uncontended measurement: short (about half a millisecond),
+/// so that some measurements fit between two of the host's scheduling decisions.
+const UNCONTENDED_ROUNDS: u64 = 20_000;
 /// Measurements per lock; the fastest counts, because interference only ever adds time.
-const UNCONTENDED_REPEATS: usize = 9;
+const UNCONTENDED_REPEATS: usize = 31;
 /// How long one contended run lasts, in milliseconds of guest time. Runs are timed, like
 /// locktorture's, not counted: under QEMU a FIFO lock can hand over to a waiter whose vCPU the
 /// host has descheduled, and then every CPU waits a host time slice. A counted run would take
