@@ -9,7 +9,7 @@ use crate::arch::aarch64::cpu;
 use crate::ensure;
 use crate::platform::Platform;
 use crate::smp::{self, StartLine};
-use crate::sync::{RwLock, SeqLock};
+use crate::sync::{RwLock, SeqData, SeqLock};
 
 pub static TESTS: &[KTest] = &[
     KTest {
@@ -101,6 +101,9 @@ struct Triple {
     b: u64,
     c: u64,
 }
+
+// SAFETY: repr(C) u64 fields only: no padding, every bit pattern valid.
+unsafe impl SeqData for Triple {}
 
 /// Checked reads must never accept a torn value. The broken reader (a copy without the
 /// sequence check) is reported, not asserted: it tears only when the writer's vCPU runs at the

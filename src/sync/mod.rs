@@ -12,5 +12,5 @@ pub mod spinlock;
 
 pub use atomic::{AtomicBits, AtomicCounter};
 pub use rwlock::RwLock;
-pub use seqlock::SeqLock;
+pub use seqlock::{SeqData, SeqLock};
 pub use spinlock::{SpinLock, SpinLockGuard};

@@ -3,7 +3,8 @@
 //! Any number of readers, or one writer. One 32-bit word: the top bit says a writer holds the
 //! lock, the rest count readers. A reader adds one if no writer holds it; a writer moves the
 //! word from 0 (nobody) to the writer bit. Readers that keep arriving can hold a writer off
-//! indefinitely (reader preference, as Linux's rwlock_t), which is why seqlocks and RCU exist.
+//! indefinitely (reader preference, as Linux's classic rwlock_t had; today's queued rwlock
+//! prefers readers only in interrupt context), which is why seqlocks and RCU exist.
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};

@@ -8,7 +8,10 @@
 //!
 //! The data is copied in 64-bit words with atomic loads and stores on both sides, so a
 //! concurrent copy yields a possibly torn value that the sequence check throws away, never a
-//! data race in Rust's sense. Hence `T: Copy`, a multiple of 8 bytes, 8-byte aligned.
+//! data race in Rust's sense. Hence `T: SeqData`: plain words, 8-byte aligned, with no padding
+//! (padding bytes are uninitialised, and reading them as a `u64` is undefined behaviour) and no
+//! invalid bit patterns (a torn `bool` or enum is undefined behaviour the moment it exists,
+//! even if the retry check would have thrown it away).
 //!
 //! Under loom (src/sync/shim.rs) the sequence and the data words are loom's atomics, and the
 //! same `read` and `write` run in the models at the bottom. Only where the words live differs.
@@ -22,7 +25,21 @@ use core::mem::{MaybeUninit, align_of, size_of};
 use super::SpinLock;
 use crate::sync::shim::{AtomicU32, AtomicU64, Ordering, cpu_relax, fence};
 
-pub struct SeqLock<T: Copy> {
+/// Data a `SeqLock` may hold: copied word by word, and possibly torn before the retry check.
+///
+/// # Safety
+/// The type must be 8-byte aligned, a multiple of 8 bytes, contain no padding, and every bit
+/// pattern must be a valid value: in practice, `#[repr(C)]` structs and arrays of `u64`/`i64`.
+pub unsafe trait SeqData: Copy {}
+
+// SAFETY: 8 bytes, no padding, every bit pattern valid.
+unsafe impl SeqData for u64 {}
+// SAFETY: as for u64.
+unsafe impl SeqData for i64 {}
+// SAFETY: an array of valid SeqData has no padding between elements and no invalid patterns.
+unsafe impl<T: SeqData, const N: usize> SeqData for [T; N] {}
+
+pub struct SeqLock<T: SeqData> {
     sequence: AtomicU32,
     writer: SpinLock<()>,
     #[cfg(not(loom))]
@@ -36,9 +53,9 @@ pub struct SeqLock<T: Copy> {
 
 // SAFETY: the data is only accessed as atomic words (see `copy_in`/`copy_out`); writers are
 // serialised by `writer`; readers only copy.
-unsafe impl<T: Copy + Send> Sync for SeqLock<T> {}
+unsafe impl<T: SeqData + Send> Sync for SeqLock<T> {}
 
-impl<T: Copy> SeqLock<T> {
+impl<T: SeqData> SeqLock<T> {
     const WORDS: usize = size_of::<T>() / 8;
     const LAYOUT_OK: () = assert!(
         size_of::<T>().is_multiple_of(8) && align_of::<T>() >= 8,
@@ -110,8 +127,8 @@ impl<T: Copy> SeqLock<T> {
             // SAFETY: `dst` has room for WORDS u64s (the size of T).
             unsafe { dst.add(i).write(w.load(Ordering::Relaxed)) };
         }
-        // SAFETY: every byte was written; T is Copy plain data (any bit pattern the writer
-        // stored is a value of T, and a torn mix is discarded by the caller's retry check).
+        // SAFETY: every byte was written, and `T: SeqData` promises that any bit pattern, even
+        // a torn mix of two writes, is a valid T (the caller's retry check discards such mixes).
         unsafe { out.assume_init() }
     }
 
@@ -162,6 +179,8 @@ mod tests {
         b: u64,
         c: u64,
     }
+    // SAFETY: repr(C) u64 fields only: no padding, every bit pattern valid.
+    unsafe impl SeqData for Triple {}
 
     #[test]
     fn readers_never_accept_a_torn_value() {
@@ -229,6 +248,8 @@ mod tests {
         a: u64,
         b: u64,
     }
+    // SAFETY: repr(C) u64 fields only: no padding, every bit pattern valid.
+    unsafe impl SeqData for Pair {}
 
     /// A writer thread stores (1, 1) and then (2, 2) with `write`; the main thread reads once
     /// with `read`, which must return a matching pair, whatever the interleaving.
