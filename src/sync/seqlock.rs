@@ -238,7 +238,7 @@ mod tests {
 /// Loom models (`make loom`): one writer and one reader, over a pair of words that must match.
 #[cfg(all(test, loom))]
 mod tests {
-    use super::SeqLock;
+    use super::{SeqData, SeqLock};
     use crate::sync::shim::Ordering;
     use loom::sync::Arc;
 
