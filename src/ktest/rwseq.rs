@@ -52,46 +52,88 @@ fn readers_share(_: &Platform<'static>) -> Result<(), String> {
     Ok(())
 }
 
+/// Runs of a race test before concluding that the broken variant cannot be caught here.
+const ATTEMPTS_TO_CATCH_THE_BROKEN_VARIANT: usize = 10;
+
+/// Writers keep two counters equal under the write lock, with a pause between the two stores.
+/// Readers under the read lock must never see them differ; readers that skip the lock (the
+/// deliberately broken variant) must, at least once, or the test has shown nothing: a test
+/// that cannot see a half-done write could not catch a lock that lets one through.
 fn writers_exclude(_: &Platform<'static>) -> Result<(), String> {
+    if smp::online_cpus().count() < 2 {
+        log::info!("exclusion between CPUs needs two of them; skipped");
+        return Ok(());
+    }
+    for attempt in 1..=ATTEMPTS_TO_CATCH_THE_BROKEN_VARIANT {
+        let torn_unlocked = writers_exclude_run()?;
+        if torn_unlocked > 0 {
+            log::info!(
+                "readers without the lock saw {torn_unlocked} half-done writes (run {attempt}); \
+                 readers with it saw none"
+            );
+            return Ok(());
+        }
+    }
+    Err(alloc::format!(
+        "readers without the lock never saw a half-done write in \
+         {ATTEMPTS_TO_CATCH_THE_BROKEN_VARIANT} runs: this test could not catch a broken rwlock"
+    ))
+}
+
+/// One run: returns how many half-done writes the lock-skipping readers saw.
+fn writers_exclude_run() -> Result<u64, String> {
     const OPS: u64 = 4_000;
-    let lock = RwLock::new((AtomicU64::new(0), AtomicU64::new(0)));
+    /// Spins between a writer's two stores: the window a broken reader can fall into.
+    const WRITE_WINDOW: u32 = 64;
+    let lock = RwLock::new(());
+    let (first, second) = (AtomicU64::new(0), AtomicU64::new(0));
     let torn = AtomicU64::new(0);
+    let torn_unlocked = AtomicU64::new(0);
     let writes = AtomicU64::new(0);
     let start = StartLine::new();
     smp::on_each_cpu(&|id| {
         start.wait();
         for i in 0..OPS {
             if (i + id as u64).is_multiple_of(8) {
-                let w = lock.write();
-                let a = w.0.load(Ordering::Relaxed);
-                w.0.store(a + 1, Ordering::Relaxed);
-                core::hint::black_box(a);
-                w.1.store(w.1.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+                let _w = lock.write();
+                first.store(first.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+                for _ in 0..WRITE_WINDOW {
+                    core::hint::black_box(());
+                }
+                second.store(second.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
                 writes.fetch_add(1, Ordering::Relaxed);
-            } else {
-                let r = lock.read();
-                if r.0.load(Ordering::Relaxed) != r.1.load(Ordering::Relaxed) {
+            } else if i % 2 == 0 {
+                let _r = lock.read();
+                if first.load(Ordering::Relaxed) != second.load(Ordering::Relaxed) {
                     torn.fetch_add(1, Ordering::Relaxed);
+                }
+            } else {
+                // The broken reader: no lock at all. Reading `second` first makes a half-done
+                // write show as second < first rather than depend on load order.
+                let b = second.load(Ordering::Acquire);
+                let a = first.load(Ordering::Acquire);
+                if a != b {
+                    torn_unlocked.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
     });
-    let r = lock.read();
+    let _r = lock.read();
     let (a, b, w) = (
-        r.0.load(Ordering::Relaxed),
-        r.1.load(Ordering::Relaxed),
+        first.load(Ordering::Relaxed),
+        second.load(Ordering::Relaxed),
         writes.load(Ordering::Relaxed),
     );
     ensure!(
         torn.load(Ordering::Relaxed) == 0,
-        "readers saw {} half-done writes",
+        "readers holding the read lock saw {} half-done writes",
         torn.load(Ordering::Relaxed)
     );
     ensure!(
         a == w && b == w,
         "{w} writes, but the counters say {a} and {b}"
     );
-    Ok(())
+    Ok(torn_unlocked.load(Ordering::Relaxed))
 }
 
 #[derive(Clone, Copy)]
@@ -105,25 +147,39 @@ struct Triple {
 // SAFETY: repr(C) u64 fields only: no padding, every bit pattern valid.
 unsafe impl SeqData for Triple {}
 
-/// Checked reads must never accept a torn value. The broken reader (a copy without the
-/// sequence check) is reported, not asserted: it tears only when the writer's vCPU runs at the
-/// same instant as a reader's, which a busy 2-core host running several guests may not allow
-/// for a whole run (as with the SB litmus test). On an idle host it tears thousands of times.
+/// Checked reads must never accept a torn value, and the broken reader (a copy without the
+/// sequence check) must be seen accepting one at least once. It tears only when the writer's
+/// vCPU runs at the same instant as a reader's, which a busy 2-core host may not allow for a
+/// whole run, so the run is repeated, longer each time and at most ten times, until it does;
+/// on an idle host the first run tears hundreds of times.
 fn seqlock_consistent(_: &Platform<'static>) -> Result<(), String> {
     if smp::online_cpus().count() < 2 {
         log::info!("a seqlock race needs a reader and a writer CPU; skipped");
         return Ok(());
     }
-    let torn_unchecked = seqlock_run()?;
-    log::info!(
-        "the unchecked reader accepted {torn_unchecked} torn copies the sequence check refused"
-    );
-    Ok(())
+    for attempt in 1..=ATTEMPTS_TO_CATCH_THE_BROKEN_VARIANT {
+        // Each attempt runs longer: the longer the writer writes, the likelier the host runs a
+        // reader's vCPU at the same time.
+        let torn_unchecked = seqlock_run(SEQLOCK_WRITES * attempt as u64)?;
+        if torn_unchecked > 0 {
+            log::info!(
+                "the unchecked reader accepted {torn_unchecked} torn copies the sequence check \
+                 refused (run {attempt})"
+            );
+            return Ok(());
+        }
+    }
+    Err(alloc::format!(
+        "the unchecked reader never saw a torn copy in {ATTEMPTS_TO_CATCH_THE_BROKEN_VARIANT} \
+         runs: this test could not catch a broken seqlock"
+    ))
 }
 
-/// One run: returns how many unchecked copies were torn.
-fn seqlock_run() -> Result<u64, String> {
-    const WRITES: u64 = 20_000;
+/// Writes in the first seqlock run.
+const SEQLOCK_WRITES: u64 = 20_000;
+
+/// One run of `writes` writes: returns how many unchecked copies were torn.
+fn seqlock_run(writes: u64) -> Result<u64, String> {
     let lock = SeqLock::new(Triple { a: 0, b: 0, c: 0 });
     let done = AtomicBool::new(false);
     let (reads, retries, torn_checked, torn_unchecked) = (
@@ -137,7 +193,7 @@ fn seqlock_run() -> Result<u64, String> {
     smp::on_each_cpu(&|id| {
         start.wait();
         if id == writer {
-            for i in 1..=WRITES {
+            for i in 1..=writes {
                 lock.write(Triple { a: i, b: i, c: i });
             }
             done.store(true, Ordering::Release);
@@ -159,7 +215,7 @@ fn seqlock_run() -> Result<u64, String> {
     });
     let load = |x: &AtomicU64| x.load(Ordering::Relaxed);
     log::info!(
-        "{WRITES} writes; {} checked reads with {} retries, {} torn accepted; unchecked copies torn {} times",
+        "{writes} writes; {} checked reads with {} retries, {} torn accepted; unchecked copies torn {} times",
         load(&reads),
         load(&retries),
         load(&torn_checked),
@@ -172,8 +228,8 @@ fn seqlock_run() -> Result<u64, String> {
     );
     let (last, _) = lock.read();
     ensure!(
-        last.a == WRITES && lock.writes() as u64 == WRITES,
-        "last value {} after {WRITES} writes",
+        last.a == writes && lock.writes() as u64 == writes,
+        "last value {} after {writes} writes",
         last.a
     );
     Ok(load(&torn_unchecked))
