@@ -9,12 +9,14 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::drivers::{bcm2711_gpio, pl011::Pl011};
 use crate::platform::Platform;
-use crate::sync::SpinLock;
+use crate::sync::IrqSafeSpinLock;
 
 /// quartet's console speed on every board.
 pub const BAUD: u32 = 115_200;
 
-static UART: SpinLock<Option<Pl011>> = SpinLock::new(None);
+/// IRQ-safe: interrupt handlers may log, and a handler that spun on a lock its own CPU holds
+/// would never return.
+static UART: IrqSafeSpinLock<Option<Pl011>> = IrqSafeSpinLock::new(None);
 /// The UART address for the lock-free emergency path (usable even with the MMU off).
 static EMERGENCY_UART: AtomicUsize = AtomicUsize::new(0);
 
@@ -69,4 +71,25 @@ pub fn emergency_write(text: &str) {
 /// A byte typed on the console, if any (polled; interrupt-driven input comes with the GIC).
 pub fn try_read_byte() -> Option<u8> {
     UART.lock().as_ref().and_then(|u| u.read_byte())
+}
+
+/// How long `read_byte_blocking` waits between polls of an empty UART. A byte takes 87 us on
+/// the wire at 115200 baud and the receive FIFO holds 16, so nothing typed is lost.
+const POLL_INTERVAL_US: u64 = 50;
+
+/// The next byte typed on the console, waiting as long as it takes. This is the shell's only
+/// source of input (chapter 10): today it polls the UART; once UART receive interrupts exist,
+/// this one function changes to sleep until the interrupt handler has queued a byte.
+pub fn read_byte_blocking() -> u8 {
+    loop {
+        if let Some(byte) = try_read_byte() {
+            return byte;
+        }
+        // Between polls, leave the console lock alone so other CPUs can print.
+        let start = crate::arch::counter();
+        let interval = crate::arch::counter_frequency() * POLL_INTERVAL_US / 1_000_000;
+        while crate::arch::counter().wrapping_sub(start) < interval {
+            core::hint::spin_loop();
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //!
 //! The module map follows the layers, lowest first; nothing low imports something high:
 //! `arch` (instructions and registers) <- `sync`, `percpu` <- `drivers`, `platform` <-
-//! `smp`, `mm`, `console`, `logger` <- `ktest`, `bench`. The boot order lives in src/main.rs.
+//! `irq`, `smp`, `mm`, `console`, `logger` <- `shell`, `ktest`, `bench`. The boot order lives in src/main.rs.
 //! The tutorial in docs/ explains each module; every module's own doc names its chapter.
 #![cfg_attr(target_os = "none", no_std)]
 
@@ -14,6 +14,7 @@ pub mod config;
 #[cfg(target_os = "none")]
 pub mod console;
 pub mod drivers;
+pub mod irq;
 #[cfg(target_os = "none")]
 pub mod ktest;
 pub mod logger;

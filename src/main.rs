@@ -95,7 +95,11 @@ mod kernel {
         let platform: &'static Platform<'static> = PLATFORM.call_once(|| platform);
         report_boot(platform, &layout, entry_el, tables_used);
 
-        // 5. The other CPUs. Nothing here allocates, so the heap can wait: setting it up touches
+        // 5. Interrupts: the GIC's distributor, and the handlers every CPU will share. Each CPU
+        //    then brings up its own side (smp::interrupts_on_this_cpu), secondaries as they start.
+        setup_interrupts(platform);
+
+        // 6. The other CPUs. Nothing here allocates, so the heap can wait: setting it up touches
         //    memory all over RAM, which is slow on a fresh QEMU guest and delays nothing else.
         let testing = platform.has_bootarg("test");
         power::init(
@@ -113,11 +117,12 @@ mod kernel {
             }
         };
         smp::report_online(online, platform.cpus_in_tree);
+        smp::interrupts_on_this_cpu();
 
-        // 6. The heap, from whatever RAM nobody else claims.
+        // 7. The heap, from whatever RAM nobody else claims.
         init_heap(platform, &layout);
 
-        // 7. What bootargs ask for.
+        // 8. What bootargs ask for.
         if testing {
             let (_, failed) = ktest::run(platform, platform.bootarg_value("test").unwrap_or(""));
             power::exit(if failed == 0 { 0 } else { 1 });
@@ -131,6 +136,33 @@ mod kernel {
         }
         log::info!(target: "boot", "boot complete; no shell yet (it arrives with interrupts). In QEMU, Ctrl-A X quits.");
         echo_console()
+    }
+
+    /// The interrupt controller and the shared handlers; without a GIC quartet runs on, without
+    /// ticks, IPIs or interrupt-driven input, and says so.
+    fn setup_interrupts(platform: &Platform<'static>) {
+        let gic = match quartet::irq::init(platform) {
+            Ok(gic) => gic,
+            Err(why) => {
+                log::warn!(target: "irq", "{why}; running without interrupts");
+                return;
+            }
+        };
+        let timer = quartet::irq::tick::timer_intid(platform);
+        for registered in [
+            quartet::irq::tick::init(platform),
+            smp::ipi::init(),
+        ] {
+            if let Err(e) = registered {
+                log::error!(target: "irq", "{e}");
+            }
+        }
+        log::info!(target: "irq",
+            "GICv{} with {} interrupt lines; tick {} Hz on INTID {timer}; IPIs are SGIs 0-3",
+            gic.version(),
+            gic.lines(),
+            quartet::irq::tick::TICK_HZ
+        );
     }
 
     #[unsafe(no_mangle)]

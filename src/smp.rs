@@ -7,17 +7,18 @@
 //! release address. It then waits, bounded by the generic counter, for the CPU to mark itself
 //! online. A CPU that fails to start or to report is logged and skipped; the boot goes on.
 //!
-//! Until inter-processor interrupts exist, a started CPU waits in `secondary_idle_loop` on a
-//! per-CPU mailbox; `on_each_cpu` posts a call there and wakes everyone with SEV.
+//! A started CPU brings up its interrupts and waits in `secondary_idle_loop` on a per-CPU
+//! mailbox; `on_each_cpu` posts a call there and wakes the CPU with an IPI (or SEV, for a CPU
+//! without interrupts). The `ipi` module below sends SGIs and runs functions on other CPUs.
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::arch::aarch64::boot::{
     BOOT_BLOCK_VALID, SECONDARY_BOOT_BLOCKS, SecondaryBootBlock, secondary_entry_address,
 };
 use crate::arch::aarch64::layout::KernelLayout;
 use crate::arch::aarch64::mmu::MmuConfig;
-use crate::arch::aarch64::{cpu, exception, psci};
+use crate::arch::aarch64::{cpu, exception, irqflags, psci};
 use crate::config::{CPU_START_TIMEOUT_MS, MAX_CPUS};
 use crate::percpu::{self, CacheAligned, PerCpu};
 use crate::platform::{CpuDesc, EnableMethod, Platform};
@@ -191,7 +192,34 @@ pub fn secondary_started(block: &SecondaryBootBlock, entry_el: u64) -> ! {
         me.stack_bottom.load(Ordering::Relaxed),
         me.stack_top.load(Ordering::Relaxed)
     );
+    interrupts_on_this_cpu();
     secondary_idle_loop()
+}
+
+/// Per CPU: its GIC interface, IPIs and tick are up and IRQs are unmasked.
+static INTERRUPTS_READY: PerCpu<AtomicBool> =
+    PerCpu::new([const { CacheAligned(AtomicBool::new(false)) }; MAX_CPUS]);
+
+/// Bring this CPU's interrupts up: its GIC interface, IPIs, its tick, then unmask IRQs. Does
+/// nothing (and says why once, on the boot CPU) if the boot CPU could not set up a GIC.
+pub fn interrupts_on_this_cpu() {
+    let Some(gic) = crate::drivers::gic::get() else {
+        return;
+    };
+    let me = percpu::this_cpu().id;
+    if let Err(e) = gic.init_this_cpu() {
+        log::error!(target: "irq", "cpu{me}: {e}; this CPU runs without interrupts");
+        return;
+    }
+    ipi::enable_this_cpu(gic);
+    crate::irq::tick::start_this_cpu(gic);
+    INTERRUPTS_READY.for_cpu(me).store(true, Ordering::Release);
+    irqflags::local_irq_enable();
+}
+
+/// True once `interrupts_on_this_cpu` succeeded on CPU `id`.
+pub fn interrupts_ready(id: usize) -> bool {
+    INTERRUPTS_READY.for_cpu(id).load(Ordering::Acquire)
 }
 
 /// Logical ids of the CPUs that are online.
@@ -258,11 +286,17 @@ pub fn on_each_cpu(f: &(dyn Fn(usize) + Sync)) {
         f,
         pending: AtomicUsize::new(targets().count()),
     };
+    let mut sleeping_in_wfi = 0u32;
     for id in targets() {
         MAILBOX
             .for_cpu(id)
             .store(&call as *const Call<'_> as usize, Ordering::Release);
+        if interrupts_ready(id) {
+            sleeping_in_wfi |= 1 << id;
+        }
     }
+    // Idle CPUs with interrupts sleep in WFI, which only an interrupt ends; the others in WFE.
+    ipi::send(ipi::Ipi::Reschedule, sleeping_in_wfi);
     cpu::send_event();
     f(me);
     percpu::this_cpu().calls_run.fetch_add(1, Ordering::Relaxed);
@@ -281,14 +315,26 @@ pub fn on_each_cpu(f: &(dyn Fn(usize) + Sync)) {
     }
 }
 
-/// Where a secondary CPU spends its life once online: run posted calls, sleep in WFE between.
+/// Where a secondary CPU spends its life once online: run posted calls, and sleep between them:
+/// in WFI once it takes interrupts (the vCPU then really stops, leaving the host core to CPUs
+/// with work), in WFE before.
 pub fn secondary_idle_loop() -> ! {
     let me = percpu::this_cpu();
     let mailbox = MAILBOX.for_cpu(me.id);
     loop {
         let posted = mailbox.load(Ordering::Acquire);
         if posted == 0 {
-            cpu::wait_for_event();
+            if interrupts_ready(me.id) {
+                // Check and sleep with IRQs masked: an IPI that arrives between the check and
+                // the WFI stays pending, and a pending interrupt ends WFI even while masked.
+                irqflags::local_irq_disable();
+                if mailbox.load(Ordering::Acquire) == 0 {
+                    irqflags::wait_for_interrupt();
+                }
+                irqflags::local_irq_enable();
+            } else {
+                cpu::wait_for_event();
+            }
             continue;
         }
         // SAFETY: the poster keeps the Call alive until `pending` drops to 0, which happens
@@ -299,5 +345,205 @@ pub fn secondary_idle_loop() -> ! {
         mailbox.store(0, Ordering::Relaxed);
         call.pending.fetch_sub(1, Ordering::Release);
         cpu::send_event();
+    }
+}
+
+/// Inter-processor interrupts: SGIs one CPU sends another (the IPI chapter).
+///
+/// Four kinds. `Reschedule` only wakes the target (the scheduler will use it). `CallFunction`
+/// runs a function on the target in interrupt context and reports completion. `Stop` parks
+/// the target for good, recording where it was (panic uses it). `Ping` wakes and is counted,
+/// for tests and the latency benchmark.
+pub mod ipi {
+    use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+    use crate::arch::aarch64::exception::TrapFrame;
+    use crate::arch::{counter, counter_frequency, irqflags};
+    use crate::config::MAX_CPUS;
+    use crate::drivers::gic::{Controller, Deliver};
+    use crate::irq;
+    use crate::percpu::{self, CacheAligned, PerCpu};
+    use crate::sync::SpinLock;
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    #[repr(u32)]
+    pub enum Ipi {
+        Reschedule = 0,
+        CallFunction = 1,
+        Stop = 2,
+        Ping = 3,
+    }
+
+    const KINDS: [(Ipi, &str); 4] = [
+        (Ipi::Reschedule, "IPI reschedule"),
+        (Ipi::CallFunction, "IPI call function"),
+        (Ipi::Stop, "IPI stop"),
+        (Ipi::Ping, "IPI ping"),
+    ];
+
+    static PINGS: PerCpu<AtomicU64> =
+        PerCpu::new([const { CacheAligned(AtomicU64::new(0)) }; MAX_CPUS]);
+    /// Set by a CPU when it has parked itself on a stop IPI; the PC it was stopped at.
+    static STOPPED: PerCpu<AtomicBool> =
+        PerCpu::new([const { CacheAligned(AtomicBool::new(false)) }; MAX_CPUS]);
+    static STOPPED_AT: PerCpu<AtomicU64> =
+        PerCpu::new([const { CacheAligned(AtomicU64::new(0)) }; MAX_CPUS]);
+    /// Per target CPU: the address of the `FunctionCall` it must run, or 0.
+    static CALL_SLOT: PerCpu<AtomicUsize> =
+        PerCpu::new([const { CacheAligned(AtomicUsize::new(0)) }; MAX_CPUS]);
+    static CALL_FUNCTION_LOCK: SpinLock<()> = SpinLock::new(());
+
+    struct FunctionCall<'a> {
+        f: &'a (dyn Fn(usize) + Sync),
+        pending: AtomicUsize,
+    }
+
+    fn on_ipi(intid: u32, frame: &TrapFrame) {
+        let me = percpu::this_cpu().id;
+        match intid {
+            x if x == Ipi::CallFunction as u32 => {
+                let posted = CALL_SLOT.for_cpu(me).swap(0, Ordering::Acquire);
+                if posted != 0 {
+                    // SAFETY: the sender keeps the FunctionCall alive until `pending` reaches
+                    // 0, which happens only after our last use of it, the decrement below.
+                    let call = unsafe { &*(posted as *const FunctionCall<'_>) };
+                    (call.f)(me);
+                    call.pending.fetch_sub(1, Ordering::Release);
+                }
+            }
+            x if x == Ipi::Stop as u32 => {
+                STOPPED_AT.for_cpu(me).store(frame.elr, Ordering::Relaxed);
+                STOPPED.for_cpu(me).store(true, Ordering::Release);
+                if let Some(gic) = crate::drivers::gic::get() {
+                    gic.disable_this_cpu();
+                }
+                crate::arch::aarch64::cpu::halt();
+            }
+            x if x == Ipi::Ping as u32 => {
+                PINGS.for_cpu(me).fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {} // Reschedule: waking up was the point.
+        }
+    }
+
+    /// Register the IPI handlers (boot CPU, once).
+    pub fn init() -> Result<(), irq::RegisterError> {
+        for (kind, name) in KINDS {
+            irq::register(kind as u32, name, on_ipi)?;
+        }
+        Ok(())
+    }
+
+    /// Accept IPIs on this CPU (each CPU, after its GIC interface is up).
+    pub fn enable_this_cpu(gic: &Controller) {
+        for (kind, _) in KINDS {
+            gic.enable(kind as u32, true, percpu::this_cpu().id);
+        }
+    }
+
+    /// Send `kind` to the CPUs whose bits are set in `cpus`.
+    pub fn send(kind: Ipi, cpus: u32) {
+        if let Some(gic) = crate::drivers::gic::get() {
+            gic.send_sgi(kind as u32, Deliver::Listed, cpus);
+        }
+    }
+
+    /// Send `kind` to every other CPU.
+    pub fn send_all_but_self(kind: Ipi) {
+        if let Some(gic) = crate::drivers::gic::get() {
+            gic.send_sgi(kind as u32, Deliver::AllButSelf, 0);
+        }
+    }
+
+    pub fn pings_on(cpu: usize) -> u64 {
+        PINGS.for_cpu(cpu).load(Ordering::Relaxed)
+    }
+
+    /// Why `call_function` refused.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum CallError {
+        /// Interrupts are off, or we are in a handler: waiting here could deadlock with a CPU
+        /// that is waiting for us to take its call.
+        WouldDeadlock,
+        /// The GIC is not set up, so there are no IPIs.
+        NoInterrupts,
+    }
+
+    impl core::fmt::Display for CallError {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            match self {
+                CallError::WouldDeadlock => write!(
+                    f,
+                    "call_function with IRQs disabled or from a handler could deadlock; refused"
+                ),
+                CallError::NoInterrupts => write!(f, "no interrupt controller: no IPIs"),
+            }
+        }
+    }
+
+    /// Run `f(cpu)` on every online CPU in `cpus` (this one included if its bit is set), the
+    /// others in interrupt context through an IPI, and return once all have finished. Returns
+    /// how many CPUs ran it.
+    pub fn call_function(cpus: u32, f: &(dyn Fn(usize) + Sync)) -> Result<usize, CallError> {
+        if irqflags::irqs_disabled() || irq::count::in_interrupt() {
+            return Err(CallError::WouldDeadlock);
+        }
+        let gic = crate::drivers::gic::get().ok_or(CallError::NoInterrupts)?;
+        let me = percpu::this_cpu().id;
+        let targets = || super::online_cpus().filter(move |&id| id != me && cpus & (1 << id) != 0);
+        let _one_at_a_time = CALL_FUNCTION_LOCK.lock();
+        let call = FunctionCall {
+            f,
+            pending: AtomicUsize::new(targets().count()),
+        };
+        let mut mask = 0;
+        for id in targets() {
+            CALL_SLOT
+                .for_cpu(id)
+                .store(&call as *const FunctionCall<'_> as usize, Ordering::Release);
+            mask |= 1 << id;
+        }
+        gic.send_sgi(Ipi::CallFunction as u32, Deliver::Listed, mask);
+        let mut ran = targets().count();
+        if cpus & (1 << me) != 0 {
+            f(me);
+            ran += 1;
+        }
+        // `call` is borrowed by the targets until `pending` is 0: this wait cannot give up.
+        let mut warned_at = counter();
+        while call.pending.load(Ordering::Acquire) != 0 {
+            core::hint::spin_loop();
+            if counter() - warned_at > 10 * counter_frequency() {
+                log::warn!(target: "ipi",
+                    "call_function: {} CPU(s) have not run the call after 10 s",
+                    call.pending.load(Ordering::Relaxed)
+                );
+                warned_at = counter();
+            }
+        }
+        Ok(ran)
+    }
+
+    /// Stop every other CPU (panic). Returns, for each CPU that stopped within 100 ms, where it
+    /// was: (cpu, PC).
+    pub fn stop_other_cpus() -> [(usize, Option<u64>); MAX_CPUS] {
+        let me = percpu::current_id();
+        send_all_but_self(Ipi::Stop);
+        let deadline = counter() + counter_frequency() / 10;
+        let others = || super::online_cpus().filter(move |&id| Some(id) != me);
+        while counter() < deadline
+            && others().any(|id| !STOPPED.for_cpu(id).load(Ordering::Acquire))
+        {
+            core::hint::spin_loop();
+        }
+        let mut result = [(usize::MAX, None); MAX_CPUS];
+        for (slot, id) in others().enumerate() {
+            let stopped = STOPPED.for_cpu(id).load(Ordering::Acquire);
+            result[slot] = (
+                id,
+                stopped.then(|| STOPPED_AT.for_cpu(id).load(Ordering::Relaxed)),
+            );
+        }
+        result
     }
 }

@@ -112,3 +112,44 @@ pub mod wait {
         relax()
     }
 }
+
+/// The host stand-in for src/arch/aarch64/irqflags.rs: each thread (playing a CPU) has its own
+/// "IRQs masked" bit, so the nesting logic above it is unit-tested.
+pub mod irqflags {
+    use std::cell::Cell;
+
+    std::thread_local! {
+        static MASKED: Cell<bool> = const { Cell::new(false) };
+    }
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    #[must_use = "an IRQ state saved and never restored leaves IRQs masked"]
+    pub struct IrqFlags(bool);
+
+    impl IrqFlags {
+        pub fn irqs_were_enabled(self) -> bool {
+            !self.0
+        }
+    }
+
+    pub fn local_irq_enable() {
+        MASKED.with(|m| m.set(false));
+    }
+    pub fn local_irq_disable() {
+        MASKED.with(|m| m.set(true));
+    }
+    pub fn irqs_disabled() -> bool {
+        MASKED.with(|m| m.get())
+    }
+    pub fn local_irq_save() -> IrqFlags {
+        let flags = IrqFlags(irqs_disabled());
+        local_irq_disable();
+        flags
+    }
+    pub fn local_irq_restore(flags: IrqFlags) {
+        MASKED.with(|m| m.set(flags.0));
+    }
+    pub fn wait_for_interrupt() {
+        std::thread::yield_now();
+    }
+}

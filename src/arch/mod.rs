@@ -17,6 +17,12 @@ pub use aarch64::wait;
 #[cfg(not(target_os = "none"))]
 pub use host::wait;
 
+/// Masking IRQs on this CPU: DAIF on the target, a per-thread flag on the host.
+#[cfg(target_os = "none")]
+pub use aarch64::irqflags;
+#[cfg(not(target_os = "none"))]
+pub use host::irqflags;
+
 #[cfg(target_os = "none")]
 pub use aarch64::cpu::{
     counter, counter_frequency, cpu_relax, percpu_pointer, send_event, set_percpu_pointer,

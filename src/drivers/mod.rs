@@ -1,4 +1,6 @@
 //! Device drivers, each over its registers described with tock-registers.
 
 pub mod bcm2711_gpio;
+#[cfg(target_os = "none")]
+pub mod gic;
 pub mod pl011;

@@ -2,7 +2,7 @@
 //!
 //! Free RAM is every memory region minus what must not be handed out: the kernel image with its
 //! stacks and page tables, the DTB, /memreserve/ and /reserved-memory ranges, the spin-table
-//! page. The allocator sits behind a `SpinLock`, so any CPU may allocate. When an allocation
+//! page. The allocator sits behind an `IrqSafeSpinLock`, so any CPU, and any interrupt handler, may allocate. When an allocation
 //! fails the heap logs the request and what is left; `alloc` then reports the failure as a
 //! panic that names the size, and the panic handler stops the kernel clearly.
 
@@ -10,7 +10,7 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::platform::{FixedList, Region};
-use crate::sync::SpinLock;
+use crate::sync::IrqSafeSpinLock;
 
 /// Free RAM ranges: `memory` minus every `reserved` range, clipped to whole pages.
 pub fn free_ranges(memory: &[Region], reserved: &[Region]) -> FixedList<Region, 32> {
@@ -59,14 +59,14 @@ pub struct HeapStats {
 
 /// The global allocator: a buddy heap behind a spin lock.
 pub struct KernelHeap {
-    heap: SpinLock<buddy_system_allocator::Heap<32>>,
+    heap: IrqSafeSpinLock<buddy_system_allocator::Heap<32>>,
     pub stats: HeapStats,
 }
 
 impl KernelHeap {
     pub const fn new() -> Self {
         KernelHeap {
-            heap: SpinLock::new(buddy_system_allocator::Heap::new()),
+            heap: IrqSafeSpinLock::new(buddy_system_allocator::Heap::new()),
             stats: HeapStats {
                 allocations: AtomicU64::new(0),
                 frees: AtomicU64::new(0),

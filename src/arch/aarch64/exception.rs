@@ -2,12 +2,14 @@
 //! wrong").
 //!
 //! Every one of the 16 vectors saves a full `TrapFrame` (general registers, FP/SIMD registers,
-//! ELR, SPSR, ESR, FAR) and calls `handle_exception`. Interrupts arrive with issue 4; for now any
-//! exception other than the semihosting probe is fatal: the CPU prints what happened in words
-//! and panics, and the panic handler decides whether to halt the CPU or end the QEMU run.
+//! ELR, SPSR, ESR, FAR) and calls `handle_exception`. IRQs go to the handler src/irq
+//! registered; any other exception but the semihosting probe is fatal: the CPU prints what
+//! happened in words and panics, and the panic handler decides whether to halt the CPU or end
+//! the QEMU run.
 
 use core::cell::UnsafeCell;
 use core::fmt::Write;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use super::esr;
 use crate::config::MAX_CPUS;
@@ -90,8 +92,30 @@ pub fn vector_table_address() -> usize {
     exception_vector_table as *const () as usize
 }
 
+/// Vector numbers of an IRQ taken from EL1 (SP_EL0 or SP_EL1 selected).
+const IRQ_CURRENT_EL_SP0: u64 = 1;
+const IRQ_CURRENT_EL_SPX: u64 = 5;
+
+/// The IRQ handler, registered by the layer above (src/irq): the vectors are architecture,
+/// what an interrupt means is not, so the dependency points upward only through this hook.
+static IRQ_HANDLER: AtomicUsize = AtomicUsize::new(0);
+
+/// Route IRQ exceptions to `handler`.
+pub fn set_irq_handler(handler: fn(&mut TrapFrame)) {
+    IRQ_HANDLER.store(handler as usize, Ordering::Release);
+}
+
 #[unsafe(no_mangle)]
 extern "C" fn handle_exception(kind: u64, frame: &mut TrapFrame) {
+    if kind == IRQ_CURRENT_EL_SPX || kind == IRQ_CURRENT_EL_SP0 {
+        let hook = IRQ_HANDLER.load(Ordering::Acquire);
+        if hook != 0 {
+            // SAFETY: the only non-zero value ever stored is a `fn(&mut TrapFrame)` (above).
+            let handler: fn(&mut TrapFrame) = unsafe { core::mem::transmute(hook) };
+            handler(frame);
+            return;
+        }
+    }
     let ec = esr::exception_class(frame.esr);
     if kind == 4 && ec == 0 && is_semihosting_probe(frame.elr) {
         // Semihosting is off: report that to the caller instead of dying (see semihosting.rs).

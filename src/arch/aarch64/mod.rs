@@ -18,11 +18,17 @@ pub mod cpu;
 #[cfg(target_os = "none")]
 pub mod exception;
 #[cfg(target_os = "none")]
+pub mod gic_cpuif;
+#[cfg(target_os = "none")]
+pub mod irqflags;
+#[cfg(target_os = "none")]
 pub mod mmu;
 #[cfg(target_os = "none")]
 pub mod psci;
 #[cfg(target_os = "none")]
 pub mod semihosting;
+#[cfg(target_os = "none")]
+pub mod timer;
 #[cfg(target_os = "none")]
 pub mod wait;
 
