@@ -7,6 +7,7 @@
 
 mod atomics;
 mod foundation;
+mod interrupts;
 pub mod litmus;
 pub mod locktorture;
 mod rwseq;
@@ -31,6 +32,7 @@ fn suites() -> impl Iterator<Item = &'static KTest> {
         .chain(litmus::TESTS.iter())
         .chain(locktorture::TESTS.iter())
         .chain(rwseq::TESTS.iter())
+        .chain(interrupts::TESTS.iter())
 }
 
 fn print(args: core::fmt::Arguments<'_>) {
