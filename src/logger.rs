@@ -4,6 +4,9 @@
 //! prefix before the colon is the logging module. Each line is formatted completely into a
 //! buffer on the caller's stack first, and only then written to the console under its lock:
 //! the lock is held for the copy alone, and lines from different CPUs never interleave.
+//!
+//! Every printed line is also kept in `History`, a small ring of the most recent log text that
+//! the shell's `log` command reads back (chapter 10).
 
 use core::fmt::{self, Write};
 
@@ -104,6 +107,74 @@ pub fn format_line(
     line.finish_line();
 }
 
+/// The most recent log text: a byte ring that keeps the last `N` bytes of whole lines written to
+/// it. Old lines fall off the front as new ones arrive; nothing is allocated.
+pub struct History<const N: usize> {
+    bytes: [u8; N],
+    /// Bytes ever written; the ring holds the last `min(written, N)` of them.
+    written: usize,
+}
+
+impl<const N: usize> Default for History<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> History<N> {
+    pub const fn new() -> Self {
+        History {
+            bytes: [0; N],
+            written: 0,
+        }
+    }
+
+    /// Append one line (it should end in '\n'). A line longer than the ring keeps its tail.
+    pub fn push(&mut self, line: &str) {
+        let line = line.as_bytes();
+        let line = &line[line.len().saturating_sub(N)..];
+        for &b in line {
+            self.bytes[self.written % N] = b;
+            self.written += 1;
+        }
+    }
+
+    /// Copy the last `n` complete lines, oldest first, into `out` (which the caller sized: at
+    /// most `N` bytes are copied). Returns how many bytes were copied.
+    pub fn copy_last_lines(&self, n: usize, out: &mut [u8]) -> usize {
+        if n == 0 {
+            return 0;
+        }
+        let held = self.written.min(N);
+        // Walk back from the newest byte, counting line ends, to where the wanted lines start.
+        let newest = self.written;
+        let mut start = newest;
+        let mut lines = 0;
+        while start > newest - held {
+            let b = self.bytes[(start - 1) % N];
+            if b == b'\n' && start != newest {
+                lines += 1;
+                if lines == n {
+                    break;
+                }
+            }
+            start -= 1;
+        }
+        // A ring that has wrapped may begin in the middle of a line: skip that fragment.
+        if start == newest - held && self.written > N {
+            while start < newest && self.bytes[start % N] != b'\n' {
+                start += 1;
+            }
+            start = (start + 1).min(newest);
+        }
+        let len = (newest - start).min(out.len());
+        for (i, slot) in out[..len].iter_mut().enumerate() {
+            *slot = self.bytes[(start + i) % N];
+        }
+        len
+    }
+}
+
 /// The log level bootargs ask for (`loglevel=error|warn|info|debug|trace`), default info.
 pub fn level_from_bootarg(value: Option<&str>) -> log::LevelFilter {
     match value {
@@ -118,6 +189,7 @@ pub fn level_from_bootarg(value: Option<&str>) -> log::LevelFilter {
 #[cfg(target_os = "none")]
 mod backend {
     use super::*;
+    use crate::sync::IrqSafeSpinLock;
 
     struct KernelLogger;
 
@@ -136,6 +208,13 @@ mod backend {
     }
 
     static LOGGER: KernelLogger = KernelLogger;
+
+    /// How much recent log text the kernel keeps for the shell's `log` command.
+    pub const HISTORY_BYTES: usize = 16 * 1024;
+    /// IRQ-safe, as the console is: interrupt handlers log too.
+    static HISTORY: IrqSafeSpinLock<History<HISTORY_BYTES>> = IrqSafeSpinLock::new(History::new());
+    /// How long a CPU tries to get the history lock before it gives up on keeping its line.
+    const HISTORY_PATIENCE_US: u64 = 20_000;
 
     /// Install the logger at the very start of boot, with the MMU still off. `log`'s ordinary
     /// `set_logger` uses a compare-exchange, which may never succeed on Device memory; the racy
@@ -168,11 +247,40 @@ mod backend {
             message,
         );
         crate::console::write_line(line.as_str());
+        remember(line.as_str());
+    }
+
+    /// Keep a printed line in the history. Never waits for long and never deadlocks: not with
+    /// the MMU off (no locks then), not when this CPU already holds the history lock (a fault or
+    /// panic inside `push`), and not when another CPU holds it and is stuck (after a panic);
+    /// in those cases the line was printed but is not kept.
+    fn remember(line: &str) {
+        if !crate::arch::aarch64::mmu::is_enabled() || HISTORY.is_held_by_current_cpu() {
+            return;
+        }
+        let start = crate::arch::counter();
+        let patience = crate::arch::counter_frequency() * HISTORY_PATIENCE_US / 1_000_000;
+        loop {
+            if let Some(mut history) = HISTORY.try_lock() {
+                history.push(line);
+                return;
+            }
+            if crate::arch::counter().wrapping_sub(start) > patience {
+                return;
+            }
+            core::hint::spin_loop();
+        }
+    }
+
+    /// Copy the last `n` log lines, oldest first, into `out`; returns the bytes copied. Give it
+    /// `HISTORY_BYTES` of room to be sure to get them all.
+    pub fn recent_lines(n: usize, out: &mut [u8]) -> usize {
+        HISTORY.lock().copy_last_lines(n, out)
     }
 }
 
 #[cfg(target_os = "none")]
-pub use backend::{init_early, log_always, set_level};
+pub use backend::{HISTORY_BYTES, init_early, log_always, recent_lines, set_level};
 
 #[cfg(test)]
 mod tests {
@@ -218,6 +326,57 @@ mod tests {
     fn subsystem_is_the_last_path_component() {
         assert_eq!(subsystem("quartet::platform::dt"), "dt");
         assert_eq!(subsystem("quartet"), "quartet");
+    }
+
+    fn last(h: &History<64>, n: usize) -> String {
+        let mut out = [0u8; 64];
+        let len = h.copy_last_lines(n, &mut out);
+        String::from_utf8(out[..len].to_vec()).unwrap()
+    }
+
+    #[test]
+    fn history_gives_back_the_last_lines_oldest_first() {
+        let mut h = History::<64>::new();
+        assert_eq!(last(&h, 5), "");
+        h.push("one\n");
+        h.push("two\n");
+        h.push("three\n");
+        assert_eq!(last(&h, 2), "two\nthree\n");
+        assert_eq!(last(&h, 10), "one\ntwo\nthree\n");
+        assert_eq!(last(&h, 0), "");
+    }
+
+    #[test]
+    fn history_drops_old_lines_and_never_shows_half_a_line() {
+        let mut h = History::<64>::new();
+        for i in 0..100 {
+            h.push(&format!("line {i:03}\n")); // 9 bytes each: the ring holds 7 and a bit
+        }
+        assert_eq!(last(&h, 2), "line 098\nline 099\n");
+        let all = last(&h, 100);
+        assert!(all.starts_with("line 0"), "{all:?}");
+        assert!(all.lines().all(|l| l.len() == 8), "{all:?}");
+        assert_eq!(all.lines().count(), 7);
+        // A line longer than the ring keeps its tail.
+        h.push(&format!("{}\n", "x".repeat(100)));
+        assert_eq!(last(&h, 1), "");
+    }
+
+    #[test]
+    fn history_survives_random_lines() {
+        let mut h = History::<64>::new();
+        let mut state = 7u64;
+        for _ in 0..10_000 {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let len = (state >> 58) as usize;
+            h.push(&format!("{}\n", "y".repeat(len)));
+            let n = (state >> 20) as usize % 12;
+            let got = last(&h, n);
+            assert!(got.lines().count() <= n);
+            assert!(got.is_empty() || got.ends_with('\n'));
+        }
     }
 
     #[test]
