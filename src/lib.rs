@@ -23,6 +23,7 @@ pub mod percpu;
 pub mod platform;
 #[cfg(target_os = "none")]
 pub mod power;
+pub mod shell;
 #[cfg(target_os = "none")]
 pub mod smp;
 pub mod sync;

@@ -134,8 +134,8 @@ mod kernel {
         if let Some(demo) = platform.bootarg_value("demo") {
             run_demo(demo);
         }
-        log::info!(target: "boot", "boot complete; no shell yet (it arrives with interrupts). In QEMU, Ctrl-A X quits.");
-        echo_console()
+        log::info!(target: "boot", "boot complete; starting the shell. In QEMU, Ctrl-A X quits.");
+        quartet::shell::run(platform, run_demo)
     }
 
     /// The interrupt controller and the shared handlers; without a GIC quartet runs on, without
@@ -283,22 +283,6 @@ mod kernel {
             return depth;
         }
         overflow_the_stack(core::hint::black_box(&frame)[7] + 1) + frame[3]
-    }
-
-    /// Until the shell arrives, echo typed bytes so the user sees the system is alive.
-    fn echo_console() -> ! {
-        loop {
-            if let Some(byte) = console::try_read_byte() {
-                let mut s = [0u8; 4];
-                let text = if byte == b'\r' {
-                    "\n"
-                } else {
-                    (byte as char).encode_utf8(&mut s)
-                };
-                console::write_line(text);
-            }
-            core::hint::spin_loop();
-        }
     }
 
     /// A failure before the console lock exists: print raw and stop.

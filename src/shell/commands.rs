@@ -1,0 +1,512 @@
+//! The shell's commands and its read-eval loop, on the kernel (chapter 10, "The shell").
+//!
+//! `COMMANDS` is the whole command set: adding a command is adding one entry there. `cpus`
+//! prints one row per CPU from `CPU_COLUMNS`, so a subsystem with something to say per CPU
+//! (interrupt counts, timer ticks) adds a column there. Output is collected a line at a time and
+//! written to the console in one piece, so a line from the shell and a log line from another CPU
+//! never mix within a line.
+
+use alloc::vec;
+use core::fmt::{self, Write};
+use core::sync::atomic::Ordering;
+
+use super::command::{self, BadUsage, Command, Outcome, print};
+use super::line::{Feed, LineEditor, Terminal};
+use super::{LINE_MAX, PROMPT};
+use crate::arch::aarch64::layout;
+use crate::platform::{EnableMethod, Platform, PsciConduit, Region};
+use crate::{HEAP, console, ktest, logger, mm, percpu, power};
+
+/// The demos `kernel_main` knows (src/main.rs `run_demo`); each one ends the session.
+const DEMOS: &[&str] = &["fault", "oom", "overflow"];
+
+/// How many log lines `log` shows when not told.
+const LOG_LINES_DEFAULT: usize = 20;
+
+/// The shell's state: what commands need, and the line being printed.
+pub struct Shell {
+    platform: &'static Platform<'static>,
+    run_demo: fn(&str),
+    out: [u8; 256],
+    len: usize,
+}
+
+impl Shell {
+    /// Write what has been collected so far to the console.
+    fn flush(&mut self) {
+        let text = core::str::from_utf8(&self.out[..self.len]).unwrap_or("");
+        if !text.is_empty() {
+            console::write_line(text);
+        }
+        self.len = 0;
+    }
+}
+
+impl Terminal for Shell {
+    /// Collect text, and send it to the console at each line's end (or when the buffer fills),
+    /// so that every console write is a whole line whenever possible.
+    fn write(&mut self, text: &str) {
+        for piece in text.split_inclusive('\n') {
+            if self.len + piece.len() > self.out.len() {
+                self.flush();
+            }
+            if piece.len() > self.out.len() {
+                console::write_line(piece);
+                continue;
+            }
+            self.out[self.len..self.len + piece.len()].copy_from_slice(piece.as_bytes());
+            self.len += piece.len();
+            if piece.ends_with('\n') {
+                self.flush();
+            }
+        }
+    }
+}
+
+/// Run the shell on this CPU, forever. `run_demo` runs one of the demos `kernel_main` has.
+pub fn run(platform: &'static Platform<'static>, run_demo: fn(&str)) -> ! {
+    log::info!(target: "shell",
+        "type help for the commands; Backspace erases a character, Ctrl-U the line, Ctrl-R redraws it"
+    );
+    let mut shell = Shell {
+        platform,
+        run_demo,
+        out: [0; 256],
+        len: 0,
+    };
+    let mut editor: LineEditor<LINE_MAX> = LineEditor::new();
+    loop {
+        shell.write(PROMPT);
+        shell.flush();
+        loop {
+            let byte = console::read_byte_blocking();
+            match editor.feed(byte, &mut shell) {
+                Feed::Editing => {}
+                Feed::Redraw => {
+                    shell.write(PROMPT);
+                    shell.write(editor.line());
+                }
+                Feed::Cancelled => break,
+                Feed::Done => {
+                    command::execute(COMMANDS, &mut shell, editor.line());
+                    editor.clear();
+                    break;
+                }
+            }
+            shell.flush();
+        }
+        shell.flush();
+    }
+}
+
+/// Every command, in the order `help` lists them.
+static COMMANDS: &[Command<Shell>] = &[
+    Command {
+        name: "help",
+        args: "[command]",
+        about: "list the commands, or show one command's usage",
+        min_args: 0,
+        max_args: 1,
+        run: help,
+    },
+    Command {
+        name: "cpus",
+        args: "",
+        about: "each CPU: state, MPIDR, how it was started, the EL it entered at",
+        min_args: 0,
+        max_args: 0,
+        run: cpus,
+    },
+    Command {
+        name: "mem",
+        args: "",
+        about: "RAM and reserved regions, the kernel image, heap ranges and use",
+        min_args: 0,
+        max_args: 0,
+        run: mem,
+    },
+    Command {
+        name: "log",
+        args: "[lines]",
+        about: "the last log lines again (20 unless told)",
+        min_args: 0,
+        max_args: 1,
+        run: log_lines,
+    },
+    Command {
+        name: "test",
+        args: "[name]",
+        about: "run the in-kernel tests whose name contains `name` (all without)",
+        min_args: 0,
+        max_args: 1,
+        run: test,
+    },
+    Command {
+        name: "bench",
+        args: "[quick] [name]",
+        about: "run the benchmarks whose name contains `name`; quick: 20x shorter",
+        min_args: 0,
+        max_args: 2,
+        run: bench,
+    },
+    Command {
+        name: "demo",
+        args: "<name>",
+        about: "fault, oom or overflow: crash on purpose; ENDS THE SESSION (the CPU halts)",
+        min_args: 1,
+        max_args: 1,
+        run: demo,
+    },
+    Command {
+        name: "poweroff",
+        args: "",
+        about: "power the machine off (QEMU exits with status 0)",
+        min_args: 0,
+        max_args: 0,
+        run: poweroff,
+    },
+    Command {
+        name: "reboot",
+        args: "",
+        about: "restart the machine through PSCI (QEMU with -no-reboot exits)",
+        min_args: 0,
+        max_args: 0,
+        run: reboot,
+    },
+];
+
+fn help(sh: &mut Shell, args: &[&str]) -> Outcome {
+    match args.first() {
+        None => {
+            sh.write("commands:\n");
+            command::print_help(sh, COMMANDS);
+            sh.write(
+                "keys: Backspace/DEL erase a character, Ctrl-U the line, Ctrl-C abandons it, \
+                 Ctrl-R redraws it\n",
+            );
+            Ok(())
+        }
+        Some(name) => match COMMANDS.iter().find(|c| c.name == *name) {
+            Some(c) => {
+                command::print_usage(sh, c);
+                print(sh, format_args!("  {}\n", c.about));
+                Ok(())
+            }
+            None => {
+                print(sh, format_args!("help: there is no command {:?}\n", name));
+                Err(BadUsage)
+            }
+        },
+    }
+}
+
+/// A short piece of text on the stack: one cell of a table.
+pub struct Cell {
+    bytes: [u8; 48],
+    len: usize,
+}
+
+impl Cell {
+    pub fn of(args: fmt::Arguments<'_>) -> Cell {
+        let mut cell = Cell {
+            bytes: [0; 48],
+            len: 0,
+        };
+        let _ = cell.write_fmt(args);
+        cell
+    }
+
+    pub fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.bytes[..self.len]).unwrap_or("?")
+    }
+}
+
+impl Write for Cell {
+    /// Keeps what fits, in whole characters.
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for c in s.chars() {
+            let mut buf = [0u8; 4];
+            let encoded = c.encode_utf8(&mut buf).as_bytes();
+            if self.len + encoded.len() > self.bytes.len() {
+                break;
+            }
+            self.bytes[self.len..self.len + encoded.len()].copy_from_slice(encoded);
+            self.len += encoded.len();
+        }
+        Ok(())
+    }
+}
+
+/// One column of `cpus`: a heading, a width, and the value for logical CPU `id`.
+///
+/// This is the hook for whatever else a CPU has to report. Interrupt counts or timer ticks, for
+/// example, become one more entry in `CPU_COLUMNS`:
+/// `CpuColumn { heading: "irqs", width: 8, value: |_, id| Cell::of(format_args!("{}", count(id))) }`.
+pub struct CpuColumn {
+    pub heading: &'static str,
+    pub width: usize,
+    pub value: fn(&Platform<'static>, usize) -> Cell,
+}
+
+/// The columns of `cpus`, left to right.
+pub static CPU_COLUMNS: &[CpuColumn] = &[
+    CpuColumn {
+        heading: "cpu",
+        width: 5,
+        value: |_, id| {
+            let shell_cpu = percpu::current_id() == Some(id);
+            Cell::of(format_args!("{id}{}", if shell_cpu { "*" } else { "" }))
+        },
+    },
+    CpuColumn {
+        heading: "state",
+        width: 10,
+        value: |_, id| Cell::of(format_args!("{:?}", percpu::cpu(id).state())),
+    },
+    CpuColumn {
+        heading: "MPIDR",
+        width: 8,
+        value: |p, id| Cell::of(format_args!("{:#x}", p.cpus.as_slice()[id].mpidr)),
+    },
+    CpuColumn {
+        heading: "started by",
+        width: 18,
+        value: |p, id| match (p.cpus.as_slice()[id].method, p.psci) {
+            (EnableMethod::Psci, Some(PsciConduit::Hvc)) => Cell::of(format_args!("psci (hvc)")),
+            (EnableMethod::Psci, Some(PsciConduit::Smc)) => Cell::of(format_args!("psci (smc)")),
+            (EnableMethod::Psci, None) => Cell::of(format_args!("psci (no firmware)")),
+            (EnableMethod::SpinTable { release_addr }, _) => {
+                Cell::of(format_args!("spin-table {release_addr:#x}"))
+            }
+            (EnableMethod::Unknown, _) => Cell::of(format_args!("unknown")),
+        },
+    },
+    CpuColumn {
+        heading: "entry",
+        width: 6,
+        value: |_, id| {
+            let area = percpu::cpu(id);
+            if area.is_online() {
+                Cell::of(format_args!("EL{}", area.entry_el.load(Ordering::Relaxed)))
+            } else {
+                Cell::of(format_args!("-"))
+            }
+        },
+    },
+    CpuColumn {
+        heading: "calls run",
+        width: 9,
+        value: |_, id| {
+            Cell::of(format_args!(
+                "{}",
+                percpu::cpu(id).calls_run.load(Ordering::Relaxed)
+            ))
+        },
+    },
+];
+
+fn cpus(sh: &mut Shell, _: &[&str]) -> Outcome {
+    let p = sh.platform;
+    for column in CPU_COLUMNS {
+        print(
+            sh,
+            format_args!("{:<w$} ", column.heading, w = column.width),
+        );
+    }
+    sh.write("\n");
+    for id in 0..p.cpus.len() {
+        for column in CPU_COLUMNS {
+            let cell = (column.value)(p, id);
+            print(sh, format_args!("{:<w$} ", cell.as_str(), w = column.width));
+        }
+        sh.write("\n");
+    }
+    let online = percpu::all_cpus().filter(|c| c.is_online()).count();
+    print(
+        sh,
+        format_args!(
+            "{online} of {} CPUs online; * runs the shell; calls run: work from on_each_cpu\n",
+            p.cpus.len()
+        ),
+    );
+    if p.cpus_in_tree > p.cpus.len() {
+        print(
+            sh,
+            format_args!(
+                "the device tree lists {} CPUs; quartet keeps {} and leaves the rest off\n",
+                p.cpus_in_tree,
+                p.cpus.len()
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// A size in the unit that reads best.
+fn size(bytes: u64) -> Cell {
+    if bytes >= 10 << 20 {
+        Cell::of(format_args!("{} MiB", bytes >> 20))
+    } else if bytes >= 10 << 10 {
+        Cell::of(format_args!("{} KiB", bytes >> 10))
+    } else {
+        Cell::of(format_args!("{bytes} bytes"))
+    }
+}
+
+fn region_line(sh: &mut Shell, what: &str, r: Region, note: &str) {
+    print(
+        sh,
+        format_args!(
+            "{what:<9} {:#012x}..{:#012x} {:>9}  {note}\n",
+            r.start,
+            r.end(),
+            size(r.size).as_str()
+        ),
+    );
+}
+
+fn mem(sh: &mut Shell, _: &[&str]) -> Outcome {
+    let p = sh.platform;
+    for r in p.memory.as_slice() {
+        region_line(sh, "RAM", *r, "from the device tree");
+    }
+    for r in p.reserved.as_slice() {
+        region_line(sh, "reserved", *r, "never handed out");
+    }
+    let l = layout::kernel_layout();
+    let image = Region::new(
+        l.kernel_start as u64,
+        (l.kernel_end - l.kernel_start) as u64,
+    );
+    let note = Cell::of(format_args!(
+        "image {}, then stacks and page tables",
+        size((l.image_end - l.kernel_start) as u64).as_str()
+    ));
+    region_line(sh, "kernel", image, note.as_str());
+    // The heap got exactly these ranges at boot (kernel_main's init_heap).
+    let mut reserved = p.reserved;
+    reserved.push(image);
+    for r in mm::heap::free_ranges(p.memory.as_slice(), reserved.as_slice()).as_slice() {
+        region_line(sh, "heap", *r, "buddy allocator");
+    }
+    let stats = &HEAP.stats;
+    let (total, in_use) = (HEAP.bytes_total() as u64, HEAP.bytes_in_use() as u64);
+    print(
+        sh,
+        format_args!(
+            "heap use: {} of {} requested and not yet freed ({} bytes); {} allocations, {} frees, {} failed\n",
+            size(in_use).as_str(),
+            size(total).as_str(),
+            in_use,
+            stats.allocations.load(Ordering::Relaxed),
+            stats.frees.load(Ordering::Relaxed),
+            stats.failures.load(Ordering::Relaxed)
+        ),
+    );
+    sh.write("(requested bytes: the buddy allocator rounds each block up to a power of two)\n");
+    Ok(())
+}
+
+fn log_lines(sh: &mut Shell, args: &[&str]) -> Outcome {
+    let wanted = match args.first() {
+        None => LOG_LINES_DEFAULT,
+        Some(n) => match n.parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                print(
+                    sh,
+                    format_args!("log: {:?} is not a number of lines (1 or more)\n", n),
+                );
+                return Err(BadUsage);
+            }
+        },
+    };
+    let mut copy = vec![0u8; logger::HISTORY_BYTES];
+    let len = logger::recent_lines(wanted, &mut copy);
+    match core::str::from_utf8(&copy[..len]) {
+        Ok(text) => sh.write(text),
+        Err(_) => sh.write("log: the history holds invalid UTF-8\n"),
+    }
+    let shown = copy[..len].iter().filter(|&&b| b == b'\n').count();
+    if shown < wanted {
+        print(
+            sh,
+            format_args!(
+                "({shown} lines: all the log kept; it holds the last {} KiB)\n",
+                logger::HISTORY_BYTES >> 10
+            ),
+        );
+    }
+    Ok(())
+}
+
+fn test(sh: &mut Shell, args: &[&str]) -> Outcome {
+    let filter = args.first().copied().unwrap_or("");
+    sh.flush();
+    let (passed, failed) = ktest::run(sh.platform, filter);
+    if passed + failed == 0 {
+        sh.write("test: run `test` alone to see every test's name\n");
+        return Err(BadUsage);
+    }
+    Ok(())
+}
+
+/// The bootargs plus `benchquick`, made once, for `bench quick` (bench reads its scale there).
+static QUICK_BOOTARGS: spin::Once<&'static str> = spin::Once::new();
+
+fn bench(sh: &mut Shell, args: &[&str]) -> Outcome {
+    let (quick, filter) = match args {
+        [] => (false, ""),
+        ["quick"] => (true, ""),
+        ["quick", name] => (true, *name),
+        [name] => (false, *name),
+        [_, _] => {
+            sh.write("bench: with two arguments, the first must be `quick`\n");
+            return Err(BadUsage);
+        }
+        _ => return Err(BadUsage),
+    };
+    let mut platform = *sh.platform;
+    if quick {
+        platform.bootargs = QUICK_BOOTARGS
+            .call_once(|| alloc::format!("{} benchquick", sh.platform.bootargs).leak());
+    }
+    sh.flush();
+    if crate::bench::run(&platform, filter) == 0 {
+        return Err(BadUsage);
+    }
+    Ok(())
+}
+
+fn demo(sh: &mut Shell, args: &[&str]) -> Outcome {
+    let name = args[0];
+    if !DEMOS.contains(&name) {
+        print(
+            sh,
+            format_args!(
+                "demo: there is no demo {:?}; the demos are fault, oom and overflow\n",
+                name
+            ),
+        );
+        return Err(BadUsage);
+    }
+    sh.write("demo: this ends the session; the report stays on screen and the CPU halts\n");
+    sh.flush();
+    (sh.run_demo)(name);
+    // A demo that returns did not demonstrate anything; it has said why.
+    Ok(())
+}
+
+fn poweroff(sh: &mut Shell, _: &[&str]) -> Outcome {
+    sh.flush();
+    log::info!(target: "shell", "powering off");
+    power::exit(0)
+}
+
+fn reboot(sh: &mut Shell, _: &[&str]) -> Outcome {
+    sh.flush();
+    log::info!(target: "shell", "rebooting");
+    let why = power::reboot();
+    log::warn!(target: "shell", "reboot: {why}; the shell goes on");
+    Ok(())
+}
