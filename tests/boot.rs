@@ -758,3 +758,228 @@ fn bench_quick_prints_one_result_per_lock_and_cpu_count_and_tools_bench_reads_th
     assert!(printed.contains("Targets (issue 3)"), "{printed}");
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+/// The shell's prompt (src/shell/mod.rs).
+const PROMPT: &str = "quartet> ";
+
+/// An interactive run: QEMU's serial console on pipes, so a test can type at the shell and read
+/// what it answers, byte by byte (a prompt has no newline to wait for).
+struct Session {
+    guard: KillOnDrop,
+    stdin: std::process::ChildStdin,
+    rx: mpsc::Receiver<Vec<u8>>,
+    /// Everything printed so far, with the terminal's "\r" dropped.
+    output: String,
+    /// How much of `output` the last `expect` consumed.
+    seen: usize,
+    started: Instant,
+}
+
+impl Session {
+    /// Boot QEMU virt with `bootargs` (none: the shell) and wait for the first prompt.
+    fn start(env: &[(&str, &str)], bootargs: &str) -> Session {
+        use std::io::Read;
+        use std::os::unix::process::CommandExt;
+        let mut cmd = qemu_command();
+        cmd.args(["--board", "virt", "--image"])
+            .arg(image(Board::Virt))
+            .arg("--timeout")
+            .arg(TIMEOUT.as_secs().to_string())
+            .env("BOOTARGS", bootargs)
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut guard = KillOnDrop(cmd.spawn().expect("tools/qemu-run starts"));
+        let stdin = guard.0.stdin.take().unwrap();
+        let (tx, rx) = mpsc::channel::<Vec<u8>>();
+        for mut pipe in [
+            Box::new(guard.0.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(guard.0.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut chunk = [0u8; 4096];
+                while let Ok(n @ 1..) = pipe.read(&mut chunk) {
+                    if tx.send(chunk[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let mut session = Session {
+            guard,
+            stdin,
+            rx,
+            output: String::new(),
+            seen: 0,
+            started: Instant::now(),
+        };
+        session.expect(PROMPT);
+        session
+    }
+
+    /// Take what QEMU printed; false once both pipes are closed.
+    fn pump(&mut self, wait: Duration) -> bool {
+        match self.rx.recv_timeout(wait) {
+            Ok(bytes) => {
+                let text = String::from_utf8_lossy(&bytes).replace('\r', "");
+                self.output.push_str(&text);
+                true
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => true,
+            Err(mpsc::RecvTimeoutError::Disconnected) => false,
+        }
+    }
+
+    /// Wait until `text` appears after what was already consumed; return everything up to and
+    /// including it.
+    fn expect(&mut self, text: &str) -> String {
+        loop {
+            if let Some(at) = self.output[self.seen..].find(text) {
+                let end = self.seen + at + text.len();
+                let got = self.output[self.seen..end].to_string();
+                self.seen = end;
+                return got;
+            }
+            let alive = self.pump(Duration::from_millis(100));
+            assert!(
+                alive && self.started.elapsed() < TIMEOUT,
+                "waited in vain for {text:?}; the console said:\n{}",
+                self.output
+            );
+        }
+    }
+
+    /// Type `bytes` at the console.
+    fn send(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        self.stdin.write_all(bytes).expect("QEMU reads its stdin");
+        self.stdin.flush().unwrap();
+    }
+
+    /// Type a command line and return what the shell printed up to the next prompt (the
+    /// echoed line included).
+    fn command(&mut self, line: &str) -> String {
+        self.send(line.as_bytes());
+        self.send(b"\r");
+        self.expect(PROMPT)
+    }
+
+    /// Wait for QEMU to exit by itself; its exit status.
+    fn exit_status(mut self) -> (Option<i32>, String) {
+        while self.pump(Duration::from_millis(100)) {
+            assert!(
+                self.started.elapsed() < TIMEOUT + Duration::from_secs(15),
+                "QEMU did not exit:\n{}",
+                self.output
+            );
+        }
+        let status = self.guard.0.wait().expect("qemu-run exits").code();
+        (status, self.output)
+    }
+}
+
+#[test]
+fn shell_lists_commands_rejects_bogus_ones_runs_tests_and_powers_off() {
+    let mut s = Session::start(&[("SMP", "4")], "");
+    let help = s.command("help");
+    for command in [
+        "help", "cpus", "mem", "log", "test", "bench", "demo", "poweroff", "reboot",
+    ] {
+        assert!(
+            help.lines()
+                .any(|l| l.starts_with(&format!("  {command} "))),
+            "help lists no {command}:\n{help}"
+        );
+    }
+    assert!(help.contains("ENDS THE SESSION"), "{help}");
+
+    let bogus = s.command("bogus");
+    assert!(
+        bogus.contains("bogus: unknown command; the commands are: help cpus mem"),
+        "{bogus}"
+    );
+    assert!(bogus.contains("type help for their usage"), "{bogus}");
+
+    let cpus = s.command("cpus");
+    let rows: Vec<_> = cpus
+        .lines()
+        .filter(|l| l.contains(" Online ") && l.contains("psci (hvc)") && l.contains(" EL1"))
+        .collect();
+    assert_eq!(rows.len(), 4, "want 4 online CPUs:\n{cpus}");
+    assert!(cpus.contains("4 of 4 CPUs online"), "{cpus}");
+
+    let tests = s.command("test percpu_");
+    let ok = tests.lines().filter(|l| l.ends_with(" ... ok")).count();
+    assert!(ok >= 2, "{tests}");
+    assert!(tests.contains(&format!("{ok} passed, 0 failed")), "{tests}");
+    // Back at the prompt after the run: the shell still answers.
+    let again = s.command("help cpus");
+    assert!(again.contains("usage: cpus"), "{again}");
+
+    s.send(b"poweroff\r");
+    s.expect("shell: powering off");
+    let (status, output) = s.exit_status();
+    assert_eq!(status, Some(0), "poweroff exits QEMU with 0:\n{output}");
+}
+
+#[test]
+fn shell_edits_lines_and_explains_bad_arguments() {
+    let mut s = Session::start(&[("SMP", "2")], "");
+    // A typo mended with DEL, and with backspace: the command that runs is the mended one.
+    let cpus = s.command("cpuz\x7fs");
+    assert!(cpus.contains("2 of 2 CPUs online"), "{cpus}");
+    let mem = s.command("reboot\x15me\x08\x08mem");
+    assert!(mem.contains("heap use:"), "Ctrl-U and backspace:\n{mem}");
+    assert!(!mem.contains("rebooting"), "{mem}");
+    // An arrow key's escape sequence and stray control bytes are ignored.
+    let help = s.command("\x1b[A\x1b[Dhelp\t log\x00");
+    assert!(help.contains("usage: log [lines]"), "{help}");
+    // An over-long line rings the bell for every key past the limit, then runs what fits.
+    let long = s.command(&"a".repeat(130));
+    assert_eq!(long.matches('\x07').count(), 10, "{long:?}");
+    assert!(
+        long.contains(&format!("{}: unknown command", "a".repeat(120))),
+        "{long}"
+    );
+    // Bad arguments: what was wrong, then the usage.
+    let demo = s.command("demo nope");
+    assert!(demo.contains("there is no demo \"nope\""), "{demo}");
+    assert!(demo.contains("usage: demo <name>"), "{demo}");
+    let log = s.command("log many");
+    assert!(log.contains("\"many\" is not a number"), "{log}");
+    assert!(log.contains("usage: log [lines]"), "{log}");
+    let count = s.command("cpus 4");
+    assert!(count.contains("cpus: takes no arguments, got 1"), "{count}");
+    // The log history holds the boot's lines.
+    let log = s.command("log 50");
+    assert!(log.contains("smp: 2/2 CPUs online"), "{log}");
+    assert!(log.contains("shell: type help"), "{log}");
+    // Reboot: PSCI SYSTEM_RESET; tools/qemu-run passes -no-reboot, so QEMU exits.
+    s.send(b"reboot\r");
+    s.expect("shell: rebooting");
+    let (status, output) = s.exit_status();
+    assert_eq!(status, Some(0), "{output}");
+    assert!(!output.contains("reboot: PSCI"), "{output}");
+}
+
+#[test]
+fn shell_demo_fault_reports_and_halts() {
+    let mut s = Session::start(&[("SMP", "2")], "");
+    s.send(b"demo fault\r");
+    s.expect("demo: this ends the session");
+    s.expect("ERROR panic: unhandled exception: Data Abort from the same EL");
+    // Interactive mode: the CPU halts with the report on screen; QEMU keeps running.
+    s.send(b"help\r");
+    let quiet_until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < quiet_until {
+        assert!(
+            s.pump(Duration::from_millis(100)),
+            "QEMU exited:\n{}",
+            s.output
+        );
+    }
+    assert!(!s.output[s.seen..].contains("commands:"), "{}", s.output);
+}
