@@ -307,19 +307,20 @@ pub static CPU_COLUMNS: &[CpuColumn] = &[
 
 fn cpus(sh: &mut Shell, _: &[&str]) -> Outcome {
     let p = sh.platform;
-    for column in CPU_COLUMNS {
-        print(
-            sh,
-            format_args!("{:<w$} ", column.heading, w = column.width),
-        );
+    // Each cell padded to its column's width, but no trailing blanks at the end of a row.
+    let last = CPU_COLUMNS.len() - 1;
+    let cell = |sh: &mut Shell, i: usize, text: &str| {
+        let w = if i == last { 0 } else { CPU_COLUMNS[i].width };
+        print(sh, format_args!("{text:<w$}"));
+        sh.write(if i == last { "\n" } else { " " });
+    };
+    for (i, column) in CPU_COLUMNS.iter().enumerate() {
+        cell(sh, i, column.heading);
     }
-    sh.write("\n");
     for id in 0..p.cpus.len() {
-        for column in CPU_COLUMNS {
-            let cell = (column.value)(p, id);
-            print(sh, format_args!("{:<w$} ", cell.as_str(), w = column.width));
+        for (i, column) in CPU_COLUMNS.iter().enumerate() {
+            cell(sh, i, (column.value)(p, id).as_str());
         }
-        sh.write("\n");
     }
     let online = percpu::all_cpus().filter(|c| c.is_online()).count();
     print(
@@ -342,11 +343,11 @@ fn cpus(sh: &mut Shell, _: &[&str]) -> Outcome {
     Ok(())
 }
 
-/// A size in the unit that reads best.
+/// A size in the unit that reads best: MiB from 10 MiB, KiB from 10 KiB or for whole KiB.
 fn size(bytes: u64) -> Cell {
     if bytes >= 10 << 20 {
         Cell::of(format_args!("{} MiB", bytes >> 20))
-    } else if bytes >= 10 << 10 {
+    } else if bytes >= 10 << 10 || (bytes > 0 && bytes.is_multiple_of(1024)) {
         Cell::of(format_args!("{} KiB", bytes >> 10))
     } else {
         Cell::of(format_args!("{bytes} bytes"))
@@ -370,8 +371,12 @@ fn mem(sh: &mut Shell, _: &[&str]) -> Outcome {
     for r in p.memory.as_slice() {
         region_line(sh, "RAM", *r, "from the device tree");
     }
-    for r in p.reserved.as_slice() {
-        region_line(sh, "reserved", *r, "never handed out");
+    let reserved = p.reserved.as_slice();
+    for (i, r) in reserved.iter().enumerate() {
+        // The Pi's tree reserves its spin-table page several times over; show it once.
+        if !reserved[..i].contains(r) {
+            region_line(sh, "reserved", *r, "never handed out");
+        }
     }
     let l = layout::kernel_layout();
     let image = Region::new(
