@@ -14,6 +14,8 @@ pub mod config;
 #[cfg(target_os = "none")]
 pub mod console;
 pub mod drivers;
+#[cfg(target_os = "none")]
+pub mod fatal;
 pub mod irq;
 #[cfg(target_os = "none")]
 pub mod ktest;

@@ -269,8 +269,19 @@ mod kernel {
                 log::error!(target: "boot", "demo overflow: returned from depth {depth}; no guard page?");
                 power::exit(1);
             }
+            "panic" => {
+                log::info!(target: "boot", "demo panic: cpu1 panics while the others work; it stops them first");
+                smp::on_each_cpu(&|id| {
+                    if id == 1 || smp::online_cpus().count() == 1 {
+                        panic!("demo panic on cpu{id}");
+                    }
+                    loop {
+                        core::hint::spin_loop();
+                    }
+                });
+            }
             other => {
-                log::error!(target: "boot", "unknown demo {other:?}; demos are: fault, oom, overflow")
+                log::error!(target: "boot", "unknown demo {other:?}; demos are: fault, oom, overflow, panic")
             }
         }
     }
@@ -302,13 +313,7 @@ mod kernel {
     /// one that holds the console lock; then power.rs decides whether the run ends.
     #[panic_handler]
     fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-        let (file, line) = info.location().map_or(("?", 0), |l| (l.file(), l.line()));
-        logger::log_always(
-            log::Level::Error,
-            "panic",
-            &format_args!("{} (at {file}:{line})", info.message()),
-        );
-        power::fatal_stop()
+        quartet::fatal::panic(info)
     }
 
     extern crate alloc;

@@ -10,6 +10,8 @@ pub mod pagetable;
 #[cfg(target_os = "none")]
 pub mod atomic;
 #[cfg(target_os = "none")]
+pub mod backtrace;
+#[cfg(target_os = "none")]
 pub mod barrier;
 #[cfg(target_os = "none")]
 pub mod boot;
