@@ -18,7 +18,7 @@
 //!   the code it interrupted holds. Reported once per class with the site of each usage.
 //! - **Recursion.** Taking a lock this CPU already holds can only spin forever. `acquire` is
 //!   called *before* the lock spins, so it returns a fatal report instead of hanging.
-//! - **Stuck spins.** `holder` says which CPU holds a lock and where it took it; `stuck_report`
+//! - **Stuck spins.** `holder` says where the holding CPU took a lock; `stuck_report`
 //!   turns that into "cpu2 spinning for 1500 ms on `console` held by cpu1 since ...".
 //!
 //! # Keys: how a lock finds its class
@@ -66,7 +66,8 @@
 //!         }
 //!     }
 //!     spin; if it took a long time: lockdep::note_contended(class);
-//!           past the sane limit: print lockdep::stuck_report(class, key, cpu, waited_ms)
+//!           past the sane limit: print lockdep::stuck_report(class, key, cpu, waited_ms,
+//!                                        percpu::id_of_pointer(self.holder))
 //! try_lock(): after a *successful* raw try_lock, acquire(.., Kind::Try, ..) (never fatal).
 //! unlock (guard drop): lockdep::release(class, key, cpu) *before* the raw unlock.
 //! shell `locks`: print lockdep::SUMMARY_HEADER, then every lockdep::classes() item.
@@ -1080,22 +1081,28 @@ impl Lockdep {
             })
     }
 
-    /// Which CPU holds `lock`, and since where, as far as the stacks say (read racily: for
-    /// diagnostics only). A CPU that registered a spin but is still waiting appears too, so the
-    /// caller passes itself as `except`.
-    pub fn holder(&self, lock: usize, except: usize) -> Option<Held> {
-        (0..MAX_CPUS)
-            .filter(|&c| c != except)
-            .find_map(|c| self.held(c).find(|h| h.lock == lock))
+    /// Which CPU holds `lock`, and since where, as the held stacks say (read racily: for
+    /// diagnostics only). Waiters register before they spin, so a stack may also name a CPU
+    /// that is still waiting: pass the owner the lock itself records as `owner` when it knows
+    /// it (then only that CPU's stack is read), and the asking CPU as `except`.
+    pub fn holder(&self, lock: usize, owner: Option<usize>, except: usize) -> Option<Held> {
+        match owner {
+            Some(c) => self.held(c).find(|h| h.lock == lock),
+            None => (0..MAX_CPUS)
+                .filter(|&c| c != except)
+                .find_map(|c| self.held(c).find(|h| h.lock == lock)),
+        }
     }
 
-    /// The report for a spin on `lock` that has lasted `waited_ms`, naming the holder.
+    /// The report for `cpu`'s spin on `lock` that has lasted `waited_ms`, naming the holder
+    /// (`owner`: the CPU the lock records as its holder, if it knows).
     pub fn stuck_report(
         &self,
         class: &LockClass,
         lock: usize,
         cpu: usize,
         waited_ms: u64,
+        owner: Option<usize>,
     ) -> Option<Report> {
         let index = self.class_index(class)?;
         Some(Report::Stuck {
@@ -1103,7 +1110,7 @@ impl Lockdep {
             lock,
             cpu,
             waited_ms,
-            holder: self.holder(lock, cpu),
+            holder: self.holder(lock, owner, cpu),
         })
     }
 
@@ -1181,12 +1188,19 @@ pub fn note_contended(class: &LockClass) {
     }
 }
 
-/// `LOCKDEP.stuck_report`: `cpu` has spun `waited_ms` on `lock`.
-pub fn stuck_report(class: &LockClass, lock: usize, cpu: usize, waited_ms: u64) -> Option<Report> {
+/// `LOCKDEP.stuck_report`: `cpu` has spun `waited_ms` on `lock`, which the lock says `owner`
+/// holds (`percpu::id_of_pointer` of `SpinLock`'s holder field), if it knows.
+pub fn stuck_report(
+    class: &LockClass,
+    lock: usize,
+    cpu: usize,
+    waited_ms: u64,
+    owner: Option<usize>,
+) -> Option<Report> {
     if !ENABLED {
         return None;
     }
-    LOCKDEP.stuck_report(class, lock, cpu, waited_ms)
+    LOCKDEP.stuck_report(class, lock, cpu, waited_ms, owner)
 }
 
 /// `LOCKDEP.classes`: the `locks` table (empty when compiled out).
@@ -1658,8 +1672,21 @@ mod tests {
             v.acquire(&RQ, 0x40, 2, Context::TASK_IRQS_OFF, Kind::Spin, here()),
             None
         );
+        // So does cpu0: without the owner's id, its stack would be searched first.
+        assert_eq!(
+            v.acquire(&RQ, 0x40, 0, Context::TASK_IRQS_OFF, Kind::Spin, here()),
+            None
+        );
         v.note_contended(&RQ);
-        let r = v.stuck_report(&RQ, 0x40, 2, 1500).unwrap();
+        let guess = v.stuck_report(&RQ, 0x40, 2, 1500, None).unwrap();
+        assert!(matches!(
+            guess,
+            Report::Stuck {
+                holder: Some(Held { cpu: 0, .. }),
+                ..
+            }
+        ));
+        let r = v.stuck_report(&RQ, 0x40, 2, 1500, Some(1)).unwrap();
         let Report::Stuck {
             holder: Some(h), ..
         } = r
@@ -1677,7 +1704,7 @@ mod tests {
             "{text}"
         );
         let stats = v.classes().next().unwrap();
-        assert_eq!((stats.acquired, stats.contended), (2, 1));
+        assert_eq!((stats.acquired, stats.contended), (3, 1));
     }
 
     #[test]
