@@ -5,11 +5,14 @@
 //! mid-line), waiting would deadlock, so it writes straight to the UART instead: a garbled
 //! line beats a silent hang.
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use crate::arch::aarch64::exception::TrapFrame;
+use crate::arch::irqflags;
 use crate::drivers::{bcm2711_gpio, pl011::Pl011};
 use crate::platform::Platform;
 use crate::sync::IrqSafeSpinLock;
+use crate::sync::spsc::ByteRing;
 
 /// quartet's console speed on every board.
 pub const BAUD: u32 = 115_200;
@@ -73,14 +76,59 @@ pub fn try_read_byte() -> Option<u8> {
     UART.lock().as_ref().and_then(|u| u.read_byte())
 }
 
+/// Bytes typed and not yet read: filled by the UART's receive interrupt, emptied by
+/// `read_byte_blocking`. One producer (the handler, on the CPU the UART interrupt is routed
+/// to) and one consumer (the shell), so no lock.
+static INPUT: ByteRing<256> = ByteRing::new();
+/// Set once the receive interrupt is wired up; until then input is polled.
+static INPUT_BY_INTERRUPT: AtomicBool = AtomicBool::new(false);
+
+fn on_uart_interrupt(_intid: u32, _frame: &TrapFrame) {
+    let uart = UART.lock();
+    if let Some(u) = uart.as_ref() {
+        while let Some(byte) = u.read_byte() {
+            INPUT.push(byte);
+        }
+        u.clear_receive_interrupts();
+    }
+}
+
+/// Take console input by interrupt: register the handler for the UART's SPI, route it to this
+/// CPU and unmask the UART's receive interrupts. Without an interrupt number in the device
+/// tree, input stays polled.
+pub fn enable_input_interrupt(platform: &Platform<'_>) -> Result<u32, &'static str> {
+    let intid = platform
+        .uart
+        .irq
+        .ok_or("the device tree gives the UART no interrupt; console input stays polled")?;
+    let gic =
+        crate::drivers::gic::get().ok_or("no interrupt controller; console input stays polled")?;
+    crate::irq::register(intid, "uart rx", on_uart_interrupt)
+        .map_err(|_| "the UART interrupt could not be registered; console input stays polled")?;
+    gic.enable(intid, false, crate::percpu::this_cpu().id);
+    if let Some(u) = UART.lock().as_ref() {
+        u.enable_receive_interrupts();
+    }
+    INPUT_BY_INTERRUPT.store(true, Ordering::Release);
+    Ok(intid)
+}
+
+/// Bytes lost because nobody read the input fast enough.
+pub fn input_dropped() -> usize {
+    INPUT.dropped()
+}
+
 /// How long `read_byte_blocking` waits between polls of an empty UART. A byte takes 87 us on
 /// the wire at 115200 baud and the receive FIFO holds 16, so nothing typed is lost.
 const POLL_INTERVAL_US: u64 = 50;
 
 /// The next byte typed on the console, waiting as long as it takes. This is the shell's only
-/// source of input (chapter 10): today it polls the UART; once UART receive interrupts exist,
-/// this one function changes to sleep until the interrupt handler has queued a byte.
+/// source of input (chapter 10). Once `enable_input_interrupt` succeeded it sleeps until the
+/// UART's receive interrupt has queued a byte; before that (or without an interrupt) it polls.
 pub fn read_byte_blocking() -> u8 {
+    if INPUT_BY_INTERRUPT.load(Ordering::Acquire) {
+        return read_byte_by_interrupt();
+    }
     loop {
         if let Some(byte) = try_read_byte() {
             return byte;
@@ -91,5 +139,20 @@ pub fn read_byte_blocking() -> u8 {
         while crate::arch::counter().wrapping_sub(start) < interval {
             core::hint::spin_loop();
         }
+    }
+}
+
+/// Sleep in WFI until the receive interrupt has queued a byte. The check is made with IRQs
+/// masked so that a byte arriving between the check and the WFI still ends the WFI.
+fn read_byte_by_interrupt() -> u8 {
+    loop {
+        if let Some(byte) = INPUT.pop() {
+            return byte;
+        }
+        let flags = irqflags::local_irq_save();
+        if INPUT.is_empty() {
+            irqflags::wait_for_interrupt();
+        }
+        irqflags::local_irq_restore(flags);
     }
 }

@@ -118,6 +118,12 @@ mod kernel {
         };
         smp::report_online(online, platform.cpus_in_tree);
         smp::interrupts_on_this_cpu();
+        if quartet::drivers::gic::get().is_some() {
+            match console::enable_input_interrupt(platform) {
+                Ok(intid) => log::info!(target: "console", "input by interrupt (INTID {intid})"),
+                Err(why) => log::warn!(target: "console", "{why}"),
+            }
+        }
 
         // 7. The heap, from whatever RAM nobody else claims.
         init_heap(platform, &layout);
@@ -149,10 +155,7 @@ mod kernel {
             }
         };
         let timer = quartet::irq::tick::timer_intid(platform);
-        for registered in [
-            quartet::irq::tick::init(platform),
-            smp::ipi::init(),
-        ] {
+        for registered in [quartet::irq::tick::init(platform), smp::ipi::init()] {
             if let Err(e) = registered {
                 log::error!(target: "irq", "{e}");
             }

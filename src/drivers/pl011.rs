@@ -30,6 +30,13 @@ register_bitfields! {
         RXE OFFSET(9) NUMBITS(1) [],
         TXE OFFSET(8) NUMBITS(1) [],
         UARTEN OFFSET(0) NUMBITS(1) []
+    ],
+    /// Interrupt bits, the same in the mask (IMSC) and clear (ICR) registers.
+    INT [
+        /// Receive timeout: bytes wait in the FIFO but fewer than the trigger level arrived.
+        RT OFFSET(6) NUMBITS(1) [],
+        /// Receive: the FIFO reached its trigger level.
+        RX OFFSET(4) NUMBITS(1) []
     ]
 }
 
@@ -44,7 +51,9 @@ register_structs! {
         (0x2c => lcr_h: ReadWrite<u32, LCR_H::Register>),
         (0x30 => cr: ReadWrite<u32, CR::Register>),
         (0x34 => _reserved2),
-        (0x44 => icr: WriteOnly<u32>),
+        (0x38 => imsc: ReadWrite<u32, INT::Register>),
+        (0x3c => _reserved3),
+        (0x44 => icr: WriteOnly<u32, INT::Register>),
         (0x48 => @END),
     }
 }
@@ -116,6 +125,19 @@ impl Pl011 {
     pub fn read_byte(&self) -> Option<u8> {
         let r = self.regs();
         (!r.fr.is_set(FR::RXFE)).then(|| r.dr.get() as u8)
+    }
+
+    /// Interrupt when bytes arrive: at the FIFO's trigger level, or when fewer have waited for
+    /// a few character times (the receive timeout), so a single keystroke is not held back.
+    pub fn enable_receive_interrupts(&self) {
+        let r = self.regs();
+        r.icr.write(INT::RX::SET + INT::RT::SET);
+        r.imsc.write(INT::RX::SET + INT::RT::SET);
+    }
+
+    /// The receive conditions clear once the FIFO is drained; this clears the timeout too.
+    pub fn clear_receive_interrupts(&self) {
+        self.regs().icr.write(INT::RX::SET + INT::RT::SET);
     }
 
     /// Wait until everything written has left the wire.

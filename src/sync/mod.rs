@@ -12,6 +12,7 @@ pub mod rwlock;
 pub mod seqlock;
 pub mod shim;
 pub mod spinlock;
+pub mod spsc;
 
 pub use atomic::{AtomicBits, AtomicCounter};
 pub use irq::IrqSafeSpinLock;
