@@ -34,14 +34,17 @@ pub fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     report(format_args!("{} (at {file}:{line})", info.message()));
     let stopped = crate::smp::ipi::stop_other_cpus();
     if let Some(area) = percpu::try_this_cpu() {
-        let stack = area.stack_bottom.load(Ordering::Relaxed)..area.stack_top.load(Ordering::Relaxed);
+        let stack =
+            area.stack_bottom.load(Ordering::Relaxed)..area.stack_top.load(Ordering::Relaxed);
         let mut n = 0;
         backtrace::walk(backtrace::frame_pointer(), stack, |return_address| {
             report(format_args!("  #{n:<2} {return_address:#018x}"));
             n += 1;
         });
         if n == 0 {
-            report(format_args!("  (no backtrace: the frame pointer is not on this CPU's stack)"));
+            report(format_args!(
+                "  (no backtrace: the frame pointer is not on this CPU's stack)"
+            ));
         }
     }
     for (cpu, pc) in stopped.iter().filter(|(cpu, _)| *cpu != usize::MAX) {

@@ -16,7 +16,9 @@ pub const MAX_FRAMES: usize = 24;
 pub fn frame_pointer() -> usize {
     let fp: usize;
     // SAFETY: reads a register, no memory access.
-    unsafe { core::arch::asm!("mov {0}, x29", out(reg) fp, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("mov {0}, x29", out(reg) fp, options(nomem, nostack, preserves_flags))
+    };
     fp
 }
 
