@@ -9,8 +9,8 @@
 //! - `line`: the line editor (bytes in, echo out, a finished line), portable;
 //! - `command`: the command table, the parser and `help`, portable;
 //! - `commands` (kernel only): the commands themselves and the read-eval loop. Input comes from
-//!   `console::read_byte_blocking`, the one function to change when input becomes
-//!   interrupt-driven.
+//!   `console::read_byte_blocking` alone, which sleeps until the UART's receive interrupt has
+//!   queued a byte, or polls where there is no such interrupt; the shell cannot tell which.
 
 pub mod command;
 pub mod line;
