@@ -19,7 +19,7 @@ pub const BAUD: u32 = 115_200;
 
 /// IRQ-safe: interrupt handlers may log, and a handler that spun on a lock its own CPU holds
 /// would never return.
-static UART: IrqSafeSpinLock<Option<Pl011>> = IrqSafeSpinLock::new(None);
+static UART: IrqSafeSpinLock<Option<Pl011>> = IrqSafeSpinLock::named("console", None);
 /// The UART address for the lock-free emergency path (usable even with the MMU off).
 static EMERGENCY_UART: AtomicUsize = AtomicUsize::new(0);
 

@@ -92,6 +92,11 @@ mod kernel {
         logger::set_level(logger::level_from_bootarg(
             platform.bootarg_value("loglevel"),
         ));
+        // The lock validator watches every spin lock from here on, except while benchmarking
+        // (it would be measured too) or when told not to.
+        quartet::sync::spinlock::validate::set_active(
+            !platform.has_bootarg("nolockdep") && platform.bootarg_value("bench").is_none(),
+        );
         let platform: &'static Platform<'static> = PLATFORM.call_once(|| platform);
         report_boot(platform, &layout, entry_el, tables_used);
 

@@ -66,7 +66,7 @@ pub struct KernelHeap {
 impl KernelHeap {
     pub const fn new() -> Self {
         KernelHeap {
-            heap: IrqSafeSpinLock::new(buddy_system_allocator::Heap::new()),
+            heap: IrqSafeSpinLock::named("heap", buddy_system_allocator::Heap::new()),
             stats: HeapStats {
                 allocations: AtomicU64::new(0),
                 frees: AtomicU64::new(0),

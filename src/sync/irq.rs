@@ -89,15 +89,26 @@ pub struct IrqSafeSpinLock<T: ?Sized, R: RawSpinLock = DefaultRawLock> {
 
 impl<T, R: RawSpinLock> IrqSafeSpinLock<T, R> {
     #[cfg(not(loom))]
+    #[track_caller]
     pub const fn new(value: T) -> Self {
         IrqSafeSpinLock {
             inner: SpinLock::new(value),
+        }
+    }
+
+    /// A named lock (the name appears in validator reports and the shell's `locks`).
+    #[cfg(not(loom))]
+    #[track_caller]
+    pub const fn named(name: &'static str, value: T) -> Self {
+        IrqSafeSpinLock {
+            inner: SpinLock::named(name, value),
         }
     }
 }
 
 impl<T: ?Sized, R: RawSpinLock> IrqSafeSpinLock<T, R> {
     /// Disable IRQs on this CPU, then take the lock.
+    #[track_caller]
     pub fn lock(&self) -> IrqSafeGuard<'_, T, R> {
         push_off();
         IrqSafeGuard {
@@ -105,6 +116,7 @@ impl<T: ?Sized, R: RawSpinLock> IrqSafeSpinLock<T, R> {
         }
     }
 
+    #[track_caller]
     pub fn try_lock(&self) -> Option<IrqSafeGuard<'_, T, R>> {
         push_off();
         match self.inner.try_lock() {

@@ -10,9 +10,11 @@ pub mod mcs;
 pub mod tas;
 pub mod ticket;
 pub mod ttas;
+pub mod validate;
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
+use core::panic::Location;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 pub use broken::BrokenLock;
@@ -20,6 +22,8 @@ pub use mcs::McsLock;
 pub use tas::TasLock;
 pub use ticket::TicketLock;
 pub use ttas::TtasLock;
+
+use crate::sync::lockdep::LockClass;
 
 /// The algorithm under a `SpinLock`.
 ///
@@ -52,6 +56,8 @@ pub struct SpinLock<T: ?Sized, R: RawSpinLock = DefaultRawLock> {
     raw: R,
     /// The holder's per-CPU pointer (TPIDR_EL1), or 0 when free or held before per-CPU setup.
     holder: AtomicUsize,
+    /// The validator's key: where this lock was constructed (chapter 11).
+    class: LockClass,
     data: UnsafeCell<T>,
 }
 
@@ -61,30 +67,60 @@ unsafe impl<T: ?Sized + Send, R: RawSpinLock> Sync for SpinLock<T, R> {}
 unsafe impl<T: ?Sized + Send, R: RawSpinLock> Send for SpinLock<T, R> {}
 
 impl<T, R: RawSpinLock> SpinLock<T, R> {
+    /// A lock whose validator class is the caller's source location.
+    #[track_caller]
     pub const fn new(data: T) -> Self {
+        Self::named("", data)
+    }
+
+    /// A lock with a name for the validator's reports and the shell's `locks`.
+    #[track_caller]
+    pub const fn named(name: &'static str, data: T) -> Self {
         SpinLock {
             raw: R::UNLOCKED,
             holder: AtomicUsize::new(0),
+            class: LockClass::at(name, Location::caller()),
             data: UnsafeCell::new(data),
         }
     }
 }
 
 impl<T: ?Sized, R: RawSpinLock> SpinLock<T, R> {
-    /// Spin until the lock is ours.
+    fn address(&self) -> usize {
+        self as *const Self as *const () as usize
+    }
+
+    /// Spin until the lock is ours. With the validator on, it first checks this acquisition
+    /// (and panics, with a report, rather than spin on a lock this CPU already holds).
+    #[track_caller]
     pub fn lock(&self) -> SpinLockGuard<'_, T, R> {
+        let tracked = validate::before_spin(
+            &self.class,
+            self.address(),
+            self.holder.load(Ordering::Relaxed),
+            Location::caller(),
+        );
         self.raw.lock();
+        validate::after_spin(tracked);
         self.holder
             .store(crate::arch::percpu_pointer(), Ordering::Relaxed);
-        SpinLockGuard { lock: self }
+        SpinLockGuard {
+            lock: self,
+            tracked,
+        }
     }
 
     /// Take the lock only if it is free right now.
+    #[track_caller]
     pub fn try_lock(&self) -> Option<SpinLockGuard<'_, T, R>> {
         if self.raw.try_lock() {
             self.holder
                 .store(crate::arch::percpu_pointer(), Ordering::Relaxed);
-            Some(SpinLockGuard { lock: self })
+            let tracked = validate::after_try_lock(&self.class, self.address(), Location::caller());
+            Some(SpinLockGuard {
+                lock: self,
+                tracked,
+            })
         } else {
             None
         }
@@ -104,6 +140,8 @@ impl<T: ?Sized, R: RawSpinLock> SpinLock<T, R> {
 /// Access to the data while the lock is held; unlocks when dropped.
 pub struct SpinLockGuard<'a, T: ?Sized, R: RawSpinLock> {
     lock: &'a SpinLock<T, R>,
+    /// The validator recorded this acquisition, so it must hear of the release.
+    tracked: bool,
 }
 
 impl<T: ?Sized, R: RawSpinLock> Deref for SpinLockGuard<'_, T, R> {
@@ -123,6 +161,7 @@ impl<T: ?Sized, R: RawSpinLock> DerefMut for SpinLockGuard<'_, T, R> {
 
 impl<T: ?Sized, R: RawSpinLock> Drop for SpinLockGuard<'_, T, R> {
     fn drop(&mut self) {
+        validate::before_release(self.tracked, &self.lock.class, self.lock.address());
         self.lock.holder.store(0, Ordering::Relaxed);
         // SAFETY: this guard is the proof that we hold the lock.
         unsafe { self.lock.raw.unlock() };
