@@ -2,7 +2,7 @@
 //! chapter).
 
 use alloc::string::String;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use super::KTest;
 use crate::arch::aarch64::cpu;
@@ -56,6 +56,7 @@ fn readers_share(_: &Platform<'static>) -> Result<(), String> {
 const ATTEMPTS_TO_CATCH_THE_BROKEN_VARIANT: usize = 10;
 
 /// Writers keep two counters equal under the write lock, with a pause between the two stores.
+/// Up to ten runs, each longer than the last.
 /// Readers under the read lock must never see them differ; readers that skip the lock (the
 /// deliberately broken variant) must, at least once, or the test has shown nothing: a test
 /// that cannot see a half-done write could not catch a lock that lets one through.
@@ -65,7 +66,8 @@ fn writers_exclude(_: &Platform<'static>) -> Result<(), String> {
         return Ok(());
     }
     for attempt in 1..=ATTEMPTS_TO_CATCH_THE_BROKEN_VARIANT {
-        let torn_unlocked = writers_exclude_run()?;
+        // Longer each time: the likelier a broken reader runs during some write.
+        let torn_unlocked = writers_exclude_run(WRITERS_EXCLUDE_OPS * attempt as u64)?;
         if torn_unlocked > 0 {
             log::info!(
                 "readers without the lock saw {torn_unlocked} half-done writes (run {attempt}); \
@@ -80,20 +82,36 @@ fn writers_exclude(_: &Platform<'static>) -> Result<(), String> {
     ))
 }
 
-/// One run: returns how many half-done writes the lock-skipping readers saw.
-fn writers_exclude_run() -> Result<u64, String> {
-    const OPS: u64 = 4_000;
+/// Operations per CPU in the first run.
+const WRITERS_EXCLUDE_OPS: u64 = 4_000;
+/// A CPU waiting for the others to finish their share does at most this many times its own.
+const OVERTIME_LIMIT: u64 = 1_000;
+
+/// One run of `ops` operations per CPU: returns how many half-done writes the lock-skipping
+/// readers saw.
+fn writers_exclude_run(ops: u64) -> Result<u64, String> {
     /// Spins between a writer's two stores: the window a broken reader can fall into.
-    const WRITE_WINDOW: u32 = 64;
+    const WRITE_WINDOW: u32 = 512;
     let lock = RwLock::new(());
     let (first, second) = (AtomicU64::new(0), AtomicU64::new(0));
     let torn = AtomicU64::new(0);
     let torn_unlocked = AtomicU64::new(0);
     let writes = AtomicU64::new(0);
+    let cpus = smp::online_cpus().count();
+    // CPUs that have done their `ops`. Each keeps going until all have, so every CPU is still
+    // working while the last one runs: runs this short are otherwise often not concurrent at
+    // all on a 2-core host, where the vCPUs that hold the host cores finish before the others
+    // are scheduled. Bounded by OVERTIME_LIMIT.
+    let reached = AtomicUsize::new(0);
     let start = StartLine::new();
     smp::on_each_cpu(&|id| {
         start.wait();
-        for i in 0..OPS {
+        let mut i = 0u64;
+        while i < ops || (reached.load(Ordering::Relaxed) < cpus && i < ops * OVERTIME_LIMIT) {
+            if i == ops {
+                reached.fetch_add(1, Ordering::Relaxed);
+            }
+            i += 1;
             if (i + id as u64).is_multiple_of(8) {
                 let _w = lock.write();
                 first.store(first.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
@@ -102,7 +120,7 @@ fn writers_exclude_run() -> Result<u64, String> {
                 }
                 second.store(second.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
                 writes.fetch_add(1, Ordering::Relaxed);
-            } else if i % 2 == 0 {
+            } else if i.is_multiple_of(2) {
                 let _r = lock.read();
                 if first.load(Ordering::Relaxed) != second.load(Ordering::Relaxed) {
                     torn.fetch_add(1, Ordering::Relaxed);
@@ -177,6 +195,8 @@ fn seqlock_consistent(_: &Platform<'static>) -> Result<(), String> {
 
 /// Writes in the first seqlock run.
 const SEQLOCK_WRITES: u64 = 20_000;
+/// Checked reads each reader should make while the writer writes.
+const READS_ALONGSIDE: u64 = 1_000;
 
 /// One run of `writes` writes: returns how many unchecked copies were torn.
 fn seqlock_run(writes: u64) -> Result<u64, String> {
@@ -188,14 +208,24 @@ fn seqlock_run(writes: u64) -> Result<u64, String> {
         AtomicU64::new(0),
         AtomicU64::new(0),
     );
+    let written = AtomicU64::new(0);
     let writer = smp::online_cpus().next().unwrap_or(0);
     let start = StartLine::new();
     smp::on_each_cpu(&|id| {
         start.wait();
         if id == writer {
-            for i in 1..=writes {
+            // Write at least `writes` times, and on until the readers have read a while
+            // alongside (bounded): a writer that finishes before they start shows nothing.
+            let readers = smp::online_cpus().count() as u64 - 1;
+            let mut i = 0;
+            while i < writes
+                || (reads.load(Ordering::Relaxed) < READS_ALONGSIDE * readers
+                    && i < writes * OVERTIME_LIMIT)
+            {
+                i += 1;
                 lock.write(Triple { a: i, b: i, c: i });
             }
+            written.store(i, Ordering::Relaxed);
             done.store(true, Ordering::Release);
             return;
         }
@@ -214,6 +244,7 @@ fn seqlock_run(writes: u64) -> Result<u64, String> {
         }
     });
     let load = |x: &AtomicU64| x.load(Ordering::Relaxed);
+    let writes = load(&written);
     log::info!(
         "{writes} writes; {} checked reads with {} retries, {} torn accepted; unchecked copies torn {} times",
         load(&reads),
