@@ -288,8 +288,9 @@ mod kernel {
                     }
                 });
             }
+            "irq-deadlock" => quartet::ktest::irqlock::deadlock_demo(),
             other => {
-                log::error!(target: "boot", "unknown demo {other:?}; demos are: fault, oom, overflow, panic")
+                log::error!(target: "boot", "unknown demo {other:?}; demos are: fault, oom, overflow, panic, irq-deadlock")
             }
         }
     }

@@ -8,6 +8,7 @@
 mod atomics;
 mod foundation;
 mod interrupts;
+pub mod irqlock;
 pub mod litmus;
 pub mod locktorture;
 mod rwseq;
@@ -33,6 +34,7 @@ fn suites() -> impl Iterator<Item = &'static KTest> {
         .chain(locktorture::TESTS.iter())
         .chain(rwseq::TESTS.iter())
         .chain(interrupts::TESTS.iter())
+        .chain(irqlock::TESTS.iter())
 }
 
 fn print(args: core::fmt::Arguments<'_>) {
