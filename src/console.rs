@@ -123,7 +123,7 @@ pub fn input_dropped() -> usize {
 const POLL_INTERVAL_US: u64 = 50;
 
 /// The next byte typed on the console, waiting as long as it takes. This is the shell's only
-/// source of input (chapter 10). Once `enable_input_interrupt` succeeded it sleeps until the
+/// source of input (chapter 13). Once `enable_input_interrupt` succeeded it sleeps until the
 /// UART's receive interrupt has queued a byte; before that (or without an interrupt) it polls.
 pub fn read_byte_blocking() -> u8 {
     if INPUT_BY_INTERRUPT.load(Ordering::Acquire) {

@@ -6,7 +6,7 @@
 //! the lock is held for the copy alone, and lines from different CPUs never interleave.
 //!
 //! Every printed line is also kept in `History`, a small ring of the most recent log text that
-//! the shell's `log` command reads back (chapter 10).
+//! the shell's `log` command reads back (chapter 13).
 
 use core::fmt::{self, Write};
 

@@ -4,7 +4,7 @@
 //! status; without it, PSCI SYSTEM_OFF stops the machine (status 0, the host then reads the
 //! printed verdict); with neither (a real Pi 4), the CPU halts and the console says so.
 //!
-//! The shell's `reboot` (chapter 10) asks PSCI for SYSTEM_RESET. Without PSCI there is no way to
+//! The shell's `reboot` (chapter 13) asks PSCI for SYSTEM_RESET. Without PSCI there is no way to
 //! reset the machine, so `reboot` says so and returns, and the shell goes on.
 
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};

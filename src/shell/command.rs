@@ -1,4 +1,4 @@
-//! The shell's command table and parser (chapter 10, "The shell").
+//! The shell's command table and parser (chapter 13, "The shell").
 //!
 //! A command is one entry in a static table: its name, a usage line for its arguments, a
 //! one-line description, how many arguments it takes, and the function that runs it. Adding a

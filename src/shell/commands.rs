@@ -1,4 +1,4 @@
-//! The shell's commands and its read-eval loop, on the kernel (chapter 10, "The shell").
+//! The shell's commands and its read-eval loop, on the kernel (chapter 13, "The shell").
 //!
 //! `COMMANDS` is the whole command set: adding a command is adding one entry there. `cpus`
 //! prints one row per CPU from `CPU_COLUMNS`, so a subsystem with something to say per CPU

@@ -1,4 +1,4 @@
-//! The shell's line editor: bytes from the UART in, an edited line out (chapter 10, "The shell").
+//! The shell's line editor: bytes from the UART in, an edited line out (chapter 13, "The shell").
 //!
 //! A serial terminal sends every key as it is pressed and shows only what the kernel sends back,
 //! so the kernel does the editing: it echoes printable characters, erases one with backspace

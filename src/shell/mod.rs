@@ -1,4 +1,4 @@
-//! The interactive shell: where an ordinary boot ends (chapter 10, "The shell").
+//! The interactive shell: where an ordinary boot ends (chapter 13, "The shell").
 //!
 //! When bootargs ask for no test, bench or demo, the boot CPU ends `kernel_main` here: it prints
 //! `quartet> ` on the console, reads a line with echo and editing, runs the command the line

@@ -1,5 +1,5 @@
 //! The lock validator ("lockdep-lite"): catches lock-order inversions, IRQ-unsafe lock use and
-//! recursive locking the first time the code does them, long before they deadlock (chapter 11,
+//! recursive locking the first time the code does them, long before they deadlock (chapter 12,
 //! "The lock validator").
 //!
 //! A deadlock between two locks needs two CPUs to hit a window of a few instructions at the same
@@ -34,7 +34,7 @@
 //!
 //! Two locks of *one* class nested on one CPU (say, two per-CPU run queues) are not ordered
 //! against each other: the validator cannot tell which one is "first". Linux marks such nesting
-//! with a subclass (`spin_lock_nested`); here it is chapter 11's exercise.
+//! with a subclass (`spin_lock_nested`); here it is chapter 12's exercise.
 //!
 //! # No locks, no heap
 //! The validator runs inside lock acquisition, so it cannot take a lock itself (that lock would

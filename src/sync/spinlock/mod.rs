@@ -56,7 +56,7 @@ pub struct SpinLock<T: ?Sized, R: RawSpinLock = DefaultRawLock> {
     raw: R,
     /// The holder's per-CPU pointer (TPIDR_EL1), or 0 when free or held before per-CPU setup.
     holder: AtomicUsize,
-    /// The validator's key: where this lock was constructed (chapter 11).
+    /// The validator's key: where this lock was constructed (chapter 12).
     class: LockClass,
     data: UnsafeCell<T>,
 }
