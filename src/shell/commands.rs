@@ -18,7 +18,7 @@ use crate::platform::{EnableMethod, Platform, PsciConduit, Region};
 use crate::{HEAP, console, ktest, logger, mm, percpu, power};
 
 /// The demos `kernel_main` knows (src/main.rs `run_demo`); each one ends the session.
-const DEMOS: &[&str] = &["fault", "oom", "overflow"];
+const DEMOS: &[&str] = &["fault", "oom", "overflow", "panic", "irq-deadlock"];
 
 /// How many log lines `log` shows when not told.
 const LOG_LINES_DEFAULT: usize = 20;
@@ -118,6 +118,22 @@ static COMMANDS: &[Command<Shell>] = &[
         run: cpus,
     },
     Command {
+        name: "irqs",
+        args: "",
+        about: "interrupts taken, per interrupt and per CPU (like /proc/interrupts)",
+        min_args: 0,
+        max_args: 0,
+        run: irqs,
+    },
+    Command {
+        name: "locks",
+        args: "",
+        about: "the lock validator: on or off, its reports, and every lock class it knows",
+        min_args: 0,
+        max_args: 0,
+        run: locks,
+    },
+    Command {
         name: "mem",
         args: "",
         about: "RAM and reserved regions, the kernel image, heap ranges and use",
@@ -152,7 +168,7 @@ static COMMANDS: &[Command<Shell>] = &[
     Command {
         name: "demo",
         args: "<name>",
-        about: "fault, oom or overflow: crash on purpose; ENDS THE SESSION (the CPU halts)",
+        about: "fault, oom, overflow, panic or irq-deadlock: fail on purpose; ENDS THE SESSION",
         min_args: 1,
         max_args: 1,
         run: demo,
@@ -294,6 +310,16 @@ pub static CPU_COLUMNS: &[CpuColumn] = &[
         },
     },
     CpuColumn {
+        heading: "ticks",
+        width: 8,
+        value: |_, id| Cell::of(format_args!("{}", crate::irq::tick::ticks_on(id))),
+    },
+    CpuColumn {
+        heading: "irqs",
+        width: 8,
+        value: |_, id| Cell::of(format_args!("{}", crate::irq::total_on(id))),
+    },
+    CpuColumn {
         heading: "calls run",
         width: 9,
         value: |_, id| {
@@ -364,6 +390,85 @@ fn region_line(sh: &mut Shell, what: &str, r: Region, note: &str) {
             size(r.size).as_str()
         ),
     );
+}
+
+fn irqs(sh: &mut Shell, _: &[&str]) -> Outcome {
+    let Some(gic) = crate::drivers::gic::get() else {
+        sh.write("irqs: there is no interrupt controller; quartet runs without interrupts\n");
+        return Ok(());
+    };
+    let online: vec::Vec<usize> = crate::smp::online_cpus().collect();
+    print(
+        sh,
+        format_args!(
+            "GICv{}, {} lines\n{:>6}",
+            gic.version(),
+            gic.lines(),
+            "INTID"
+        ),
+    );
+    for id in &online {
+        print(
+            sh,
+            format_args!("{:>11}", Cell::of(format_args!("cpu{id}")).as_str()),
+        );
+    }
+    sh.write("  name\n");
+    for (intid, name) in crate::irq::registered() {
+        print(sh, format_args!("{intid:>6}"));
+        for &id in &online {
+            print(sh, format_args!("{:>11}", crate::irq::count_on(intid, id)));
+        }
+        print(sh, format_args!("  {name}\n"));
+    }
+    for (label, count) in [
+        ("SPU", crate::irq::spurious_on as fn(usize) -> u64),
+        ("UNH", crate::irq::unhandled_on),
+    ] {
+        print(sh, format_args!("{label:>6}"));
+        for &id in &online {
+            print(sh, format_args!("{:>11}", count(id)));
+        }
+        print(
+            sh,
+            format_args!(
+                "  {}\n",
+                if label == "SPU" {
+                    "spurious (nothing to acknowledge)"
+                } else {
+                    "no handler"
+                }
+            ),
+        );
+    }
+    Ok(())
+}
+
+fn locks(sh: &mut Shell, _: &[&str]) -> Outcome {
+    use crate::sync::lockdep;
+    use crate::sync::spinlock::validate;
+    let (reports, last) = validate::reports();
+    print(
+        sh,
+        format_args!(
+            "validator {}; {reports} report(s) so far{}\n",
+            if validate::active() {
+                "on"
+            } else {
+                "off (bootargs nolockdep or bench)"
+            },
+            if reports > 0 {
+                alloc::format!(", the last: {last:?}")
+            } else {
+                alloc::string::String::new()
+            }
+        ),
+    );
+    print(sh, format_args!("{}\n", lockdep::SUMMARY_HEADER));
+    for class in lockdep::classes() {
+        print(sh, format_args!("{class}\n"));
+    }
+    Ok(())
 }
 
 fn mem(sh: &mut Shell, _: &[&str]) -> Outcome {
