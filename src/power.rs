@@ -51,9 +51,6 @@ pub fn exit(status: u32) -> ! {
     cpu::halt()
 }
 
-/// PSCI SYSTEM_RESET's function id.
-const SYSTEM_RESET: u32 = 0x8400_0009;
-
 /// Why `reboot` could not restart the machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RebootError {
@@ -82,17 +79,7 @@ pub fn reboot() -> RebootError {
     let Some(conduit) = conduit() else {
         return RebootError::NoPsci;
     };
-    let mut x0 = SYSTEM_RESET as u64;
-    // SAFETY: a PSCI call as in src/arch/aarch64/psci.rs (which has no SYSTEM_RESET yet, and
-    // belongs to the interrupt work in progress; the call should move there): x0 carries the
-    // function id and the status back, x1..x17 may be clobbered, no memory of ours is touched.
-    unsafe {
-        match conduit {
-            PsciConduit::Hvc => core::arch::asm!("hvc #0", inout("x0") x0, clobber_abi("C")),
-            PsciConduit::Smc => core::arch::asm!("smc #0", inout("x0") x0, clobber_abi("C")),
-        }
-    }
-    RebootError::Refused(psci::PsciError(x0 as i64))
+    RebootError::Refused(psci::system_reset(conduit))
 }
 
 /// After a panic or fatal exception: end the run in test/demo modes, else halt this CPU.

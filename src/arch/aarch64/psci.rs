@@ -8,6 +8,8 @@ use crate::platform::PsciConduit;
 
 pub const PSCI_VERSION: u32 = 0x8400_0000;
 pub const CPU_ON_64: u32 = 0xc400_0003;
+/// PSCI 0.2 SYSTEM_RESET.
+const SYSTEM_RESET: u32 = 0x8400_0009;
 pub const SYSTEM_OFF: u32 = 0x8400_0008;
 
 /// A PSCI status code with its name from the PSCI specification.
@@ -68,4 +70,9 @@ pub fn version(conduit: PsciConduit) -> (u32, u32) {
 /// Power the machine off. Returns only if the firmware refused.
 pub fn system_off(conduit: PsciConduit) -> PsciError {
     PsciError(call(conduit, SYSTEM_OFF, 0, 0, 0))
+}
+
+/// Restart the machine. Returns only if the firmware refused.
+pub fn system_reset(conduit: PsciConduit) -> PsciError {
+    PsciError(call(conduit, SYSTEM_RESET, 0, 0, 0))
 }
