@@ -886,7 +886,8 @@ fn shell_lists_commands_rejects_bogus_ones_runs_tests_and_powers_off() {
     let mut s = Session::start(&[("SMP", "4")], "");
     let help = s.command("help");
     for command in [
-        "help", "cpus", "mem", "log", "test", "bench", "demo", "poweroff", "reboot",
+        "help", "cpus", "irqs", "locks", "mem", "log", "test", "bench", "demo", "poweroff",
+        "reboot",
     ] {
         assert!(
             help.lines()
@@ -898,7 +899,7 @@ fn shell_lists_commands_rejects_bogus_ones_runs_tests_and_powers_off() {
 
     let bogus = s.command("bogus");
     assert!(
-        bogus.contains("bogus: unknown command; the commands are: help cpus mem"),
+        bogus.contains("bogus: unknown command; the commands are: help cpus irqs locks mem"),
         "{bogus}"
     );
     assert!(bogus.contains("type help for their usage"), "{bogus}");
@@ -982,4 +983,141 @@ fn shell_demo_fault_reports_and_halts() {
         );
     }
     assert!(!s.output[s.seen..].contains("commands:"), "{}", s.output);
+}
+
+#[test]
+fn virt_gicv3_smp8() {
+    let run = test_run(Board::Virt, &[("SMP", "8"), ("GIC", "3")]);
+    assert_online(&run, 8, 8);
+    assert!(run.output.contains("irq: GICv3 with"), "{}", run.output);
+    assert!(
+        run.output.contains("10+ ticks on each of 8 CPUs"),
+        "{}",
+        run.output
+    );
+    assert_suite_passed(&run);
+}
+
+/// A run that ends in a panic report: its exit status and output.
+fn fatal_demo(name: &str) -> Run {
+    let bootargs = format!("demo={name}");
+    let run = boot(Boot {
+        board: Board::Virt,
+        env: &[("SMP", "4")],
+        bootargs: &bootargs,
+        dtb: None,
+        stop_after: None,
+    });
+    assert_eq!(
+        run.status,
+        Some(3),
+        "a panic ends a demo run with status 3:\n{}",
+        run.output
+    );
+    run
+}
+
+#[test]
+fn a_panic_stops_every_other_cpu_first_and_prints_a_backtrace() {
+    let run = fatal_demo("panic");
+    assert!(
+        run.output
+            .contains("cpu1 ERROR panic: demo panic on cpu1 (at src/main.rs:"),
+        "{}",
+        run.output
+    );
+    let frames = run
+        .output
+        .lines()
+        .filter(|l| l.contains("cpu1 ERROR panic:   #"))
+        .count();
+    assert!(
+        frames >= 3,
+        "a backtrace of {frames} frames:\n{}",
+        run.output
+    );
+    for cpu in [0, 2, 3] {
+        assert!(
+            run.output
+                .contains(&format!("cpu1 ERROR panic: cpu{cpu} stopped at PC 0x")),
+            "cpu{cpu} was not stopped:\n{}",
+            run.output
+        );
+    }
+    // tools/symbolize names the frames: the panicking closure is in run_demo.
+    let mut symbolize = Command::new(root().join("tools/symbolize"))
+        .arg("--elf")
+        .arg(root().join("build/virt/quartet.elf"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run tools/symbolize");
+    use std::io::Write;
+    symbolize
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(run.output.as_bytes())
+        .unwrap();
+    let named = symbolize.wait_with_output().unwrap();
+    let named = String::from_utf8_lossy(&named.stdout);
+    assert!(
+        named
+            .lines()
+            .any(|l| l.contains("panic:   #") && l.contains("run_demo")),
+        "no frame in run_demo:\n{named}"
+    );
+}
+
+#[test]
+fn the_seeds_irq_deadlock_is_reported_instead_of_hanging() {
+    let run = fatal_demo("irq-deadlock");
+    for expected in [
+        "lockdep: BUG: recursive locking on cpu0: `demo: plain, shared with the tick`",
+        "taken again at src/ktest/irqlock.rs",
+        "in hardirq",
+        "ERROR panic: lockdep: cpu0 would spin forever on a lock it holds",
+    ] {
+        assert!(
+            run.output.contains(expected),
+            "no {expected:?}:\n{}",
+            run.output
+        );
+    }
+}
+
+#[test]
+fn shell_irqs_and_locks_show_interrupts_and_the_validator() {
+    let mut s = Session::start(&[("SMP", "4"), ("GIC", "3")], "");
+    // Let a few ticks pass on every CPU.
+    std::thread::sleep(Duration::from_millis(300));
+    let irqs = s.command("irqs");
+    let timer = irqs
+        .lines()
+        .find(|l| l.trim_end().ends_with("timer"))
+        .unwrap_or_else(|| panic!("no timer row:\n{irqs}"));
+    let counts: Vec<u64> = timer
+        .split_whitespace()
+        .skip(1)
+        .take(4)
+        .map(|n| {
+            n.parse()
+                .unwrap_or_else(|_| panic!("count {n:?} in {timer:?}"))
+        })
+        .collect();
+    assert!(counts.iter().all(|&n| n > 0), "every CPU ticks: {timer}");
+    assert!(irqs.contains("GICv3"), "{irqs}");
+    assert!(irqs.contains("uart rx"), "{irqs}");
+    let cpus = s.command("cpus");
+    assert!(cpus.contains("ticks") && cpus.contains("irqs"), "{cpus}");
+    let locks = s.command("locks");
+    assert!(locks.contains("validator on"), "{locks}");
+    assert!(
+        locks.lines().any(|l| l.starts_with("console ")),
+        "the console lock is a known class:\n{locks}"
+    );
+    s.send(b"poweroff\r");
+    s.expect("shell: powering off");
+    let (status, output) = s.exit_status();
+    assert_eq!(status, Some(0), "{output}");
 }
