@@ -33,6 +33,10 @@ pub static TESTS: &[KTest] = &[
         name: "lockdep_ab_ba_inversion_is_reported_on_first_occurrence",
         run: ab_ba_reported,
     },
+    KTest {
+        name: "lockdep_a_spin_of_seconds_is_reported_with_its_owner",
+        run: long_spin_reported,
+    },
 ];
 
 static PLAIN: SpinLock<u64> = SpinLock::named("demo: plain, shared with the tick", 0);
@@ -40,6 +44,7 @@ static SAFE: IrqSafeSpinLock<u64> =
     IrqSafeSpinLock::named("demo: irq-safe, shared with the tick", 0);
 static LOCK_A: SpinLock<()> = SpinLock::named("demo: A", ());
 static LOCK_B: SpinLock<()> = SpinLock::named("demo: B", ());
+static HELD_LONG: SpinLock<()> = SpinLock::named("demo: held for seconds", ());
 
 const IDLE: u8 = 0;
 const TAKE_PLAIN: u8 = 1;
@@ -197,6 +202,46 @@ fn ab_ba_reported(_: &Platform<'static>) -> Result<(), String> {
     ensure!(
         after > before && kind == ReportKind::LockOrderCycle,
         "B then A after A then B was not reported as an inversion (last report {kind:?})"
+    );
+    Ok(())
+}
+
+fn long_spin_reported(_: &Platform<'static>) -> Result<(), String> {
+    need_validator()?;
+    let me = percpu::this_cpu().id;
+    ensure!(
+        me == 0,
+        "the watchdog runs on cpu0's tick; this test must run there"
+    );
+    let Some(holder) = crate::smp::online_cpus().find(|&id| id != me) else {
+        log::info!(target: "lockdep", "a long spin needs a second CPU to hold the lock; skipped");
+        return Ok(());
+    };
+    lockdep::rearm();
+    let (before, _) = validate::reports();
+    let hold_ticks = (validate::STUCK_AFTER_MS + 500) * counter_frequency() / 1000;
+    let held = core::sync::atomic::AtomicBool::new(false);
+    crate::smp::on_each_cpu(&|id| {
+        if id == holder {
+            let _g = HELD_LONG.lock();
+            held.store(true, Ordering::Release);
+            let until = counter() + hold_ticks;
+            while counter() < until {
+                core::hint::spin_loop();
+            }
+        } else if id == me {
+            while !held.load(Ordering::Acquire) {
+                core::hint::spin_loop();
+            }
+            // Spins for about STUCK_AFTER_MS + 0.5 s, with IRQs on: the tick's watchdog sees it.
+            drop(HELD_LONG.lock());
+        }
+    });
+    let (after, kind) = validate::reports();
+    ensure!(
+        after > before && kind == ReportKind::Stuck,
+        "a {} ms spin was not reported (last report {kind:?})",
+        validate::STUCK_AFTER_MS + 500
     );
     Ok(())
 }

@@ -176,6 +176,11 @@ pub fn before_spin(class: &LockClass, lock: usize, holder: usize, site: Site) ->
     true
 }
 
+/// The lock was taken when we wanted it: count it for the class's statistics.
+pub fn contended(class: &LockClass) {
+    lockdep::note_contended(class);
+}
+
 /// The spin is over (the lock is ours).
 pub fn after_spin(tracked: bool) {
     if tracked && let Some(cpu) = percpu::current_id() {
