@@ -1,4 +1,4 @@
-//! Benchmarks: the numbers behind chapters 5 and 7 (`make bench`, or `bench` in bootargs).
+//! Benchmarks: the numbers behind chapters 5, 9 and 10 (`make bench`, or `bench` in bootargs).
 //!
 //! Every result is one console line that starts with `bench ` and goes on with `key=value`
 //! pairs, so tools/bench can turn a run into CSV files and plots without guessing. Suites:
@@ -9,7 +9,9 @@
 //!   throughput in acquisitions per second of guest time, and Jain's fairness index over how
 //!   many each CPU got;
 //! - `atomics`: every CPU adds to one shared counter (LL/SC, then LSE if the CPU has it) against
-//!   every CPU adding to its own per-CPU counter with the same instruction.
+//!   every CPU adding to its own per-CPU counter with the same instruction;
+//! - `ipi`: round trips of `call_function` to each other CPU, then to all at once (the IPI
+//!   chapter): mean and best latency.
 //!
 //! `bench=NAME` runs the suites whose name contains NAME; `benchquick` shrinks every run
 //! twentyfold (the boot tests use it to check the format, not the numbers).
@@ -18,6 +20,8 @@
 //! share the host's cores, and a waiter whose thread is descheduled stalls a FIFO lock. The
 //! ranking and the ratios are what the chapters discuss; the absolute values are not a Pi 4's.
 
+#[cfg(target_os = "none")]
+mod ipi;
 pub mod stats;
 
 #[cfg(target_os = "none")]
@@ -193,6 +197,10 @@ mod kernel {
             name: "atomics",
             run: super::atomics::shared_vs_percpu,
         },
+        Suite {
+            name: "ipi",
+            run: super::ipi::round_trips,
+        },
     ];
 
     /// Run the suites whose name contains `filter` (all for ""); returns the result count.
@@ -216,7 +224,7 @@ mod kernel {
         }
         if matched == 0 {
             log::error!(target: "bench",
-                "no suite name contains {filter:?}; suites are: uncontended, locks, atomics"
+                "no suite name contains {filter:?}; suites are: uncontended, locks, atomics, ipi"
             );
         }
         let seconds = (counter() - began) as f64 / counter_frequency() as f64;
