@@ -143,6 +143,7 @@ pub fn install(id: usize) {
 }
 
 /// The calling CPU's area, or None before `install` ran on it.
+#[inline]
 pub fn try_this_cpu() -> Option<&'static CpuArea> {
     let p = crate::arch::percpu_pointer();
     let base = CPU_AREAS.as_ptr() as usize;
@@ -158,11 +159,13 @@ pub fn try_this_cpu() -> Option<&'static CpuArea> {
 /// # Panics
 /// If this CPU has no area yet: per-CPU setup is part of every CPU's boot path, so this is a
 /// bug in the boot order, not a runtime condition.
+#[inline]
 pub fn this_cpu() -> &'static CpuArea {
     try_this_cpu().expect("this_cpu() before percpu::install() on this CPU")
 }
 
 /// The calling CPU's logical id, if it has one yet.
+#[inline]
 pub fn current_id() -> Option<usize> {
     try_this_cpu().map(|c| c.id)
 }
@@ -201,6 +204,7 @@ impl<T> PerCpu<T> {
     }
 
     /// This CPU's value.
+    #[inline]
     pub fn get(&self) -> &T {
         &self.slots[this_cpu().id].0
     }

@@ -64,6 +64,7 @@ static NODES: PerCpu<[McsNode; NODES_PER_CPU]> =
 /// A free node of this CPU. Only this CPU takes or frees its nodes, so plain loads and stores
 /// suffice.
 #[cfg(not(loom))]
+#[inline]
 fn take_node() -> &'static McsNode {
     let nodes = NODES.get();
     let node = nodes
@@ -102,6 +103,7 @@ impl McsLock {
     /// # Safety
     /// `node` must stay where it is, and be passed to nothing else, until `unlock_with(node)`
     /// returns: successors write into it, and the caller's predecessor hands over through it.
+    #[inline]
     pub unsafe fn lock_with(&self, node: &McsNode) {
         node.next.store(ptr::null_mut(), Ordering::Relaxed);
         node.locked.store(1, Ordering::Relaxed);
@@ -123,6 +125,7 @@ impl McsLock {
     ///
     /// # Safety
     /// As for `lock_with`, if this returns true.
+    #[inline]
     pub unsafe fn try_lock_with(&self, node: &McsNode) -> bool {
         node.next.store(ptr::null_mut(), Ordering::Relaxed);
         let me = node as *const McsNode as *mut McsNode;
@@ -135,6 +138,7 @@ impl McsLock {
     ///
     /// # Safety
     /// The caller holds the lock, taken with this same `node`.
+    #[inline]
     pub unsafe fn unlock_with(&self, node: &McsNode) {
         let me = node as *const McsNode as *mut McsNode;
         let mut next = node.next.load(Ordering::Acquire);
@@ -179,6 +183,7 @@ unsafe impl RawSpinLock for McsLock {
     #[allow(clippy::declare_interior_mutable_const)]
     const UNLOCKED: Self = McsLock::new();
 
+    #[inline]
     fn lock(&self) {
         let node = take_node();
         // SAFETY: the node is static and marked busy, so nobody else uses it until `unlock`.
@@ -200,6 +205,7 @@ unsafe impl RawSpinLock for McsLock {
         }
     }
 
+    #[inline]
     unsafe fn unlock(&self) {
         let me = self.holder.load(Ordering::Relaxed);
         // SAFETY: the caller holds the lock, so `holder` is our own node, set in lock/try_lock.

@@ -79,6 +79,7 @@ pub fn set_active(on: bool) {
     ACTIVE.store(on, Ordering::Release);
 }
 
+#[inline(always)]
 pub fn active() -> bool {
     lockdep::ENABLED && ACTIVE.load(Ordering::Relaxed)
 }
@@ -206,10 +207,8 @@ pub fn after_try_lock(class: &LockClass, lock: usize, site: Site) -> bool {
 }
 
 /// Before the raw unlock of a tracked acquisition.
-pub fn before_release(tracked: bool, class: &LockClass, lock: usize) {
-    if !tracked {
-        return;
-    }
+#[cold]
+pub fn before_release(class: &LockClass, lock: usize) {
     if let Some(cpu) = percpu::current_id()
         && let Some(report) = lockdep::release(class, lock, cpu)
         && !PRINTING.for_cpu(cpu).0.load(Ordering::Relaxed)
