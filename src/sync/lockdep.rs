@@ -664,8 +664,9 @@ pub struct Lockdep {
     classes: [ClassSlot; MAX_CLASSES],
     edges: [[EdgeSlot; MAX_CLASSES]; MAX_CLASSES],
     cpus: [CpuHeld; MAX_CPUS],
-    /// Cleared by the first warning; `rearm` sets it again.
-    warnings_on: AtomicBool,
+    /// Set by the first warning; `rearm` clears it. Stored inverted so that a fresh validator
+    /// is all zeros, and the kernel's 100 KiB of tables sit in .bss instead of the image.
+    warnings_off: AtomicBool,
     table_full_reported: AtomicBool,
     /// `LockClass`es that found the table full.
     untracked_classes: AtomicUsize,
@@ -683,7 +684,7 @@ impl Lockdep {
             classes: [const { ClassSlot::new() }; MAX_CLASSES],
             edges: [const { [const { EdgeSlot::new() }; MAX_CLASSES] }; MAX_CLASSES],
             cpus: [const { CpuHeld::new() }; MAX_CPUS],
-            warnings_on: AtomicBool::new(true),
+            warnings_off: AtomicBool::new(false),
             table_full_reported: AtomicBool::new(false),
             untracked_classes: AtomicUsize::new(0),
         }
@@ -748,19 +749,19 @@ impl Lockdep {
 
     /// Claim the right to print the next warning: the first claimer turns warnings off.
     fn claim_warning(&self) -> bool {
-        self.warnings_on
-            .compare_exchange(true, false, Ordering::AcqRel, Ordering::Relaxed)
+        self.warnings_off
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
     }
 
     /// True until the first warning (and again after `rearm`).
     pub fn warnings_on(&self) -> bool {
-        self.warnings_on.load(Ordering::Relaxed)
+        !self.warnings_off.load(Ordering::Relaxed)
     }
 
     /// Turn warnings back on after a report. Findings already reported stay reported.
     pub fn rearm(&self) {
-        self.warnings_on.store(true, Ordering::Release);
+        self.warnings_off.store(false, Ordering::Release);
     }
 
     // ---- the hot path ----
