@@ -71,7 +71,7 @@ pub fn emergency_write(text: &str) {
     }
 }
 
-/// A byte typed on the console, if any (polled; interrupt-driven input comes with the GIC).
+/// A byte waiting in the UART, if any (a direct poll; `read_byte_blocking` is the shell's way in).
 pub fn try_read_byte() -> Option<u8> {
     UART.lock().as_ref().and_then(|u| u.read_byte())
 }

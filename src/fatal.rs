@@ -3,8 +3,8 @@
 //! A panic on any CPU stops every other CPU first, with the stop IPI, so that nothing keeps
 //! changing the state being reported, or keeps printing over the report. Then it prints which
 //! CPU panicked, where and why, a frame-pointer backtrace of the panicking CPU, and where each
-//! stopped CPU was. Addresses are raw: `llvm-addr2line -e build/virt/quartet.elf ADDRESS`
-//! names them (chapter "Exceptions and the GIC" shows how).
+//! stopped CPU was. Addresses are raw; tools/symbolize names them from the ELF's symbols
+//! (chapter 10 shows how).
 
 use core::sync::atomic::{AtomicBool, Ordering};
 

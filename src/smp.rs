@@ -159,6 +159,7 @@ fn wait_until_online(id: usize) -> bool {
 /// The contract line: exactly once, after bring-up, `smp: N/M CPUs online`. Tests and tools
 /// look for it; the counter value after it is the guest time bring-up took.
 pub fn report_online(online: usize, in_tree: usize) {
+    BOOT_CPU.store(percpu::this_cpu().id, Ordering::Relaxed);
     let now = cpu::counter();
     crate::logger::log_always(
         log::Level::Info,
@@ -195,6 +196,9 @@ pub fn secondary_started(block: &SecondaryBootBlock, entry_el: u64) -> ! {
     interrupts_on_this_cpu();
     secondary_idle_loop()
 }
+
+/// The logical id of the CPU that booted the kernel (recorded by `report_online`).
+static BOOT_CPU: AtomicUsize = AtomicUsize::new(0);
 
 /// Per CPU: its GIC interface, IPIs and tick are up and IRQs are unmasked.
 static INTERRUPTS_READY: PerCpu<AtomicBool> =
@@ -278,9 +282,18 @@ static MAILBOX: PerCpu<AtomicUsize> =
 static CALL_LOCK: SpinLock<()> = SpinLock::new(());
 
 /// Run `f(cpu_id)` on every online CPU, this one included, and return when all have finished.
+///
+/// # Panics
+/// On a CPU other than the boot CPU: the others run posted calls from their idle loop, and the
+/// boot CPU has none (it runs the shell or the tests), so the call could never complete there.
+/// For work from anywhere, use `ipi::call_function`.
 pub fn on_each_cpu(f: &(dyn Fn(usize) + Sync)) {
-    let _serialised = CALL_LOCK.lock();
     let me = percpu::this_cpu().id;
+    assert!(
+        me == BOOT_CPU.load(Ordering::Relaxed),
+        "on_each_cpu from cpu{me}: only the boot CPU may post calls (others never idle-loop it)"
+    );
+    let _serialised = CALL_LOCK.lock();
     let targets = || online_cpus().filter(move |&id| id != me);
     let call = Call {
         f,

@@ -130,7 +130,19 @@ fn print(cpu: usize, report: &Report) {
     let mut gather = Gather {
         line: crate::logger::LineBuffer::new(),
     };
-    let _ = write!(gather, "{report}");
+    // The log line already says `lockdep:`; the report's own prefix would say it twice.
+    let mut text = crate::logger::LineBuffer::new();
+    let _ = write!(text, "{report}");
+    let _ = if text.as_str().len() < crate::logger::LineBuffer::CAPACITY - 1 {
+        gather.write_str(
+            text.as_str()
+                .strip_prefix("lockdep: ")
+                .unwrap_or(text.as_str()),
+        )
+    } else {
+        // Too long for one buffer: print it as it comes, prefix and all.
+        write!(gather, "{report}")
+    };
     let _ = Lines.write_str(gather.line.as_str());
     REPORTS.fetch_add(1, Ordering::Relaxed);
     LAST_KIND.store(kind_of(report) as usize, Ordering::Relaxed);
@@ -217,12 +229,22 @@ pub fn before_release(class: &LockClass, lock: usize) {
     }
 }
 
-/// The watchdog, run from one CPU's tick (never from two CPUs at once): report every CPU that
-/// has spun on one lock for longer than `STUCK_AFTER_MS`, once per wait.
+/// Set while some CPU runs the watchdog: one inspector at a time (see `Waiting::inspecting`).
+static WATCHDOG_RUNNING: AtomicBool = AtomicBool::new(false);
+
+/// The watchdog, run from every CPU's tick; whichever CPU gets there first scans, the others
+/// skip. Every tick can run it, so a CPU spinning with IRQs masked (whose own tick cannot
+/// arrive) is still seen by the others. Reports every CPU that has spun on one lock for longer
+/// than `STUCK_AFTER_MS`, once per wait.
 pub fn watchdog() {
-    if !active() {
+    if !active() || WATCHDOG_RUNNING.swap(true, Ordering::Acquire) {
         return;
     }
+    scan_for_stuck_spins();
+    WATCHDOG_RUNNING.store(false, Ordering::Release);
+}
+
+fn scan_for_stuck_spins() {
     let now = crate::arch::counter();
     let per_ms = (crate::arch::counter_frequency() / 1000).max(1);
     for cpu in 0..MAX_CPUS {
