@@ -2,7 +2,7 @@
 //!
 //! `local_irq_save` returns the previous state and masks; `local_irq_restore` puts back exactly
 //! what was saved, so nested save/restore pairs unwind correctly without a counter. The
-//! counting flavour (xv6's push_off/pop_off) lives in src/irq/flags.rs on top of these.
+//! counting flavour (xv6's push_off/pop_off) lives in src/sync/irq.rs on top of these.
 
 use aarch64_cpu::registers::{DAIF, Readable, Writeable};
 
