@@ -88,7 +88,6 @@ pub struct IrqSafeSpinLock<T: ?Sized, R: RawSpinLock = DefaultRawLock> {
 }
 
 impl<T, R: RawSpinLock> IrqSafeSpinLock<T, R> {
-    #[cfg(not(loom))]
     #[track_caller]
     pub const fn new(value: T) -> Self {
         IrqSafeSpinLock {
@@ -97,7 +96,6 @@ impl<T, R: RawSpinLock> IrqSafeSpinLock<T, R> {
     }
 
     /// A named lock (the name appears in validator reports and the shell's `locks`).
-    #[cfg(not(loom))]
     #[track_caller]
     pub const fn named(name: &'static str, value: T) -> Self {
         IrqSafeSpinLock {
