@@ -15,7 +15,8 @@ use crate::percpu::{self, CacheAligned, PerCpu};
 use crate::sync::lockdep::{self, Context, Kind, LockClass, Report, Site};
 
 /// The validator checks locks only while this is set: from boot, unless bootargs say
-/// `nolockdep` or run benchmarks (which measure the locks, not the validator).
+/// `nolockdep` or run benchmarks (which measure the locks, not the validator), and only in
+/// builds with the `lockdep` feature (the default).
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 /// A spin longer than this is reported by the watchdog.
 pub const STUCK_AFTER_MS: u64 = 2_000;
@@ -79,9 +80,12 @@ pub fn set_active(on: bool) {
     ACTIVE.store(on, Ordering::Release);
 }
 
+/// Whether locks consult the validator now. Without the `lockdep` feature this is a constant
+/// `false` and the validator's calls vanish from the locks: under TCG even one load and branch
+/// per lock is measurable (`make bench` builds that way).
 #[inline(always)]
 pub fn active() -> bool {
-    lockdep::ENABLED && ACTIVE.load(Ordering::Relaxed)
+    cfg!(feature = "lockdep") && lockdep::ENABLED && ACTIVE.load(Ordering::Relaxed)
 }
 
 /// Reports printed so far, and the kind of the last one.
