@@ -86,10 +86,13 @@ static INPUT_BY_INTERRUPT: AtomicBool = AtomicBool::new(false);
 fn on_uart_interrupt(_intid: u32, _frame: &TrapFrame) {
     let uart = UART.lock();
     if let Some(u) = uart.as_ref() {
+        // Clear first, then drain. The other order loses keystrokes: a byte that arrives after
+        // the last read raises the interrupt again, and a clear after the loop would wipe that
+        // out, leaving the byte in the FIFO with nothing to announce it.
+        u.clear_receive_interrupts();
         while let Some(byte) = u.read_byte() {
             INPUT.push(byte);
         }
-        u.clear_receive_interrupts();
     }
 }
 

@@ -135,7 +135,8 @@ impl Pl011 {
         r.imsc.write(INT::RX::SET + INT::RT::SET);
     }
 
-    /// The receive conditions clear once the FIFO is drained; this clears the timeout too.
+    /// Clear the receive and receive-timeout conditions. Call before draining the FIFO: a byte
+    /// that arrives during the drain then raises a fresh interrupt instead of being cleared.
     pub fn clear_receive_interrupts(&self) {
         self.regs().icr.write(INT::RX::SET + INT::RT::SET);
     }
