@@ -29,6 +29,7 @@ pub mod shell;
 #[cfg(target_os = "none")]
 pub mod smp;
 pub mod sync;
+pub mod task;
 
 /// The kernel heap, the global allocator on the target (host tests use the host's allocator).
 #[cfg(target_os = "none")]

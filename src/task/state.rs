@@ -1,0 +1,215 @@
+//! A task's life as a state machine, its identity and its CPU affinity (chapter 14, "Processes
+//! and scheduling").
+//!
+//! ```text
+//!            spawn                 picked by the scheduler
+//!   (new) ----------> Runnable  <-------------------------> Running ----> Exited
+//!                        ^           yield / preempted         |    exit   (a zombie
+//!                        |                                     |            until wait)
+//!                        +------------ Sleeping <--------------+
+//!                             wake               block
+//! ```
+//!
+//! Every change goes through `TaskState::can_become`, so an impossible step (running an exited
+//! task, waking one that is not asleep) is a loud bug, not a silent corruption. This file is
+//! plain Rust: the host unit tests below check it, and the scheduler on the target uses it.
+
+use core::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+
+use crate::config::MAX_CPUS;
+
+/// A process id. Monotonic, never reused; 0 is each CPU's own boot flow ("task 0").
+pub type Pid = u32;
+
+/// Where a task is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum TaskState {
+    /// On a run queue, waiting for a CPU.
+    Runnable = 0,
+    /// On a CPU right now.
+    Running = 1,
+    /// Waiting for something; on no run queue until woken.
+    Sleeping = 2,
+    /// Finished, with an exit status kept for `wait`.
+    Exited = 3,
+}
+
+impl TaskState {
+    /// True if a task may go from `self` to `next`.
+    pub const fn can_become(self, next: TaskState) -> bool {
+        use TaskState::*;
+        matches!(
+            (self, next),
+            (Runnable, Running)
+                | (Running, Runnable)
+                | (Running, Sleeping)
+                | (Running, Exited)
+                | (Sleeping, Runnable)
+        )
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            TaskState::Runnable => "Runnable",
+            TaskState::Running => "Running",
+            TaskState::Sleeping => "Sleeping",
+            TaskState::Exited => "Exited",
+        }
+    }
+
+    const fn from_u8(v: u8) -> TaskState {
+        match v {
+            0 => TaskState::Runnable,
+            1 => TaskState::Running,
+            2 => TaskState::Sleeping,
+            _ => TaskState::Exited,
+        }
+    }
+}
+
+/// A task's state, readable from anywhere, changed only along the allowed edges.
+pub struct AtomicTaskState(AtomicU8);
+
+impl AtomicTaskState {
+    pub const fn new(state: TaskState) -> Self {
+        AtomicTaskState(AtomicU8::new(state as u8))
+    }
+
+    pub fn get(&self) -> TaskState {
+        TaskState::from_u8(self.0.load(Ordering::Acquire))
+    }
+
+    /// Move to `next`, or say which step was refused (and change nothing).
+    pub fn set(&self, next: TaskState) -> Result<TaskState, (TaskState, TaskState)> {
+        let now = self.get();
+        if !now.can_become(next) {
+            return Err((now, next));
+        }
+        self.0.store(next as u8, Ordering::Release);
+        Ok(now)
+    }
+}
+
+/// Hands out PIDs: 1, 2, 3, ... never the same twice (0 is reserved for task 0).
+pub struct PidAllocator(AtomicU32);
+
+impl PidAllocator {
+    pub const fn new() -> Self {
+        PidAllocator(AtomicU32::new(1))
+    }
+
+    /// The next PID.
+    ///
+    /// # Panics
+    /// After 2^32 - 1 PIDs: wrapping would hand out a PID that may still be waited for.
+    pub fn next(&self) -> Pid {
+        let pid = self.0.fetch_add(1, Ordering::Relaxed);
+        assert!(pid != 0, "PIDs exhausted");
+        pid
+    }
+}
+
+impl Default for PidAllocator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A set of CPUs, one bit per logical CPU id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuMask(pub u32);
+
+const _: () = assert!(MAX_CPUS <= 32);
+
+impl CpuMask {
+    /// Every CPU quartet can run.
+    pub const ALL: CpuMask = CpuMask(((1u64 << MAX_CPUS) - 1) as u32);
+
+    pub const fn only(cpu: usize) -> CpuMask {
+        CpuMask(1 << cpu)
+    }
+
+    pub const fn contains(self, cpu: usize) -> bool {
+        cpu < MAX_CPUS && self.0 & (1 << cpu) != 0
+    }
+
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_drawn_edges_are_allowed() {
+        use TaskState::*;
+        let all = [Runnable, Running, Sleeping, Exited];
+        let allowed = [
+            (Runnable, Running),
+            (Running, Runnable),
+            (Running, Sleeping),
+            (Running, Exited),
+            (Sleeping, Runnable),
+        ];
+        for from in all {
+            for to in all {
+                assert_eq!(
+                    from.can_become(to),
+                    allowed.contains(&(from, to)),
+                    "{} -> {}",
+                    from.name(),
+                    to.name()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_exited_task_never_runs_again() {
+        let s = AtomicTaskState::new(TaskState::Runnable);
+        assert_eq!(s.set(TaskState::Running), Ok(TaskState::Runnable));
+        assert_eq!(s.set(TaskState::Exited), Ok(TaskState::Running));
+        assert_eq!(
+            s.set(TaskState::Running),
+            Err((TaskState::Exited, TaskState::Running))
+        );
+        assert_eq!(
+            s.set(TaskState::Runnable),
+            Err((TaskState::Exited, TaskState::Runnable))
+        );
+        assert_eq!(s.get(), TaskState::Exited, "a refused step changes nothing");
+    }
+
+    #[test]
+    fn pids_are_monotonic_and_never_zero() {
+        let pids = PidAllocator::new();
+        let got: Vec<Pid> = (0..5).map(|_| pids.next()).collect();
+        assert_eq!(got, [1, 2, 3, 4, 5]);
+        let shared = std::sync::Arc::new(PidAllocator::new());
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let p = shared.clone();
+                std::thread::spawn(move || (0..1000).map(|_| p.next()).collect::<Vec<_>>())
+            })
+            .collect();
+        let mut all: Vec<Pid> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 4000, "no PID handed out twice");
+        assert_eq!(all[0], 1);
+    }
+
+    #[test]
+    fn cpu_masks() {
+        assert!(CpuMask::ALL.contains(0) && CpuMask::ALL.contains(MAX_CPUS - 1));
+        assert!(!CpuMask::ALL.contains(MAX_CPUS));
+        assert!(CpuMask::only(3).contains(3) && !CpuMask::only(3).contains(2));
+        assert!(CpuMask(0).is_empty());
+    }
+}
