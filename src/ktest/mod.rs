@@ -12,6 +12,7 @@ pub mod irqlock;
 pub mod litmus;
 pub mod locktorture;
 mod rwseq;
+mod task;
 
 use alloc::string::String;
 use core::fmt::Write;
@@ -35,6 +36,7 @@ fn suites() -> impl Iterator<Item = &'static KTest> {
         .chain(rwseq::TESTS.iter())
         .chain(interrupts::TESTS.iter())
         .chain(irqlock::TESTS.iter())
+        .chain(task::TESTS.iter())
 }
 
 fn print(args: core::fmt::Arguments<'_>) {
