@@ -1,0 +1,429 @@
+//! `call_rcu`: free later instead of waiting now (future chapter 14, "RCU").
+//!
+//! `synchronize` makes the writer wait a whole grace period. Often the writer only needs the
+//! old object freed *eventually*: it embeds an [`RcuHead`] in the object and calls
+//! [`Rcu::call_rcu_on`] with a function to run once a grace period has passed. Nothing is
+//! allocated: the head carries the list link, the function and the grace period it waits for.
+//!
+//! Each CPU queues on its own list (IRQ-safe, because the tick takes callbacks off it), in
+//! order, so the grace periods the list waits for never decrease along it. The kernel's tick
+//! calls [`Rcu::process_callbacks`], which runs the ready prefix with the list unlocked (a
+//! callback may queue again) and starts a grace period when callbacks are waiting and none is
+//! running. `rcu_barrier` waits until every callback queued before it has run, by comparing
+//! each CPU's count of callbacks queued with its count of callbacks run.
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use super::Rcu;
+use crate::config::MAX_CPUS;
+use crate::percpu;
+use crate::sync::IrqSafeSpinLock;
+
+/// What runs after the grace period: it gets back the head passed to `call_rcu`, and usually
+/// recovers the enclosing object from it (see [`RcuHead::container`]).
+pub type RcuCallback = unsafe fn(*mut RcuHead);
+
+/// The part of an object that `call_rcu` links into a CPU's callback list.
+pub struct RcuHead {
+    inner: UnsafeCell<HeadInner>,
+}
+
+struct HeadInner {
+    next: *mut RcuHead,
+    func: Option<RcuCallback>,
+    /// The `gp_seq` value after which `func` may run.
+    target: u64,
+}
+
+// SAFETY: the fields are written by `call_rcu_on` and read by `process_callbacks`, both while
+// holding the owning CPU's list lock (which orders them); between being queued and being run
+// nobody else touches the head (the `call_rcu_on` contract).
+unsafe impl Sync for RcuHead {}
+// SAFETY: as above; the raw pointer inside is only a list link.
+unsafe impl Send for RcuHead {}
+
+impl Default for RcuHead {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RcuHead {
+    pub const fn new() -> Self {
+        RcuHead {
+            inner: UnsafeCell::new(HeadInner {
+                next: core::ptr::null_mut(),
+                func: None,
+                target: 0,
+            }),
+        }
+    }
+
+    /// The object of type `T` whose field at byte `offset` (`core::mem::offset_of!`) is the
+    /// head at `head`.
+    ///
+    /// # Safety
+    /// `head` must point at that field of a live `T`.
+    pub unsafe fn container<T>(head: *mut RcuHead, offset: usize) -> *mut T {
+        // SAFETY: the caller promises `head` lies `offset` bytes into a `T`.
+        unsafe { head.byte_sub(offset).cast::<T>() }
+    }
+}
+
+/// A CPU's queue: first and last head, so appending is O(1).
+pub(super) struct CallbackList {
+    first: *mut RcuHead,
+    last: *mut RcuHead,
+}
+
+// SAFETY: the pointers are links to heads that `call_rcu_on`'s contract keeps alive until
+// their callbacks run; the list is only reached through its lock.
+unsafe impl Send for CallbackList {}
+
+pub(super) struct CallbackQueue {
+    list: IrqSafeSpinLock<CallbackList>,
+    /// Callbacks ever queued on this CPU (changed under the lock).
+    queued: AtomicU64,
+    /// Callbacks ever run from this CPU, counted after each one returns.
+    invoked: AtomicU64,
+}
+
+impl CallbackQueue {
+    #[track_caller]
+    pub(super) const fn new() -> Self {
+        CallbackQueue {
+            list: IrqSafeSpinLock::named(
+                "rcu callbacks",
+                CallbackList {
+                    first: core::ptr::null_mut(),
+                    last: core::ptr::null_mut(),
+                },
+            ),
+            queued: AtomicU64::new(0),
+            invoked: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Rcu {
+    /// Queue `func(head)` on the calling CPU, to run once a grace period has elapsed.
+    ///
+    /// # Safety
+    /// As for [`Rcu::call_rcu_on`].
+    ///
+    /// # Panics
+    /// Before per-CPU setup: callbacks need a CPU whose tick runs them.
+    pub unsafe fn call_rcu(&self, head: &RcuHead, func: RcuCallback) {
+        let cpu = percpu::current_id().expect("call_rcu before per-CPU setup");
+        // SAFETY: forwarded contract.
+        unsafe { self.call_rcu_on(cpu, head, func) }
+    }
+
+    /// Queue `func(head)` on `cpu`'s list (normally the calling CPU), to run from
+    /// `process_callbacks(cpu)` once a grace period has elapsed since now. Call it after the
+    /// object is unpublished. Never waits, never allocates.
+    ///
+    /// # Safety
+    /// `head` must stay valid and untouched until `func` runs, must not already be queued,
+    /// and `func` must be sound to call with it then.
+    pub unsafe fn call_rcu_on(&self, cpu: usize, head: &RcuHead, func: RcuCallback) {
+        let q = self.callbacks.for_cpu(cpu);
+        let mut list = q.list.lock();
+        // Snapshot under the lock: the targets along the list never decrease.
+        let target = self.snapshot();
+        let p = head as *const RcuHead as *mut RcuHead;
+        // SAFETY: the head is not queued (contract), so nothing else reads or writes it; the
+        // list lock orders these writes before `process_callbacks` reads them.
+        unsafe {
+            *head.inner.get() = HeadInner {
+                next: core::ptr::null_mut(),
+                func: Some(func),
+                target,
+            };
+        }
+        if list.last.is_null() {
+            list.first = p;
+        } else {
+            // SAFETY: `last` is a queued head, alive by the contract of its own call_rcu.
+            unsafe { (*(*list.last).inner.get()).next = p };
+        }
+        list.last = p;
+        q.queued.fetch_add(1, Ordering::Release);
+    }
+
+    /// Run `cpu`'s callbacks whose grace period is over, and start a grace period if others
+    /// are waiting and none is running. Returns how many ran. The kernel calls this from the
+    /// tick (and idle) on `cpu` itself; callbacks then run in interrupt context, so they must
+    /// be short and must not sleep.
+    pub fn process_callbacks(&self, cpu: usize) -> usize {
+        let q = self.callbacks.for_cpu(cpu);
+        let (mut ready, waiting) = {
+            let mut list = q.list.lock();
+            if list.first.is_null() {
+                return 0;
+            }
+            let done = self.gp_seq();
+            let ready = list.first;
+            let mut last_ready: *mut RcuHead = core::ptr::null_mut();
+            let mut p = list.first;
+            // SAFETY: every head on the list is alive (call_rcu_on's contract) and only this
+            // list, under its lock, touches its fields.
+            unsafe {
+                while !p.is_null() && (*(*p).inner.get()).target <= done {
+                    last_ready = p;
+                    p = (*(*p).inner.get()).next;
+                }
+                list.first = p;
+                if p.is_null() {
+                    list.last = core::ptr::null_mut();
+                }
+                if !last_ready.is_null() {
+                    (*(*last_ready).inner.get()).next = core::ptr::null_mut();
+                }
+            }
+            let ready = if last_ready.is_null() {
+                core::ptr::null_mut()
+            } else {
+                ready
+            };
+            (ready, !p.is_null())
+        };
+        if waiting && !self.gp_in_progress() {
+            self.start_grace_period();
+        }
+        let mut ran = 0;
+        while !ready.is_null() {
+            // SAFETY: `ready` was detached from the list above, so this loop is its only user;
+            // read the link and function before the callback, which may free or requeue it.
+            let (next, func) = unsafe {
+                let inner = &*(*ready).inner.get();
+                (inner.next, inner.func)
+            };
+            if let Some(func) = func {
+                // SAFETY: the grace period this head waited for is over (target <= gp_seq,
+                // read with acquire), which is what `func` was promised by call_rcu_on.
+                unsafe { func(ready) };
+            }
+            q.invoked.fetch_add(1, Ordering::Release);
+            ran += 1;
+            ready = next;
+        }
+        ran
+    }
+
+    /// Callbacks queued on `cpu` that have not run yet.
+    pub fn callbacks_pending(&self, cpu: usize) -> u64 {
+        let q = self.callbacks.for_cpu(cpu);
+        let invoked = q.invoked.load(Ordering::Acquire);
+        q.queued.load(Ordering::Acquire) - invoked
+    }
+
+    /// Wait until every callback queued (on any CPU) before this call has run, on behalf of
+    /// the calling CPU.
+    pub fn barrier(&self) {
+        self.barrier_on(percpu::current_id());
+    }
+
+    /// `rcu_barrier`: wait until every callback queued before the call has run. `cpu` (the
+    /// caller's CPU) reports quiescent states and runs its own callbacks while it waits;
+    /// other CPUs run theirs from their ticks, so every CPU holding callbacks must keep
+    /// ticking (a host thread that stopped playing its CPU never would).
+    ///
+    /// # Panics
+    /// Inside a read-side section on `cpu`.
+    pub fn barrier_on(&self, cpu: Option<usize>) {
+        if let Some(cpu) = cpu {
+            assert!(
+                self.nesting(cpu) == 0,
+                "rcu_barrier inside an RCU read-side critical section on cpu{cpu}"
+            );
+        }
+        let mut goal = [0u64; MAX_CPUS];
+        for (g, q) in goal.iter_mut().zip(self.callbacks.iter()) {
+            *g = q.queued.load(Ordering::Acquire);
+        }
+        loop {
+            let all_ran = goal
+                .iter()
+                .zip(self.callbacks.iter())
+                .all(|(&g, q)| q.invoked.load(Ordering::Acquire) >= g);
+            if all_ran {
+                return;
+            }
+            if let Some(cpu) = cpu {
+                self.note_quiescent_state(cpu);
+                self.process_callbacks(cpu);
+            }
+            self.wait();
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicU32};
+
+    struct Obj {
+        value: u32,
+        head: RcuHead,
+        freed: AtomicU32,
+    }
+
+    unsafe fn mark_freed(head: *mut RcuHead) {
+        // SAFETY: the tests only queue the `head` field of live `Obj`s.
+        let obj = unsafe { &*RcuHead::container::<Obj>(head, core::mem::offset_of!(Obj, head)) };
+        obj.freed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn obj(value: u32) -> Obj {
+        Obj {
+            value,
+            head: RcuHead::new(),
+            freed: AtomicU32::new(0),
+        }
+    }
+
+    #[test]
+    fn callbacks_wait_for_a_grace_period_and_run_in_order() {
+        let rcu = Rcu::new();
+        let objs: Vec<Obj> = (0..3).map(obj).collect();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                rcu.cpu_online(0);
+                rcu.cpu_online(1);
+                for o in &objs {
+                    // SAFETY: `o` outlives the scope, in which all callbacks run.
+                    unsafe { rcu.call_rcu_on(0, &o.head, mark_freed) };
+                }
+                assert_eq!(rcu.callbacks_pending(0), 3);
+                assert_eq!(rcu.process_callbacks(0), 0, "no grace period yet");
+                assert!(rcu.gp_in_progress(), "waiting callbacks start one");
+                rcu.note_quiescent_state(0);
+                assert_eq!(rcu.process_callbacks(0), 0, "cpu1 has not reported");
+                assert!(objs.iter().all(|o| o.freed.load(Ordering::Relaxed) == 0));
+                std::thread::scope(|inner| {
+                    inner.spawn(|| {
+                        rcu.note_quiescent_state(1);
+                    });
+                });
+                assert_eq!(rcu.process_callbacks(0), 3);
+                assert_eq!(rcu.callbacks_pending(0), 0);
+            });
+        });
+        assert!(objs.iter().all(|o| o.freed.load(Ordering::Relaxed) == 1));
+        assert_eq!(objs[2].value, 2);
+    }
+
+    #[test]
+    fn a_callback_queued_during_a_grace_period_waits_for_the_next() {
+        let rcu = Rcu::new();
+        let (a, b) = (obj(1), obj(2));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                rcu.cpu_online(0);
+                // SAFETY: both objects outlive the scope, in which their callbacks run.
+                unsafe { rcu.call_rcu_on(0, &a.head, mark_freed) };
+                rcu.process_callbacks(0); // starts grace period 1
+                // SAFETY: as above.
+                unsafe { rcu.call_rcu_on(0, &b.head, mark_freed) };
+                rcu.note_quiescent_state(0); // ends grace period 1
+                assert_eq!(
+                    rcu.process_callbacks(0),
+                    1,
+                    "a only: b needs grace period 2"
+                );
+                assert_eq!(b.freed.load(Ordering::Relaxed), 0);
+                rcu.note_quiescent_state(0);
+                assert_eq!(rcu.process_callbacks(0), 1);
+            });
+        });
+        assert_eq!(b.freed.load(Ordering::Relaxed), 1);
+    }
+
+    /// Three CPUs queue callbacks while ticking; a fourth calls rcu_barrier, which may only
+    /// return once every callback queued before it has run.
+    #[test]
+    fn barrier_waits_for_callbacks_on_every_cpu() {
+        let rcu = Rcu::new();
+        let objs: Vec<Obj> = (0..30).map(obj).collect();
+        let queued = AtomicU32::new(0);
+        let stop = AtomicBool::new(false);
+        for cpu in 0..4 {
+            rcu.cpu_online(cpu);
+        }
+        std::thread::scope(|s| {
+            for cpu in 0..3 {
+                let (rcu, objs, queued, stop) = (&rcu, &objs, &queued, &stop);
+                s.spawn(move || {
+                    for o in objs.iter().skip(cpu).step_by(3) {
+                        // SAFETY: the objects outlive the scope; each is queued once.
+                        unsafe { rcu.call_rcu_on(cpu, &o.head, mark_freed) };
+                        queued.fetch_add(1, Ordering::Release);
+                        rcu.tick(cpu);
+                    }
+                    while !stop.load(Ordering::Acquire) {
+                        rcu.tick(cpu);
+                        std::thread::yield_now();
+                    }
+                });
+            }
+            s.spawn(|| {
+                while queued.load(Ordering::Acquire) < 30 {
+                    rcu.tick(3);
+                    std::thread::yield_now();
+                }
+                rcu.barrier_on(Some(3));
+                let ran = objs
+                    .iter()
+                    .filter(|o| o.freed.load(Ordering::Relaxed) == 1)
+                    .count();
+                stop.store(true, Ordering::Release);
+                assert_eq!(ran, 30, "rcu_barrier returned with callbacks still queued");
+            });
+        });
+    }
+}
+
+/// Loom models (`make loom`): the same reader as in src/rcu/gp.rs, against a writer that frees
+/// through `call_rcu` and runs its callbacks from its tick.
+#[cfg(all(test, loom))]
+mod tests {
+    use crate::rcu::gp::tests::{Obj, poison, reader_never_sees_freed_data};
+    use crate::rcu::{BrokenRcu, Rcu, RcuFlavor, RcuHead};
+    use loom::sync::atomic::{AtomicBool, Ordering};
+
+    loom::thread_local! {
+        static FREED: AtomicBool = AtomicBool::new(false);
+    }
+
+    unsafe fn free_callback(head: *mut RcuHead) {
+        // SAFETY: only the `head` of a live `Obj` is queued with this callback.
+        let o = unsafe { RcuHead::container::<Obj>(head, core::mem::offset_of!(Obj, head)) };
+        poison(o);
+        FREED.with(|f| f.store(true, Ordering::Relaxed));
+    }
+
+    fn call_rcu_then_tick<F: RcuFlavor>(rcu: &F, old: *mut Obj) {
+        FREED.with(|f| f.store(false, Ordering::Relaxed));
+        // SAFETY: `old` outlives the model and is queued once.
+        unsafe { rcu.call_rcu(1, &(*old).head, free_callback) };
+        while !FREED.with(|f| f.load(Ordering::Relaxed)) {
+            rcu.tick(1);
+            loom::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn loom_rcu_reader_never_sees_data_freed_by_call_rcu() {
+        reader_never_sees_freed_data(Rcu::new, call_rcu_then_tick::<Rcu>);
+    }
+
+    /// The bug: the callback runs at once, before the reader is done.
+    #[test]
+    #[should_panic(expected = "Causality violation")]
+    fn loom_rcu_broken_call_rcu_is_caught() {
+        reader_never_sees_freed_data(BrokenRcu::new, call_rcu_then_tick::<BrokenRcu>);
+    }
+}

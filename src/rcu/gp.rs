@@ -1,0 +1,646 @@
+//! Readers, quiescent states and grace periods: the heart of RCU (future chapter 14, "RCU").
+//!
+//! A reader marks its CPU busy with a per-CPU nesting count and never blocks or gets
+//! preempted inside (so `read_lock` also disables preemption). A CPU whose count is zero at a
+//! point the kernel reports (the tick, the idle loop, a context switch) is in a *quiescent
+//! state*: it holds no reference to anything RCU protects. A *grace period* is over once every
+//! online CPU has passed a quiescent state after the period began; anything unpublished before
+//! it began can then be freed, because every reader that could have seen it has finished.
+//!
+//! The state is two words:
+//! - `gp_seq` counts half-periods: even while no grace period runs, odd while one does. The
+//!   number of completed grace periods is `gp_seq / 2`. A writer that needs "one whole grace
+//!   period from now" snapshots it and waits for [`Rcu::snapshot`]'s target: the end of the
+//!   next grace period that starts after the snapshot (if one is already running it may have
+//!   begun before the writer's update, so it does not count).
+//! - `cpus` holds two CPU masks in one word: the online CPUs in the high half and, while a
+//!   grace period runs, the CPUs that still owe it a quiescent state in the low half. Starting
+//!   a grace period copies the online half into the pending half in one atomic step, so a CPU
+//!   coming online or going offline either is counted or is not, never half of each. The CPU
+//!   that clears the last pending bit ends the grace period.
+//!
+//! Memory ordering, the reason it works: a reader's loads come before its CPU's next
+//! quiescent-state report in program order; the report is a read-modify-write (AcqRel) on
+//! `cpus`, so the CPU that clears the last bit, and the `gp_seq` increment it makes, happen
+//! after every reader that was running when the period began. The writer sees that increment
+//! with an acquire load and only then frees. In the other direction the writer's snapshot is a
+//! read-modify-write on `gp_seq` too, so whoever starts the grace period has seen the writer's
+//! unpublish, and so has every CPU whose report is counted: a reader that starts after its
+//! CPU's report cannot find the old pointer.
+//!
+//! Under loom (`make loom`) `gp_seq` and `cpus` are loom's atomics; the models at the bottom
+//! run a reader against a writer that frees, with the real and with the broken RCU.
+
+use core::marker::PhantomData;
+use core::sync::atomic::{AtomicPtr as PlainAtomicPtr, AtomicU32, compiler_fence};
+
+use super::callback::CallbackQueue;
+use crate::config::MAX_CPUS;
+use crate::percpu::{self, CacheAligned, PerCpu};
+use crate::sync::preempt;
+use crate::sync::shim::{AtomicU64, Ordering, const_unless_loom};
+
+const _: () = assert!(
+    MAX_CPUS <= 32,
+    "the online and pending masks share one 64-bit word"
+);
+
+/// Pending CPUs live in the low half of `cpus`, online CPUs in the high half.
+const ONLINE_SHIFT: u32 = 32;
+const PENDING_MASK: u64 = (1 << ONLINE_SHIFT) - 1;
+
+fn bit(cpu: usize) -> u64 {
+    assert!(cpu < MAX_CPUS, "cpu{cpu} is beyond MAX_CPUS");
+    1 << cpu
+}
+
+/// One RCU domain. The kernel has one ([`super::global`]); tests build their own so that they
+/// do not share state while running in parallel.
+pub struct Rcu {
+    /// Even: idle; odd: a grace period is running. Completed grace periods = gp_seq / 2.
+    gp_seq: AtomicU64,
+    /// Online CPUs (high half) and CPUs the running grace period still waits for (low half).
+    cpus: AtomicU64,
+    /// Read-side nesting per CPU. Only the CPU itself changes it; an interrupt handler on the
+    /// same CPU (the tick) reads it, which program order makes safe.
+    nesting: PerCpu<AtomicU32>,
+    /// Per-CPU `call_rcu` callbacks (src/rcu/callback.rs).
+    pub(super) callbacks: PerCpu<CallbackQueue>,
+    /// How a waiting CPU passes time: a `fn()` stored as a pointer; null means `cpu_relax`.
+    wait_hook: PlainAtomicPtr<()>,
+}
+
+impl Default for Rcu {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Rcu {
+    const_unless_loom! {
+        /// No CPU online, no grace period run yet.
+        pub const fn new() -> Self {
+            Rcu {
+                gp_seq: AtomicU64::new(0),
+                cpus: AtomicU64::new(0),
+                nesting: PerCpu::new([const { CacheAligned(AtomicU32::new(0)) }; MAX_CPUS]),
+                callbacks: PerCpu::new([const { CacheAligned(CallbackQueue::new()) }; MAX_CPUS]),
+                wait_hook: PlainAtomicPtr::new(core::ptr::null_mut()),
+            }
+        }
+    }
+
+    // ----- CPUs ------------------------------------------------------------------------------
+
+    /// `cpu` takes part in grace periods from now on. Call it on the CPU itself before it
+    /// runs its first reader (the kernel: on each CPU's boot path).
+    pub fn cpu_online(&self, cpu: usize) {
+        self.cpus
+            .fetch_or(bit(cpu) << ONLINE_SHIFT, Ordering::AcqRel);
+    }
+
+    /// `cpu` leaves: no grace period waits for it any more, and any running one stops waiting
+    /// for it. It must not be inside a reader and must run no more readers until it comes
+    /// back online. Its queued callbacks stay queued until it processes them again. (The
+    /// kernel has no CPU hot-unplug yet; host tests use this when a thread playing a CPU ends.)
+    pub fn cpu_offline(&self, cpu: usize) {
+        self.assert_not_reading(cpu, "cpu_offline");
+        let b = bit(cpu);
+        let old = self
+            .cpus
+            .fetch_and(!(b | b << ONLINE_SHIFT), Ordering::AcqRel);
+        if old & b != 0 && old & PENDING_MASK & !b == 0 {
+            self.end_grace_period();
+        }
+    }
+
+    /// The online CPUs, as a bit mask.
+    pub fn online_mask(&self) -> u64 {
+        self.cpus.load(Ordering::Relaxed) >> ONLINE_SHIFT
+    }
+
+    // ----- readers ---------------------------------------------------------------------------
+
+    /// Enter a read-side critical section on `cpu` (the calling CPU). Sections nest. Prefer
+    /// the guards ([`Rcu::read_lock`], [`Rcu::read_lock_on`]), which unlock on drop and lend
+    /// references; this raw pair is for callers that cannot hold a guard (the torture test).
+    pub fn raw_read_lock(&self, cpu: usize) {
+        preempt::preempt_disable();
+        let n = self.nesting.for_cpu(cpu);
+        n.store(n.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        // Keep the compiler from hoisting the section's loads above the count that the tick,
+        // interrupting this CPU, reads. The CPU itself sees its own accesses in order.
+        compiler_fence(Ordering::SeqCst);
+    }
+
+    /// Leave the section `raw_read_lock` entered.
+    ///
+    /// # Panics
+    /// If `cpu` is not in a read-side section: an unbalanced unlock would let a grace period
+    /// end under a reader.
+    pub fn raw_read_unlock(&self, cpu: usize) {
+        compiler_fence(Ordering::SeqCst);
+        let n = self.nesting.for_cpu(cpu);
+        let v = n.load(Ordering::Relaxed);
+        assert!(v > 0, "rcu_read_unlock without rcu_read_lock on cpu{cpu}");
+        n.store(v - 1, Ordering::Relaxed);
+        preempt::preempt_enable();
+    }
+
+    /// Enter a read-side section on the calling CPU. References obtained through the guard
+    /// (`RcuPointer::read`, `RcuList::iter`) cannot outlive it. Before per-CPU setup (only the
+    /// boot CPU runs, so nobody can free anything under it) the guard counts nothing.
+    pub fn read_lock(&self) -> RcuReadGuard<'_> {
+        match percpu::current_id() {
+            Some(cpu) => self.read_lock_on(cpu),
+            None => RcuReadGuard {
+                rcu: self,
+                cpu: None,
+                _not_send: PhantomData,
+            },
+        }
+    }
+
+    /// Enter a read-side section on `cpu`, which must be the calling CPU (host tests name it
+    /// explicitly instead of installing a per-CPU area).
+    pub fn read_lock_on(&self, cpu: usize) -> RcuReadGuard<'_> {
+        self.raw_read_lock(cpu);
+        RcuReadGuard {
+            rcu: self,
+            cpu: Some(cpu),
+            _not_send: PhantomData,
+        }
+    }
+
+    /// `cpu`'s read-side nesting depth.
+    pub fn nesting(&self, cpu: usize) -> u32 {
+        self.nesting.for_cpu(cpu).load(Ordering::Relaxed)
+    }
+
+    fn assert_not_reading(&self, cpu: usize, what: &str) {
+        let depth = self.nesting(cpu);
+        assert!(
+            depth == 0,
+            "{what} inside an RCU read-side critical section on cpu{cpu} (depth {depth}): \
+             it would wait for its own reader forever"
+        );
+    }
+
+    // ----- quiescent states ------------------------------------------------------------------
+
+    /// Report that `cpu` (the calling CPU) passed a quiescent state, if it did: a CPU inside a
+    /// read-side section (the tick interrupted a reader) reports nothing and `false` comes
+    /// back. Cheap when no grace period waits for this CPU: one load.
+    pub fn note_quiescent_state(&self, cpu: usize) -> bool {
+        debug_assert!(
+            percpu::current_id().is_none_or(|me| me == cpu),
+            "cpu{:?} reported a quiescent state for cpu{cpu}",
+            percpu::current_id()
+        );
+        if self.nesting(cpu) != 0 {
+            return false;
+        }
+        let b = bit(cpu);
+        // A relaxed look first: a report only counts through the read-modify-write below, and
+        // one missed here is simply made at the next tick.
+        if self.cpus.load(Ordering::Relaxed) & b != 0 {
+            let old = self.cpus.fetch_and(!b, Ordering::AcqRel);
+            if old & b != 0 && old & PENDING_MASK & !b == 0 {
+                self.end_grace_period();
+            }
+        }
+        true
+    }
+
+    // ----- grace periods ---------------------------------------------------------------------
+
+    /// The grace-period sequence (odd while one runs).
+    pub fn gp_seq(&self) -> u64 {
+        self.gp_seq.load(Ordering::Acquire)
+    }
+
+    /// Grace periods completed so far.
+    pub fn completed(&self) -> u64 {
+        self.gp_seq() / 2
+    }
+
+    pub fn gp_in_progress(&self) -> bool {
+        self.gp_seq() & 1 != 0
+    }
+
+    /// The `gp_seq` value at which a full grace period will have elapsed since now. A
+    /// read-modify-write rather than a load, so that whoever starts that grace period has
+    /// seen everything this CPU did before (its unpublish).
+    pub fn snapshot(&self) -> u64 {
+        let s = self.gp_seq.fetch_add(0, Ordering::AcqRel);
+        (s + 3) & !1
+    }
+
+    /// True once `gp_seq` reached `target` (from [`Rcu::snapshot`]); everything the grace
+    /// periods waited for happens before the caller's next step.
+    pub fn is_done(&self, target: u64) -> bool {
+        self.gp_seq.load(Ordering::Acquire) >= target
+    }
+
+    /// Start a grace period unless one is running. True if this call started one.
+    pub fn start_grace_period(&self) -> bool {
+        let s = self.gp_seq.load(Ordering::Relaxed);
+        if s & 1 != 0
+            || self
+                .gp_seq
+                .compare_exchange(s, s + 1, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return false;
+        }
+        // Copy the online CPUs into the pending half, in one step with respect to CPUs coming
+        // and going. Until this lands, reports find nothing pending and change nothing.
+        let mut online = 0;
+        let _ = self
+            .cpus
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |c| {
+                online = c >> ONLINE_SHIFT;
+                Some((c & !PENDING_MASK) | online)
+            });
+        if online == 0 {
+            self.end_grace_period();
+        }
+        true
+    }
+
+    fn end_grace_period(&self) {
+        let old = self.gp_seq.fetch_add(1, Ordering::AcqRel);
+        debug_assert!(old & 1 == 1, "ended a grace period that was not running");
+        crate::arch::send_event();
+    }
+
+    /// Wait for a full grace period, on behalf of the calling CPU (if it has a per-CPU id yet).
+    pub fn synchronize(&self) {
+        self.synchronize_on(percpu::current_id());
+    }
+
+    /// Wait until every CPU online now has passed a quiescent state, so that every reader
+    /// that might have seen something unpublished before the call has finished. `cpu` is the
+    /// caller's CPU: it counts as quiescent while it waits.
+    ///
+    /// # Panics
+    /// If called inside a read-side section on `cpu`: it would wait for itself forever.
+    pub fn synchronize_on(&self, cpu: Option<usize>) {
+        if let Some(cpu) = cpu {
+            self.assert_not_reading(cpu, "synchronize_rcu");
+        }
+        let target = self.snapshot();
+        loop {
+            if self.is_done(target) {
+                return;
+            }
+            self.start_grace_period();
+            if let Some(cpu) = cpu {
+                self.note_quiescent_state(cpu);
+            }
+            if self.is_done(target) {
+                return;
+            }
+            self.wait();
+        }
+    }
+
+    // ----- the kernel's hooks ----------------------------------------------------------------
+
+    /// The timer tick on `cpu`: a quiescent state unless it interrupted a reader, then the
+    /// callbacks whose grace period is over.
+    pub fn tick(&self, cpu: usize) {
+        self.note_quiescent_state(cpu);
+        self.process_callbacks(cpu);
+    }
+
+    /// The idle loop on `cpu`, before it waits for an interrupt: idle is never inside a
+    /// reader, so this always reports.
+    pub fn idle(&self, cpu: usize) {
+        self.assert_not_reading(cpu, "the idle loop");
+        self.tick(cpu);
+    }
+
+    /// A context switch on `cpu`. Readers disable preemption, so none can be running.
+    ///
+    /// # Panics
+    /// If a reader is: it blocked or yielded inside its section.
+    pub fn context_switch(&self, cpu: usize) {
+        self.assert_not_reading(cpu, "context switch");
+        self.note_quiescent_state(cpu);
+    }
+
+    /// Choose how waiting CPUs pass time in `synchronize` and `rcu_barrier`: the kernel's WFI
+    /// for now, sleeping once there is a scheduler. The default is `cpu_relax`.
+    pub fn set_wait_hook(&self, hook: fn()) {
+        self.wait_hook.store(hook as *mut (), Ordering::Release);
+    }
+
+    pub(super) fn wait(&self) {
+        let p = self.wait_hook.load(Ordering::Acquire);
+        if p.is_null() {
+            crate::arch::cpu_relax();
+        } else {
+            // SAFETY: the only non-null values ever stored are `fn()` pointers (set_wait_hook).
+            let hook = unsafe { core::mem::transmute::<*mut (), fn()>(p) };
+            hook();
+        }
+    }
+}
+
+/// A read-side critical section on one CPU; it ends when the guard is dropped. Not `Send`:
+/// the section belongs to the CPU that entered it.
+#[must_use = "the read-side section ends as soon as the guard is dropped"]
+pub struct RcuReadGuard<'a> {
+    rcu: &'a Rcu,
+    cpu: Option<usize>,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl RcuReadGuard<'_> {
+    /// The CPU the section runs on (None before per-CPU setup).
+    pub fn cpu(&self) -> Option<usize> {
+        self.cpu
+    }
+}
+
+impl Drop for RcuReadGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(cpu) = self.cpu {
+            self.rcu.raw_read_unlock(cpu);
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    //! Threads play CPUs by naming them (`read_lock_on(cpu)`, `synchronize_on(Some(cpu))`)
+    //! rather than with `percpu::install`: the preempt count and the IRQ nesting are per-CPU
+    //! statics that tests running in parallel would share if they installed the same ids. The
+    //! one test that checks the preempt count installs cpu0, whose count no other test uses.
+    use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicU64 as StdU64};
+
+    fn on_thread<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|s| s.spawn(f).join().unwrap())
+    }
+
+    #[test]
+    fn sections_nest_and_disable_preemption() {
+        let rcu = Rcu::new();
+        on_thread(|| {
+            percpu::install(0);
+            let outer = rcu.read_lock();
+            let inner = rcu.read_lock();
+            assert_eq!(outer.cpu(), Some(0));
+            assert_eq!(rcu.nesting(0), 2);
+            assert!(!preempt::preemptible());
+            drop(inner);
+            assert!(
+                !rcu.note_quiescent_state(0),
+                "still inside the outer section"
+            );
+            drop(outer);
+            assert_eq!(rcu.nesting(0), 0);
+            assert!(preempt::preemptible());
+            assert!(rcu.note_quiescent_state(0));
+        });
+    }
+
+    #[test]
+    fn a_grace_period_waits_for_every_online_cpu() {
+        let rcu = Rcu::new();
+        for cpu in 0..3 {
+            rcu.cpu_online(cpu);
+        }
+        assert_eq!(rcu.online_mask(), 0b111);
+        let target = rcu.snapshot();
+        assert_eq!(target, 2);
+        assert!(rcu.start_grace_period());
+        assert!(!rcu.start_grace_period(), "one at a time");
+        on_thread(|| rcu.note_quiescent_state(0));
+        on_thread(|| rcu.note_quiescent_state(1));
+        assert!(!rcu.is_done(target), "cpu2 has not reported");
+        on_thread(|| {
+            let g = rcu.read_lock_on(2);
+            assert!(
+                !rcu.note_quiescent_state(2),
+                "a tick inside a reader is no report"
+            );
+            drop(g);
+            assert!(rcu.note_quiescent_state(2));
+        });
+        assert!(rcu.is_done(target));
+        assert_eq!(rcu.completed(), 1);
+    }
+
+    #[test]
+    fn a_grace_period_already_running_does_not_count() {
+        let rcu = Rcu::new();
+        rcu.cpu_online(0);
+        assert!(rcu.start_grace_period());
+        let target = rcu.snapshot();
+        assert_eq!(target, 4, "the running one may predate the update");
+        on_thread(|| rcu.note_quiescent_state(0));
+        assert!(!rcu.is_done(target));
+        assert!(rcu.start_grace_period());
+        on_thread(|| rcu.note_quiescent_state(0));
+        assert!(rcu.is_done(target));
+    }
+
+    #[test]
+    fn with_no_cpu_online_a_grace_period_ends_at_once() {
+        let rcu = Rcu::new();
+        rcu.synchronize_on(None);
+        assert_eq!(rcu.completed(), 1);
+    }
+
+    #[test]
+    fn going_offline_releases_a_waiting_grace_period() {
+        let rcu = Rcu::new();
+        rcu.cpu_online(0);
+        rcu.cpu_online(5);
+        assert!(rcu.start_grace_period());
+        on_thread(|| rcu.note_quiescent_state(0));
+        rcu.cpu_offline(5);
+        assert_eq!(rcu.completed(), 1);
+        assert_eq!(rcu.online_mask(), 0b1);
+    }
+
+    #[test]
+    #[should_panic(expected = "synchronize_rcu inside an RCU read-side critical section")]
+    fn synchronize_inside_a_reader_is_refused() {
+        let rcu = Rcu::new();
+        rcu.cpu_online(3);
+        let _g = rcu.read_lock_on(3);
+        rcu.synchronize_on(Some(3));
+    }
+
+    #[test]
+    #[should_panic(expected = "context switch inside an RCU read-side critical section")]
+    fn a_context_switch_inside_a_reader_is_refused() {
+        let rcu = Rcu::new();
+        let _g = rcu.read_lock_on(4);
+        rcu.context_switch(4);
+    }
+
+    #[test]
+    #[should_panic(expected = "rcu_read_unlock without rcu_read_lock on cpu2")]
+    fn an_unbalanced_unlock_is_refused() {
+        Rcu::new().raw_read_unlock(2);
+    }
+
+    /// A reader on cpu1 holds its section while cpu0 synchronizes: synchronize must not
+    /// return before the reader leaves and its CPU reports.
+    #[test]
+    fn synchronize_waits_for_a_reader_in_progress() {
+        let rcu = Rcu::new();
+        rcu.cpu_online(0);
+        rcu.cpu_online(1);
+        let in_section = AtomicBool::new(false);
+        let left = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let g = rcu.read_lock_on(1);
+                in_section.store(true, Ordering::Release);
+                for _ in 0..50 {
+                    std::thread::yield_now();
+                }
+                left.store(true, Ordering::SeqCst);
+                drop(g);
+                // The tick, until the writer is done.
+                while rcu.completed() == 0 {
+                    rcu.tick(1);
+                    std::thread::yield_now();
+                }
+            });
+            s.spawn(|| {
+                while !in_section.load(Ordering::Acquire) {
+                    std::thread::yield_now();
+                }
+                rcu.synchronize_on(Some(0));
+                assert!(
+                    left.load(Ordering::SeqCst),
+                    "synchronize returned while a reader was still inside"
+                );
+            });
+        });
+    }
+
+    static HOOK_CALLS: StdU64 = StdU64::new(0);
+
+    #[test]
+    fn the_wait_hook_is_used_while_waiting() {
+        fn hook() {
+            HOOK_CALLS.fetch_add(1, Ordering::Relaxed);
+            std::thread::yield_now();
+        }
+        let rcu = Rcu::new();
+        rcu.set_wait_hook(hook);
+        rcu.cpu_online(0);
+        rcu.cpu_online(1);
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !done.load(Ordering::Acquire) {
+                    rcu.tick(1);
+                    std::thread::yield_now();
+                }
+            });
+            s.spawn(|| {
+                for _ in 0..5 {
+                    rcu.synchronize_on(Some(0));
+                }
+                done.store(true, Ordering::Release);
+            });
+        });
+        assert_eq!(rcu.completed(), 5);
+        assert!(HOOK_CALLS.load(Ordering::Relaxed) > 0);
+    }
+}
+
+/// Loom models (`make loom`): a reader against a writer that frees, with the real RCU and with
+/// the broken one. The freed object's payload is a loom `UnsafeCell`, so loom reports any
+/// reader access that the free is not ordered after ("Causality violation"), whether or not
+/// the poison value happens to be read.
+#[cfg(all(test, loom))]
+pub(super) mod tests {
+    use crate::rcu::{BrokenRcu, Rcu, RcuFlavor, RcuHead, RcuPointer};
+    use loom::cell::UnsafeCell;
+    use loom::sync::Arc;
+
+    pub(in crate::rcu) const POISON: u64 = 0xdead_dead;
+
+    pub(in crate::rcu) struct Obj {
+        pub(in crate::rcu) value: UnsafeCell<u64>,
+        pub(in crate::rcu) head: RcuHead,
+    }
+
+    pub(in crate::rcu) fn obj(value: u64) -> *mut Obj {
+        Box::into_raw(Box::new(Obj {
+            value: UnsafeCell::new(value),
+            head: RcuHead::new(),
+        }))
+    }
+
+    /// "Free" by poisoning: a write that must come after every reader's access.
+    pub(in crate::rcu) fn poison(o: *mut Obj) {
+        // SAFETY: `o` lives until the end of the model; loom checks the access itself.
+        unsafe { (*o).value.with_mut(|v| *v = POISON) };
+    }
+
+    /// cpu0 reads the current object once, inside a read-side section, then goes offline
+    /// (its last quiescent state). cpu1 publishes a new object, then `free_old` must make the
+    /// old one safe to free and free it.
+    pub(in crate::rcu) fn reader_never_sees_freed_data<F: RcuFlavor + Send + 'static>(
+        make: fn() -> F,
+        free_old: fn(&F, *mut Obj),
+    ) {
+        loom::model(move || {
+            let rcu = Arc::new(make());
+            rcu.cpu_online(0);
+            rcu.cpu_online(1);
+            let first = obj(1);
+            let ptr = Arc::new(RcuPointer::new(first));
+            let reader = {
+                let (rcu, ptr) = (Arc::clone(&rcu), Arc::clone(&ptr));
+                loom::thread::spawn(move || {
+                    rcu.read_lock(0);
+                    let p = ptr.load();
+                    // SAFETY: both objects outlive the model's threads; whether the access is
+                    // ordered before the free is what loom checks.
+                    let v = unsafe { (*p).value.with(|v| *v) };
+                    rcu.read_unlock(0);
+                    rcu.cpu_offline(0);
+                    assert_ne!(v, POISON, "reader saw freed data");
+                })
+            };
+            // SAFETY: the only writer; the new object is whole and outlives the model.
+            let old = unsafe { ptr.publish(obj(2)) };
+            free_old(&rcu, old);
+            reader.join().unwrap();
+            // SAFETY: both came from Box::into_raw and nothing uses them any more.
+            unsafe {
+                drop(Box::from_raw(old));
+                drop(Box::from_raw(ptr.load()));
+            }
+        });
+    }
+
+    fn synchronize_then_free<F: RcuFlavor>(rcu: &F, old: *mut Obj) {
+        rcu.synchronize(1);
+        poison(old);
+    }
+
+    #[test]
+    fn loom_rcu_reader_never_sees_data_freed_after_synchronize() {
+        reader_never_sees_freed_data(Rcu::new, synchronize_then_free::<Rcu>);
+    }
+
+    /// The bug: synchronize returns at once, so the free can overlap the reader.
+    #[test]
+    #[should_panic(expected = "Causality violation")]
+    fn loom_rcu_broken_synchronize_is_caught() {
+        reader_never_sees_freed_data(BrokenRcu::new, synchronize_then_free::<BrokenRcu>);
+    }
+}
