@@ -81,6 +81,8 @@ mod kernel {
         let boot_id = platform.logical_id(cpu::mpidr_affinity());
         let me = boot_id.unwrap_or(0);
         percpu::install(me);
+        // This CPU takes part in RCU grace periods from now on (src/rcu).
+        quartet::rcu::cpu_online(me);
         let area = percpu::this_cpu();
         area.mpidr.store(cpu::mpidr_affinity(), Ordering::Relaxed);
         area.entry_el.store(entry_el, Ordering::Relaxed);

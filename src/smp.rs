@@ -185,6 +185,7 @@ pub fn secondary_started(block: &SecondaryBootBlock, entry_el: u64) -> ! {
         );
         cpu::halt();
     }
+    crate::rcu::cpu_online(me.id);
     log::info!(
         "cpu{} online: MPIDR {:#x}, entered at EL{}, stack {:#x}..{:#x}",
         me.id,
@@ -337,6 +338,8 @@ pub fn secondary_idle_loop() -> ! {
     loop {
         let posted = mailbox.load(Ordering::Acquire);
         if posted == 0 {
+            // An idle CPU is in no RCU read-side section: a quiescent state.
+            crate::rcu::rcu_idle(me.id);
             if interrupts_ready(me.id) {
                 // Check and sleep with IRQs masked: an IPI that arrives between the check and
                 // the WFI stays pending, and a pending interrupt ends WFI even while masked.

@@ -27,6 +27,8 @@ fn on_tick(_intid: u32, _frame: &TrapFrame) {
     let me = percpu::this_cpu().id;
     timer::rearm_periodic(INTERVAL.load(Ordering::Relaxed));
     TICKS.for_cpu(me).fetch_add(1, Ordering::Relaxed);
+    // RCU: a tick outside any read-side section is a quiescent state; ready callbacks run.
+    crate::rcu::rcu_tick(me);
     // Watch every CPU for a spin that lasts seconds (the lock validator's watchdog).
     crate::sync::spinlock::validate::watchdog();
     if let Some(hook) = TICK_HOOK.get() {

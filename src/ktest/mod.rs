@@ -11,6 +11,7 @@ mod interrupts;
 pub mod irqlock;
 pub mod litmus;
 pub mod locktorture;
+mod rcu;
 mod rwseq;
 mod task;
 
@@ -36,6 +37,7 @@ fn suites() -> impl Iterator<Item = &'static KTest> {
         .chain(rwseq::TESTS.iter())
         .chain(interrupts::TESTS.iter())
         .chain(irqlock::TESTS.iter())
+        .chain(rcu::TESTS.iter())
         .chain(task::TESTS.iter())
 }
 
