@@ -112,12 +112,13 @@ impl<T: ?Sized, R: RawSpinLock> SpinLock<T, R> {
     #[cold]
     #[inline(never)]
     fn lock_validated(&self, site: &'static Location<'static>) -> SpinLockGuard<'_, T, R> {
-        let tracked = validate::before_spin(
+        let spin = validate::before_spin(
             &self.class,
             self.address(),
             self.holder.load(Ordering::Relaxed),
             site,
         );
+        let tracked = spin.tracked();
         // Find out whether we had to wait (the `locks` statistics).
         if !tracked || !self.raw.try_lock() {
             if tracked {
@@ -125,7 +126,7 @@ impl<T: ?Sized, R: RawSpinLock> SpinLock<T, R> {
             }
             self.raw.lock();
         }
-        validate::after_spin(tracked);
+        validate::after_spin(spin);
         self.holder
             .store(crate::arch::percpu_pointer(), Ordering::Relaxed);
         SpinLockGuard {

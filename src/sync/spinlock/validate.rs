@@ -114,17 +114,31 @@ fn print(cpu: usize, report: &Report) {
             Ok(())
         }
     }
-    // `Display` writes a report in pieces; gather each line before logging it.
+    // `Display` writes a report in pieces; gather each line before logging it. The log line
+    // already says `lockdep:`, so the report's own prefix on its first line is dropped.
     struct Gather {
         line: crate::logger::LineBuffer,
+        first: bool,
+    }
+    impl Gather {
+        fn emit(&mut self) {
+            let text = self.line.as_str();
+            let text = if self.first {
+                text.strip_prefix("lockdep: ").unwrap_or(text)
+            } else {
+                text
+            };
+            let _ = Lines.write_str(text);
+            self.first = false;
+            self.line = crate::logger::LineBuffer::new();
+        }
     }
     impl Write for Gather {
         fn write_str(&mut self, s: &str) -> core::fmt::Result {
             let mut rest = s;
             while let Some(newline) = rest.find('\n') {
                 let _ = self.line.write_str(&rest[..newline]);
-                let _ = Lines.write_str(self.line.as_str());
-                self.line = crate::logger::LineBuffer::new();
+                self.emit();
                 rest = &rest[newline + 1..];
             }
             let _ = self.line.write_str(rest);
@@ -133,21 +147,10 @@ fn print(cpu: usize, report: &Report) {
     }
     let mut gather = Gather {
         line: crate::logger::LineBuffer::new(),
+        first: true,
     };
-    // The log line already says `lockdep:`; the report's own prefix would say it twice.
-    let mut text = crate::logger::LineBuffer::new();
-    let _ = write!(text, "{report}");
-    let _ = if text.as_str().len() < crate::logger::LineBuffer::CAPACITY - 1 {
-        gather.write_str(
-            text.as_str()
-                .strip_prefix("lockdep: ")
-                .unwrap_or(text.as_str()),
-        )
-    } else {
-        // Too long for one buffer: print it as it comes, prefix and all.
-        write!(gather, "{report}")
-    };
-    let _ = Lines.write_str(gather.line.as_str());
+    let _ = write!(gather, "{report}");
+    gather.emit();
     REPORTS.fetch_add(1, Ordering::Relaxed);
     LAST_KIND.store(kind_of(report) as usize, Ordering::Relaxed);
     printing.store(false, Ordering::Relaxed);
@@ -169,11 +172,29 @@ fn context() -> Context {
     }
 }
 
+/// What `before_spin` decided.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Spin {
+    /// Not validated at all.
+    Untracked,
+    /// Validated; the watchdog already watches an outer wait on this CPU (this acquisition is
+    /// in an interrupt that arrived while the CPU was spinning), so it does not watch this one.
+    Tracked,
+    /// Validated and watched by the watchdog.
+    Watched,
+}
+
+impl Spin {
+    pub fn tracked(self) -> bool {
+        self != Spin::Untracked
+    }
+}
+
 /// Before spinning on `lock`: validate, and never return for a lock this CPU already holds
-/// (that spin would never end). Returns whether the acquisition is tracked.
-pub fn before_spin(class: &LockClass, lock: usize, holder: usize, site: Site) -> bool {
+/// (that spin would never end).
+pub fn before_spin(class: &LockClass, lock: usize, holder: usize, site: Site) -> Spin {
     let Some(cpu) = validating_cpu() else {
-        return false;
+        return Spin::Untracked;
     };
     if let Some(report) = lockdep::acquire(class, lock, cpu, context(), Kind::Spin, site) {
         print(cpu, &report);
@@ -182,6 +203,12 @@ pub fn before_spin(class: &LockClass, lock: usize, holder: usize, site: Site) ->
         }
     }
     let w = WAITING.for_cpu(cpu);
+    if w.lock.load(Ordering::Relaxed) != 0 {
+        // An interrupt handler taking a lock while this CPU's thread spins on another (the
+        // tick's RCU work, say): keep the record of the outer wait, the one that can last
+        // seconds. Overwriting it, and clearing it after this short wait, blinded the watchdog.
+        return Spin::Tracked;
+    }
     w.class.store(
         class as *const LockClass as *mut LockClass,
         Ordering::Relaxed,
@@ -190,7 +217,7 @@ pub fn before_spin(class: &LockClass, lock: usize, holder: usize, site: Site) ->
     w.since.store(crate::arch::counter(), Ordering::Relaxed);
     w.reported.store(false, Ordering::Relaxed);
     w.lock.store(lock, Ordering::Release);
-    true
+    Spin::Watched
 }
 
 /// The lock was taken when we wanted it: count it for the class's statistics.
@@ -199,8 +226,10 @@ pub fn contended(class: &LockClass) {
 }
 
 /// The spin is over (the lock is ours).
-pub fn after_spin(tracked: bool) {
-    if tracked && let Some(cpu) = percpu::current_id() {
+pub fn after_spin(spin: Spin) {
+    if spin == Spin::Watched
+        && let Some(cpu) = percpu::current_id()
+    {
         let w = WAITING.for_cpu(cpu);
         // SeqCst pairs with the watchdog's: either it sees the wait is over and leaves the
         // record alone, or we see it inspecting and wait until it has finished with our lock.
