@@ -67,16 +67,7 @@ fn shared(name: &str, cpus: usize, adds: u64) -> usize {
         }
         adds
     });
-    let expected = adds * timed.cpus as u64;
-    if counter.read() as u64 != expected {
-        log::error!(target: "bench",
-            "{name} counter at {cpus} CPUs reads {}, expected {expected}: an atomic lost updates",
-            counter.read()
-        );
-        return 0;
-    }
-    report(name, &timed);
-    1
+    checked_report(name, &timed, counter.read() as u64, adds)
 }
 
 fn per_cpu(name: &str, cpus: usize, adds: u64) -> usize {
@@ -93,15 +84,7 @@ fn per_cpu(name: &str, cpus: usize, adds: u64) -> usize {
     });
     // The per-CPU pattern's price: a read has to visit every CPU's counter and add them up.
     let sum: i64 = counters.iter().map(AtomicCounter::read).sum();
-    let expected = adds * timed.cpus as u64;
-    if sum as u64 != expected {
-        log::error!(target: "bench",
-            "{name} counters at {cpus} CPUs sum to {sum}, expected {expected}"
-        );
-        return 0;
-    }
-    report(name, &timed);
-    1
+    checked_report(name, &timed, sum as u64, adds)
 }
 
 fn per_cpu_plain(name: &str, cpus: usize, adds: u64) -> usize {
@@ -116,14 +99,21 @@ fn per_cpu_plain(name: &str, cpus: usize, adds: u64) -> usize {
         adds
     });
     let sum: u64 = counters.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+    checked_report(name, &timed, sum, adds)
+}
+
+/// Print the result if the counters add up to every CPU's `adds`; a counter that lost updates
+/// has no throughput worth printing. Returns the number of lines printed.
+fn checked_report(name: &str, timed: &super::kernel::Timed, total: u64, adds: u64) -> usize {
     let expected = adds * timed.cpus as u64;
-    if sum != expected {
+    if total != expected {
         log::error!(target: "bench",
-            "{name} counters at {cpus} CPUs sum to {sum}, expected {expected}"
+            "{name} at {} CPUs counted {total}, expected {expected}: updates were lost",
+            timed.cpus
         );
         return 0;
     }
-    report(name, &timed);
+    report(name, timed);
     1
 }
 

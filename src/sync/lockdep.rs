@@ -84,9 +84,10 @@ use core::sync::atomic::{
 
 use crate::config::MAX_CPUS;
 
-/// The validator is always compiled in; whether the kernel's locks consult it is decided at
-/// boot (src/sync/spinlock/validate.rs: on unless bootargs say `nolockdep` or `bench`).
-pub const ENABLED: bool = true;
+/// Whether the validator is built at all: the `lockdep` feature, on by default and off in the
+/// benchmark kernel. Whether the kernel's locks consult it is then decided at boot
+/// (src/sync/spinlock/validate.rs: on unless bootargs say `nolockdep` or `bench`).
+pub const ENABLED: bool = cfg!(feature = "lockdep");
 
 /// Lock classes the table holds. The edge sets are `u64` bitsets, so at most 64.
 pub const MAX_CLASSES: usize = 64;

@@ -85,7 +85,7 @@ pub fn set_active(on: bool) {
 /// per lock is measurable (`make bench` builds that way).
 #[inline(always)]
 pub fn active() -> bool {
-    cfg!(feature = "lockdep") && lockdep::ENABLED && ACTIVE.load(Ordering::Relaxed)
+    lockdep::ENABLED && ACTIVE.load(Ordering::Relaxed)
 }
 
 /// Reports printed so far, and the kind of the last one.
