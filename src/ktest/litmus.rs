@@ -15,10 +15,11 @@
 
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, Ordering, compiler_fence};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering, compiler_fence};
 
 use super::KTest;
 use crate::arch::aarch64::barrier;
+use crate::arch::irqflags;
 use crate::ensure;
 use crate::platform::Platform;
 use crate::smp;
@@ -77,7 +78,7 @@ pub fn run(variant: Variant, iterations: usize) -> Option<usize> {
             .collect::<Vec<_>>()
     };
     let (x, y, r0, r1) = (fresh(), fresh(), fresh(), fresh());
-    let arrived = [AtomicU64::new(0), AtomicU64::new(0)];
+    let lockstep = Lockstep::new([a, b]);
     smp::on_each_cpu(&|id| {
         let role = if id == a {
             0
@@ -88,10 +89,7 @@ pub fn run(variant: Variant, iterations: usize) -> Option<usize> {
         };
         for i in 0..iterations {
             // Both CPUs start iteration i together.
-            arrived[role].store(i as u64 + 1, Ordering::Release);
-            while arrived[1 - role].load(Ordering::Acquire) < i as u64 + 1 {
-                crate::arch::cpu_relax();
-            }
+            lockstep.step(role, i as u64 + 1);
             let result = if role == 0 { &r0 } else { &r1 };
             let value = match (variant, role) {
                 (Variant::SbNone | Variant::SbDmb, _) => {
@@ -149,6 +147,64 @@ pub fn run(variant: Variant, iterations: usize) -> Option<usize> {
         })
         .count();
     Some(forbidden)
+}
+
+/// Two CPUs starting each iteration together.
+///
+/// A waiter spins first, since a partner the host is running arrives within microseconds. If it
+/// does not, the host has probably descheduled the partner's vCPU (4 vCPUs on 2 host cores, or
+/// two QEMUs side by side in CI), and spinning on would burn the waiter's whole host time
+/// slice, per iteration: 20 000 iterations took a minute that way. So the waiter sleeps in WFI,
+/// which hands its host core back, and the partner rings it with a Ping IPI on arrival.
+struct Lockstep {
+    cpu: [usize; 2],
+    arrived: [AtomicU64; 2],
+    asleep: [AtomicBool; 2],
+}
+
+/// Spins before a waiter sleeps: tens of microseconds under QEMU.
+const SPINS_BEFORE_SLEEP: u32 = 4096;
+
+impl Lockstep {
+    fn new(cpu: [usize; 2]) -> Self {
+        Lockstep {
+            cpu,
+            arrived: [AtomicU64::new(0), AtomicU64::new(0)],
+            asleep: [AtomicBool::new(false), AtomicBool::new(false)],
+        }
+    }
+
+    /// Arrive at `step` (counting from 1) as `role` and wait for the partner to arrive too.
+    fn step(&self, role: usize, step: u64) {
+        let partner = 1 - role;
+        self.arrived[role].store(step, Ordering::Release);
+        // Store buffering, as this file teaches: the store above must be visible before the
+        // load below, and the sleeper's two accesses are ordered the same way, so at least one
+        // of us sees the other: either it sees our arrival and does not sleep, or we ring it.
+        barrier::smp_mb();
+        if self.asleep[partner].load(Ordering::Relaxed) {
+            smp::ipi::send(smp::ipi::Ipi::Ping, 1 << self.cpu[partner]);
+        }
+        let can_sleep = smp::interrupts_ready(self.cpu[role]);
+        let mut spins = 0u32;
+        while self.arrived[partner].load(Ordering::Acquire) < step {
+            spins += 1;
+            if spins < SPINS_BEFORE_SLEEP || !can_sleep {
+                crate::arch::cpu_relax();
+                continue;
+            }
+            // Masked, so a Ping that lands between the check and the WFI stays pending and
+            // ends the WFI at once instead of being taken and lost.
+            let flags = irqflags::local_irq_save();
+            self.asleep[role].store(true, Ordering::Relaxed);
+            barrier::smp_mb();
+            if self.arrived[partner].load(Ordering::Acquire) < step {
+                irqflags::wait_for_interrupt();
+            }
+            self.asleep[role].store(false, Ordering::Relaxed);
+            irqflags::local_irq_restore(flags);
+        }
+    }
 }
 
 fn report(variant: Variant, forbidden: usize) {
