@@ -140,6 +140,8 @@ pub fn area_address(id: usize) -> usize {
 /// Make the calling CPU logical CPU `id` (writes TPIDR_EL1).
 pub fn install(id: usize) {
     crate::arch::set_percpu_pointer(area_address(id));
+    // TPIDR_EL0 holds garbage after reset: point it at this CPU's preempt count.
+    crate::sync::preempt::use_cpu_count(id);
 }
 
 /// The calling CPU's area, or None before `install` ran on it.

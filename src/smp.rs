@@ -174,6 +174,8 @@ pub fn report_online(online: usize, in_tree: usize) {
 /// A secondary CPU's first Rust, MMU on: record itself, report online, then wait for work.
 pub fn secondary_started(block: &SecondaryBootBlock, entry_el: u64) -> ! {
     let me = percpu::this_cpu();
+    // The preempt count before anything that locks (boot.rs set TPIDR_EL1, not the task word).
+    crate::sync::preempt::use_cpu_count(me.id);
     me.entry_el.store(entry_el, Ordering::Relaxed);
     // Consume the block, and clean it to memory, so a stray second start of this CPU (which
     // reads the block with its caches off) parks in boot.rs.

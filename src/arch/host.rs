@@ -8,6 +8,7 @@ use std::time::Instant;
 
 std::thread_local! {
     static PERCPU_POINTER: Cell<usize> = const { Cell::new(0) };
+    static TASK_WORD: Cell<usize> = const { Cell::new(0) };
 }
 
 /// The per-CPU area this thread plays, or 0.
@@ -18,6 +19,15 @@ pub fn percpu_pointer() -> usize {
 /// Make this thread play the CPU whose area is at `area`.
 pub fn set_percpu_pointer(area: usize) {
     PERCPU_POINTER.with(|p| p.set(area));
+}
+
+/// The task word of this thread (TPIDR_EL0 on the target).
+pub fn task_word() -> usize {
+    TASK_WORD.with(|p| p.get())
+}
+
+pub fn set_task_word(word: usize) {
+    TASK_WORD.with(|p| p.set(word));
 }
 
 /// A spinning host thread gives its core away: test threads outnumber cores, and a lock holder

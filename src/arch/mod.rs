@@ -26,10 +26,10 @@ pub use host::irqflags;
 #[cfg(target_os = "none")]
 pub use aarch64::cpu::{
     counter, counter_frequency, cpu_relax, percpu_pointer, send_event, set_percpu_pointer,
-    wait_for_event,
+    set_task_word, task_word, wait_for_event,
 };
 #[cfg(not(target_os = "none"))]
 pub use host::{
     counter, counter_frequency, cpu_relax, percpu_pointer, send_event, set_percpu_pointer,
-    wait_for_event,
+    set_task_word, task_word, wait_for_event,
 };

@@ -5,12 +5,16 @@
 //! word from 0 (nobody) to the writer bit. Readers that keep arriving can hold a writer off
 //! indefinitely (reader preference, as Linux's classic rwlock_t had; today's queued rwlock
 //! prefers readers only in interrupt context), which is why seqlocks and RCU exist.
+//!
+//! Like `SpinLock`, both sides disable preemption while they hold it (chapter 16): a preempted
+//! holder would make every other task on its CPU that wants the lock spin until the next tick.
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::arch::wait;
+use crate::sync::preempt;
 
 const WRITER: u32 = 1 << 31;
 
@@ -32,6 +36,7 @@ impl<T> RwLock<T> {
     }
 
     pub fn read(&self) -> ReadGuard<'_, T> {
+        preempt::preempt_disable();
         loop {
             let s = self.state.load(Ordering::Relaxed);
             if s & WRITER == 0 {
@@ -49,6 +54,7 @@ impl<T> RwLock<T> {
     }
 
     pub fn write(&self) -> WriteGuard<'_, T> {
+        preempt::preempt_disable();
         loop {
             match self
                 .state
@@ -81,6 +87,7 @@ impl<T> Deref for ReadGuard<'_, T> {
 impl<T> Drop for ReadGuard<'_, T> {
     fn drop(&mut self) {
         self.lock.state.fetch_sub(1, Ordering::Release);
+        preempt::preempt_enable();
     }
 }
 
@@ -106,6 +113,7 @@ impl<T> DerefMut for WriteGuard<'_, T> {
 impl<T> Drop for WriteGuard<'_, T> {
     fn drop(&mut self) {
         self.lock.state.store(0, Ordering::Release);
+        preempt::preempt_enable();
     }
 }
 

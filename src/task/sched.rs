@@ -435,19 +435,21 @@ pub fn switch_allowed() -> Result<(), SwitchRefused> {
             preempt_count: count,
         });
     }
-    if count != 0 {
-        return Err(SwitchRefused::PreemptDisabled {
-            preempt_count: count,
-        });
-    }
     let depth = crate::sync::irq::depth();
     if depth != 0 {
         return Err(SwitchRefused::IrqSafeLockHeld { depth });
     }
+    // Before the preempt count: a held spin lock also disables preemption, and its name and
+    // site say more than the count does.
     if let Some(held) = crate::sync::lockdep::held(percpu::this_cpu().id).next() {
         return Err(SwitchRefused::LockHeld {
             name: held.class.name,
             site: held.site,
+        });
+    }
+    if count != 0 {
+        return Err(SwitchRefused::PreemptDisabled {
+            preempt_count: count,
         });
     }
     Ok(())

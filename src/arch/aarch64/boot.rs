@@ -128,6 +128,7 @@ primary_entry:
     drop_to_el1 x20
     enable_fp
     msr     tpidr_el1, xzr              // "no per-CPU area yet": this_cpu() is not ready
+    msr     tpidr_el0, xzr              // no task word yet: the preempt count reads 0
     adrp    x9, exception_vector_table  // a fault from here on is reported, not silent
     add     x9, x9, :lo12:exception_vector_table
     msr     vbar_el1, x9
@@ -175,6 +176,7 @@ secondary_entry:
     mov     sp, x9
     ldr     x9, [x2, #16]
     msr     tpidr_el1, x9
+    msr     tpidr_el0, xzr              // the task word: set to this CPU's count in Rust
     ldr     x9, [x2, #56]
     msr     vbar_el1, x9
     mov     x19, x2

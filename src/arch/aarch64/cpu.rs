@@ -30,6 +30,28 @@ pub fn set_percpu_pointer(area: usize) {
     TPIDR_EL1.set(area as u64);
 }
 
+/// The running task's word, kept in TPIDR_EL0 (0 when the CPU runs no task of its own yet).
+///
+/// Unlike TPIDR_EL1, which names the CPU, this register names the task: the scheduler writes it
+/// at every switch, so one `mrs` reads "my task" even if the task was just moved to another
+/// CPU. Reading the per-CPU area and then a field of it takes two instructions, with a window
+/// for preemption between them; this takes one. quartet has no user space, which would
+/// otherwise own TPIDR_EL0.
+#[inline]
+pub fn task_word() -> usize {
+    let word: u64;
+    // SAFETY: reading TPIDR_EL0 has no side effects.
+    unsafe { core::arch::asm!("mrs {0}, tpidr_el0", out(reg) word, options(nomem, nostack)) };
+    word as usize
+}
+
+/// Set the running task's word (the scheduler, with IRQs masked, at each switch; boot, to 0).
+#[inline]
+pub fn set_task_word(word: usize) {
+    // SAFETY: TPIDR_EL0 is a plain software register; only `task_word` reads it.
+    unsafe { core::arch::asm!("msr tpidr_el0, {0}", in(reg) word as u64, options(nomem, nostack)) };
+}
+
 /// The generic counter (CNTPCT_EL0), ticking at `counter_frequency()` since reset.
 #[inline]
 pub fn counter() -> u64 {

@@ -24,6 +24,7 @@ pub use ticket::TicketLock;
 pub use ttas::TtasLock;
 
 use crate::sync::lockdep::LockClass;
+use crate::sync::preempt;
 
 /// The algorithm under a `SpinLock`.
 ///
@@ -97,6 +98,11 @@ impl<T: ?Sized, R: RawSpinLock> SpinLock<T, R> {
     pub fn lock(&self) -> SpinLockGuard<'_, T, R> {
         // The validator's work stays out of line: with it off, a lock is the raw lock plus one
         // load and branch, which is what the benchmarks measure.
+        // A holder must not be preempted: a task that took the CPU could spin on this lock
+        // until the next tick, and the holder's per-CPU state (MCS queue node, the validator's
+        // held-lock record, `holder` below) must stay on this CPU. Linux's spin_lock does the
+        // same.
+        preempt::preempt_disable();
         if validate::active() {
             return self.lock_validated(Location::caller());
         }
@@ -138,6 +144,7 @@ impl<T: ?Sized, R: RawSpinLock> SpinLock<T, R> {
     /// Take the lock only if it is free right now.
     #[track_caller]
     pub fn try_lock(&self) -> Option<SpinLockGuard<'_, T, R>> {
+        preempt::preempt_disable();
         if self.raw.try_lock() {
             self.holder
                 .store(crate::arch::percpu_pointer(), Ordering::Relaxed);
@@ -148,6 +155,7 @@ impl<T: ?Sized, R: RawSpinLock> SpinLock<T, R> {
                 tracked,
             })
         } else {
+            preempt::preempt_enable();
             None
         }
     }
@@ -193,6 +201,7 @@ impl<T: ?Sized, R: RawSpinLock> Drop for SpinLockGuard<'_, T, R> {
         self.lock.holder.store(0, Ordering::Relaxed);
         // SAFETY: this guard is the proof that we hold the lock.
         unsafe { self.lock.raw.unlock() };
+        preempt::preempt_enable();
     }
 }
 
