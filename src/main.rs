@@ -134,6 +134,9 @@ mod kernel {
 
         // 7. The heap, from whatever RAM nobody else claims.
         init_heap(platform, &layout);
+        // The boot flow becomes the boot CPU's task 0, and the CPU gets an idle task to run
+        // whenever task 0 sleeps (the secondaries' idle loops are their idle tasks).
+        quartet::task::init_cpu(percpu::this_cpu().id, false);
 
         // 8. What bootargs ask for.
         if testing {

@@ -337,22 +337,12 @@ pub fn on_each_cpu(f: &(dyn Fn(usize) + Sync)) {
 pub fn secondary_idle_loop() -> ! {
     let me = percpu::this_cpu();
     let mailbox = MAILBOX.for_cpu(me.id);
+    // This flow becomes the CPU's task 0 and its idle task (chapter 16) in `idle_once`.
     loop {
         let posted = mailbox.load(Ordering::Acquire);
         if posted == 0 {
-            // An idle CPU is in no RCU read-side section: a quiescent state.
-            crate::rcu::rcu_idle(me.id);
-            if interrupts_ready(me.id) {
-                // Check and sleep with IRQs masked: an IPI that arrives between the check and
-                // the WFI stays pending, and a pending interrupt ends WFI even while masked.
-                irqflags::local_irq_disable();
-                if mailbox.load(Ordering::Acquire) == 0 {
-                    irqflags::wait_for_interrupt();
-                }
-                irqflags::local_irq_enable();
-            } else {
-                cpu::wait_for_event();
-            }
+            // Run queued work, pull some from a busy CPU, or sleep in WFI until an interrupt.
+            crate::task::idle_once(|| mailbox.load(Ordering::Acquire) != 0);
             continue;
         }
         // SAFETY: the poster keeps the Call alive until `pending` drops to 0, which happens
@@ -364,6 +354,11 @@ pub fn secondary_idle_loop() -> ! {
         call.pending.fetch_sub(1, Ordering::Release);
         cpu::send_event();
     }
+}
+
+/// The CPU that booted first: it runs the shell or the tests, and posts `on_each_cpu` calls.
+pub fn boot_cpu() -> usize {
+    BOOT_CPU.load(Ordering::Relaxed)
 }
 
 /// Inter-processor interrupts: SGIs one CPU sends another (the IPI chapter).

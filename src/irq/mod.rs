@@ -144,6 +144,9 @@ mod kernel {
         if TOTAL.for_cpu(me).load(Ordering::Relaxed) == before {
             SPURIOUS.for_cpu(me).fetch_add(1, Ordering::Relaxed);
         }
+        // Handlers done and acknowledged: the interrupted task may be preempted here, its
+        // registers saved in `frame` on its own stack until it is switched back to.
+        crate::task::preempt_on_irq_exit();
     }
 
     /// Set up the interrupt path on the boot CPU: the GIC's distributor and the vector hook.

@@ -29,6 +29,8 @@ fn on_tick(_intid: u32, _frame: &TrapFrame) {
     TICKS.for_cpu(me).fetch_add(1, Ordering::Relaxed);
     // RCU: a tick outside any read-side section is a quiescent state; ready callbacks run.
     crate::rcu::rcu_tick(me);
+    // The scheduler: wake timed sleepers, end time slices (chapter 16).
+    crate::task::tick(me);
     // Watch every CPU for a spin that lasts seconds (the lock validator's watchdog).
     crate::sync::spinlock::validate::watchdog();
     if let Some(hook) = TICK_HOOK.get() {

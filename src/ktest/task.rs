@@ -23,7 +23,7 @@ use crate::platform::Platform;
 use crate::smp;
 use crate::sync::{IrqSafeSpinLock, SpinLock};
 use crate::task::{
-    self, CpuMask, DEFAULT_STACK_SIZE, Pid, Stack, SwitchRefused, TaskState, WaitError,
+    self, CpuMask, DEFAULT_STACK_SIZE, Pid, Policy, Stack, SwitchRefused, TaskState, WaitError,
 };
 
 pub static TESTS: &[KTest] = &[
@@ -65,8 +65,12 @@ pub static TESTS: &[KTest] = &[
     },
 ];
 
+/// The tests here check exact interleavings on one CPU, so their threads stay on this CPU and
+/// are not time-sliced: pinned, FIFO.
 fn spawn(name: &str, f: impl FnOnce() -> i32 + Send + 'static) -> Result<Pid, String> {
-    task::spawn(name, f).map_err(|e| format!("spawn {name}: {e}"))
+    let here = CpuMask::only(percpu::this_cpu().id);
+    task::spawn_with(name, DEFAULT_STACK_SIZE, here, Policy::Fifo, f)
+        .map_err(|e| format!("spawn {name}: {e}"))
 }
 
 fn wait(pid: Pid) -> Result<i32, String> {
@@ -578,6 +582,7 @@ fn threads_on_every_cpu(_: &Platform<'static>) -> Result<(), String> {
                 &format!("pair-{cpu}-{n}"),
                 DEFAULT_STACK_SIZE,
                 CpuMask::only(cpu),
+                Policy::Fifo,
                 move || {
                     for _ in 0..ROUNDS {
                         if percpu::this_cpu().id != cpu {

@@ -1,5 +1,5 @@
 //! Processes: kernel threads, their states, their stacks, and the scheduler that switches
-//! between them (chapter 14, "Processes and scheduling").
+//! between them (chapters 15 and 16).
 //!
 //! One file per mechanism:
 //! - `state`: the task state machine, PIDs, CPU affinity masks (portable, host-tested);
@@ -9,10 +9,11 @@
 //!   `yield_now`, `exit`, `wait`, `current`, and the switch itself, over the register save and
 //!   restore in src/arch/aarch64/context.rs.
 //!
-//! This is the cooperative, one-CPU-at-a-time first step: every CPU can run its own threads,
-//! but nothing preempts a task, moves it between CPUs, or puts an idle CPU to sleep through the
-//! scheduler yet. The boot flow and idle loops do not use it unless called.
+//! Chapter 15 explains tasks and the context switch; chapter 16 the multiprocessor part:
+//! preemption from the tick, sleeping and waking across CPUs by IPI, idle CPUs in WFI, and
+//! load balancing by pulling work to idle CPUs.
 
+pub mod proclist;
 pub mod queue;
 pub mod stack;
 pub mod state;
@@ -22,8 +23,11 @@ mod sched;
 
 #[cfg(target_os = "none")]
 pub use sched::{
-    SpawnError, SwitchRefused, Task, WaitError, cpu_switches, current, current_pid, exit, lookup,
-    queued_on, spawn, spawn_with, switch_allowed, wait, yield_now,
+    Policy, SLICE_TICKS, SpawnError, Stats, SwitchRefused, Task, WaitError, cpu_switches, current,
+    current_pid, current_token, exit, finish_wait, idle_once, init_cpu, kill, lookup,
+    preempt_on_irq_exit, prepare_to_sleep, queued_on, running_on, should_stop, sleep, sleep_ticks,
+    spawn, spawn_with, stats, stats_of, switch_allowed, task_is_running, tasks, tick, wait, wake,
+    yield_now,
 };
 pub use stack::{CanaryDamaged, DEFAULT_STACK_SIZE, Stack};
 pub use state::{CpuMask, Pid, TaskState};

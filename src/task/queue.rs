@@ -60,6 +60,16 @@ impl<T: Queued> RunQueue<T> {
         }
     }
 
+    /// Take the first task that may run on `cpu` and that `movable` accepts: what an idle CPU
+    /// pulls from a busy one (the load balancer passes over tasks still switching away).
+    pub fn steal_for(&mut self, cpu: usize, movable: impl Fn(&T) -> bool) -> Option<T> {
+        let i = self
+            .tasks
+            .iter()
+            .position(|t| t.affinity().contains(cpu) && movable(t))?;
+        self.tasks.remove(i)
+    }
+
     /// The queued tasks, front first.
     pub fn iter(&self) -> impl Iterator<Item = &T> {
         self.tasks.iter()
@@ -127,6 +137,17 @@ mod tests {
         let mut q: RunQueue<T> = RunQueue::new();
         assert_eq!(q.rotate(0, t("only")), Err(t("only")));
         assert!(q.is_empty(), "a failed yield queues nothing");
+    }
+
+    #[test]
+    fn stealing_skips_pinned_and_unmovable_tasks() {
+        let mut q = RunQueue::new();
+        q.push(T("pinned0", CpuMask::only(0)));
+        q.push(t("busy"));
+        q.push(t("free"));
+        assert_eq!(q.steal_for(1, |x| x.0 != "busy"), Some(t("free")));
+        assert_eq!(q.steal_for(1, |x| x.0 != "busy"), None);
+        assert_eq!(q.len(), 2, "what may not move stays queued");
     }
 
     #[test]

@@ -1,25 +1,40 @@
-//! Kernel threads and the cooperative scheduler of one CPU (chapter 14, "Processes and
-//! scheduling").
+//! Kernel threads and the scheduler of every CPU (chapters 15, "Processes and the context
+//! switch", and 16, "Scheduling on several CPUs").
 //!
-//! A `Task` is a kernel thread: a PID, a name, a state, the CPUs it may run on, statistics, a
-//! stack of its own from the heap, and the registers it left behind when it last gave up the
-//! CPU (`Context`, src/arch/aarch64/context.rs). Each CPU has a run queue (a FIFO under an
-//! `IrqSafeSpinLock`, in a `PerCpu`) and a `current` task. The flow that was already running on
-//! the CPU, the boot path or the idle loop, becomes that CPU's task 0 the first time it meets
-//! the scheduler; its registers are saved on its first switch away like anyone else's.
+//! A `Task` is a kernel thread: a PID, a name, a state, the CPUs it may run on, a scheduling
+//! policy, statistics, its own preempt count, a stack of its own from the heap, and the
+//! registers it left behind when it last gave up the CPU (`Context`,
+//! src/arch/aarch64/context.rs). Each CPU has a run queue (a FIFO under an `IrqSafeSpinLock`, in
+//! a `PerCpu`), a `current` task and an idle task. The flow that was already running on a CPU
+//! becomes that CPU's task 0 the first time it meets the scheduler: on a secondary CPU that
+//! flow is the idle loop, so task 0 is the idle task; on the boot CPU it is the boot flow (the
+//! shell or the tests), and a separate idle task is made for it (`init`).
 //!
-//! Scheduling is cooperative so far: a task runs until it calls `yield_now`, `wait` or `exit`.
 //! Every switch goes through `schedule`, which
-//! 1. refuses (with a panic that says why) when the CPU is in interrupt context, has preemption
-//!    disabled, is inside an IRQ-disabled lock section, or holds a spin lock the validator
-//!    knows of: all of those are per-CPU facts the next task knows nothing about;
-//! 2. masks IRQs, picks the next task and queues the yielding one under the run-queue lock,
-//!    then drops the lock (nothing but this CPU touches its queue while IRQs are masked);
-//! 3. checks both tasks' stack canaries, updates states and statistics, points the per-CPU
-//!    stack bounds at the next stack (the exception vectors check against them), and switches;
-//! 4. when the task is eventually switched back to, finishes the switch for whoever ran before
-//!    it (`finish_switch`: frees an exited task's stack, marks it off the CPU) and restores the
-//!    task's own IRQ state.
+//! 1. refuses (with a panic that says why) in interrupt context, with preemption disabled,
+//!    inside an IRQ-disabled lock section, or holding a spin lock the validator knows of;
+//! 2. masks IRQs and, under the run-queue lock, decides what becomes of the current task
+//!    (queued again after a yield or a preemption, off every queue when it sleeps, a zombie
+//!    when it exits) and picks the next: the first queued task this CPU may run, else the
+//!    current task if it can go on, else the idle task;
+//! 3. checks both stack canaries, updates states and statistics, reports a quiescent state to
+//!    RCU, points the per-CPU stack bounds and the task word (its preempt count) at the next
+//!    task, and switches;
+//! 4. when a task is switched back to, finishes the switch for whoever ran before it
+//!    (`finish_switch`: frees an exited task's stack, wakes its waiters, marks it off the CPU).
+//!
+//! What makes it a multiprocessor scheduler:
+//! - **Preemption.** The tick counts how long the current task has run; after a time slice,
+//!   with others waiting, it sets the CPU's need-resched flag, and the interrupt's way out
+//!   (`preempt_on_irq_exit`) switches tasks if the interrupted code may be switched away from:
+//!   preempt count 0, no IRQ-safe lock, not halfway into a sleep. FIFO tasks are never sliced.
+//! - **Sleep and wake.** `prepare_to_sleep` marks the task Sleeping while it still runs;
+//!   `sleep` goes off the CPU unless a `wake` came first. `wake` on another CPU queues the task
+//!   on its CPU and sends that CPU a Reschedule IPI.
+//! - **Load balancing.** An idle CPU pulls one waiting task from the busiest CPU (`pull`):
+//!   bounded work, one task per look, never a task still switching away or pinned elsewhere.
+//! - **Statistics.** Context switches, ticks, wakeups and migrations are counted per CPU with
+//!   plain per-CPU counters, and summed only when read (`stats`): the seeds' per-CPU pattern.
 //!
 //! An exited task stays in the task list, a zombie holding its exit status, until `wait`
 //! reaps it; its stack is freed as soon as the CPU has switched away from it.
@@ -30,7 +45,9 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{
+    AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+};
 
 use super::queue::{Queued, RunQueue};
 use super::stack::{CanaryDamaged, DEFAULT_STACK_SIZE, Stack};
@@ -45,30 +62,64 @@ use crate::sync::{IrqSafeSpinLock, SpinLock};
 /// What a task runs; its return value is the exit status.
 type Entry = Box<dyn FnOnce() -> i32 + Send>;
 
+/// How the scheduler shares a CPU between tasks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// Time-sliced: preempted after `SLICE_TICKS` ticks when others wait (the default).
+    RoundRobin,
+    /// Runs until it yields, sleeps or exits, like Linux's SCHED_FIFO: for code whose
+    /// interleaving must be exact (tests) or that must not be interrupted by other tasks.
+    Fifo,
+}
+
+/// Ticks a round-robin task may run while others wait: 20 ms at 100 Hz.
+pub const SLICE_TICKS: u32 = 2;
+
 /// A kernel thread.
 pub struct Task {
     pid: Pid,
     name: String,
     state: AtomicTaskState,
-    /// The CPU the task last ran on (or was queued on).
+    /// The CPU the task last ran on, or whose queue holds it. Changed only under that CPU's
+    /// run-queue lock (a wake or a pull), so holding the lock of `cpu` pins the task there.
     cpu: AtomicU32,
     affinity: CpuMask,
+    policy: Policy,
+    /// Task 0 of a secondary CPU, or the boot CPU's idle task: never queued, run when
+    /// nothing else can. Set once, when the CPU's scheduler starts (`init_cpu`).
+    is_idle: AtomicBool,
     exit_status: AtomicI32,
     /// True from the moment the task is picked until the CPU has switched away from it and
     /// finished the switch. Its registers and stack are in use while this is set, so nothing
-    /// may reap it (and, once CPUs steal work, nothing may migrate it).
+    /// may reap it or pull it to another CPU.
     on_cpu: AtomicBool,
+    /// Set by `schedule` (under the run-queue lock) when the task has gone to sleep: off the
+    /// CPU and on no queue. A `wake` that finds it Sleeping but not yet asleep only cancels
+    /// the sleep.
+    asleep: AtomicBool,
+    /// The task's own preempt count (chapter 14): what the task word points at while it runs.
+    preempt_count: AtomicU32,
+    /// Asked to stop by `kill`; the task's own loops look (`should_stop`).
+    stop_requested: AtomicBool,
     /// Times the task has been switched to.
     switches: AtomicU64,
+    /// Times it was preempted, woken, moved to another CPU.
+    preemptions: AtomicU64,
+    wakeups: AtomicU64,
+    migrations: AtomicU64,
     /// Counter ticks spent running, up to its last switch away.
     runtime: AtomicU64,
     switched_in_at: AtomicU64,
+    /// Timer ticks since it was last switched to (its slice).
+    slice_ticks: AtomicU32,
     /// The usable stack: what the per-CPU stack bounds say while the task runs.
     stack_bottom: usize,
     stack_top: usize,
     /// The heap stack; None for a CPU's task 0 (it runs on the CPU's boot stack, which has a
     /// real guard page) and once the task has exited and been switched away from.
     stack: SpinLock<Option<Stack>>,
+    /// Tasks sleeping in `wait` for this one to exit.
+    exit_waiters: IrqSafeSpinLock<Vec<Arc<Task>>>,
     /// Saved registers; valid while the task is not running.
     context: UnsafeCell<Context>,
     entry: SpinLock<Option<Entry>>,
@@ -107,9 +158,29 @@ impl Task {
         self.affinity
     }
 
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.is_idle.load(Ordering::Relaxed)
+    }
+
     /// Times the task has been switched to (a new task's first run counts).
     pub fn switches(&self) -> u64 {
         self.switches.load(Ordering::Relaxed)
+    }
+
+    pub fn preemptions(&self) -> u64 {
+        self.preemptions.load(Ordering::Relaxed)
+    }
+
+    pub fn wakeups(&self) -> u64 {
+        self.wakeups.load(Ordering::Relaxed)
+    }
+
+    pub fn migrations(&self) -> u64 {
+        self.migrations.load(Ordering::Relaxed)
     }
 
     /// Counter ticks the task has run, as of its last switch away.
@@ -120,6 +191,11 @@ impl Task {
     /// The status it exited with (meaningful once `state()` is `Exited`).
     pub fn exit_status(&self) -> i32 {
         self.exit_status.load(Ordering::Acquire)
+    }
+
+    /// Has `kill` asked this task to stop?
+    pub fn stop_requested(&self) -> bool {
+        self.stop_requested.load(Ordering::Acquire)
     }
 
     /// Check the stack canary: what `schedule` does for both tasks of every switch. Ok for a
@@ -140,56 +216,147 @@ impl Task {
         stack.as_ref().map(|s| unsafe { s.poke_canary(i, value) })
     }
 
-    /// Task 0 of `cpu`: the flow already running there, on the CPU's boot stack.
-    fn boot(cpu: usize) -> Task {
-        let area = percpu::cpu(cpu);
-        Task {
-            pid: 0,
-            name: alloc::format!("boot/cpu{cpu}"),
-            state: AtomicTaskState::new(TaskState::Running),
-            cpu: AtomicU32::new(cpu as u32),
-            affinity: CpuMask::only(cpu),
-            exit_status: AtomicI32::new(0),
-            on_cpu: AtomicBool::new(true),
-            switches: AtomicU64::new(1),
-            runtime: AtomicU64::new(0),
-            switched_in_at: AtomicU64::new(counter()),
-            stack_bottom: area.stack_bottom.load(Ordering::Relaxed),
-            stack_top: area.stack_top.load(Ordering::Relaxed),
-            stack: SpinLock::named("task stack", None),
-            context: UnsafeCell::new(Context::empty()),
-            entry: SpinLock::named("task entry", None),
+    /// The task word while this task runs: its own preempt count, or the CPU's for a CPU's
+    /// own flows (task 0 and the idle task never migrate, and a switch happens only with the
+    /// count at 0, so they can share the CPU's count safely).
+    fn task_word(&self, cpu: usize) -> usize {
+        if self.affinity == CpuMask::only(cpu) && (self.pid == 0 || self.is_idle()) {
+            preempt::cpu_count_address(cpu)
+        } else {
+            &self.preempt_count as *const AtomicU32 as usize
         }
     }
+
+    fn new(spec: NewTask) -> Task {
+        let NewTask {
+            pid,
+            name,
+            cpu,
+            affinity,
+            policy,
+            is_idle,
+            stack,
+            entry,
+        } = spec;
+        let area = percpu::cpu(cpu);
+        let (bottom, top, ctx) = match &stack {
+            Some(st) => (
+                st.bottom(),
+                st.top(),
+                Context::new_thread(st.top(), task_entry, pid as usize, task_exit),
+            ),
+            None => (
+                area.stack_bottom.load(Ordering::Relaxed),
+                area.stack_top.load(Ordering::Relaxed),
+                Context::empty(),
+            ),
+        };
+        let running = stack.is_none();
+        Task {
+            pid,
+            name,
+            state: AtomicTaskState::new(if running {
+                TaskState::Running
+            } else {
+                TaskState::Runnable
+            }),
+            cpu: AtomicU32::new(cpu as u32),
+            affinity,
+            policy,
+            is_idle: AtomicBool::new(is_idle),
+            exit_status: AtomicI32::new(0),
+            on_cpu: AtomicBool::new(running),
+            asleep: AtomicBool::new(false),
+            preempt_count: AtomicU32::new(0),
+            stop_requested: AtomicBool::new(false),
+            switches: AtomicU64::new(running as u64),
+            preemptions: AtomicU64::new(0),
+            wakeups: AtomicU64::new(0),
+            migrations: AtomicU64::new(0),
+            runtime: AtomicU64::new(0),
+            switched_in_at: AtomicU64::new(if running { counter() } else { 0 }),
+            slice_ticks: AtomicU32::new(0),
+            stack_bottom: bottom,
+            stack_top: top,
+            stack: SpinLock::named("task stack", stack),
+            exit_waiters: IrqSafeSpinLock::named("task exit waiters", Vec::new()),
+            context: UnsafeCell::new(ctx),
+            entry: SpinLock::named("task entry", entry),
+        }
+    }
+}
+
+/// Everything a new task is made from.
+struct NewTask {
+    pid: Pid,
+    name: String,
+    cpu: usize,
+    affinity: CpuMask,
+    policy: Policy,
+    is_idle: bool,
+    /// None for a CPU's own flow, which already runs on the CPU's boot stack.
+    stack: Option<Stack>,
+    entry: Option<Entry>,
+}
+
+/// Per-CPU scheduler counters: only their own CPU writes them, anyone may read; `stats` sums.
+#[derive(Default)]
+struct Counters {
+    switches: AtomicU64,
+    ticks: AtomicU64,
+    /// Ticks that found a task other than the idle task running: the CPU's load.
+    busy_ticks: AtomicU64,
+    wakeups: AtomicU64,
+    /// Tasks this CPU pulled from another.
+    migrations: AtomicU64,
+    preemptions: AtomicU64,
 }
 
 /// One CPU's scheduler state.
 struct CpuSched {
     queue: IrqSafeSpinLock<RunQueue<Arc<Task>>>,
+    /// Tasks on `queue`, readable without its lock (the load balancer's first look).
+    queued: AtomicUsize,
     /// The running task, as `Arc::into_raw`: this slot owns one strong count. Null until the
     /// CPU first meets the scheduler.
     current: AtomicPtr<Task>,
     /// The task the CPU just switched away from, owned (one count) until `finish_switch`.
     prev: AtomicPtr<Task>,
-    switches: AtomicU64,
+    /// The CPU's idle task (owns one count), null until `init_cpu`.
+    idle: AtomicPtr<Task>,
+    /// Switch at the next chance: set by the tick when a slice ends, and by a wake that
+    /// queued a task here.
+    need_resched: AtomicBool,
+    counters: Counters,
 }
 
 impl CpuSched {
     const fn new() -> Self {
         CpuSched {
             queue: IrqSafeSpinLock::named("run queue", RunQueue::new()),
+            queued: AtomicUsize::new(0),
             current: AtomicPtr::new(core::ptr::null_mut()),
             prev: AtomicPtr::new(core::ptr::null_mut()),
-            switches: AtomicU64::new(0),
+            idle: AtomicPtr::new(core::ptr::null_mut()),
+            need_resched: AtomicBool::new(false),
+            counters: Counters {
+                switches: AtomicU64::new(0),
+                ticks: AtomicU64::new(0),
+                busy_ticks: AtomicU64::new(0),
+                wakeups: AtomicU64::new(0),
+                migrations: AtomicU64::new(0),
+                preemptions: AtomicU64::new(0),
+            },
         }
     }
 }
 
 static SCHED: PerCpu<CpuSched> = PerCpu::new([const { CacheAligned(CpuSched::new()) }; MAX_CPUS]);
-/// Every task but the CPUs' task 0, until reaped: what `wait` searches. (The RCU-protected
-/// process list of chapter 15 replaces it.)
+/// Every task but the CPUs' own flows, until reaped: what `wait` and `ps` search.
 static TASKS: IrqSafeSpinLock<Vec<Arc<Task>>> = IrqSafeSpinLock::named("task list", Vec::new());
 static PIDS: PidAllocator = PidAllocator::new();
+/// Set once the boot CPU has its idle task: before that nothing may sleep there.
+static READY: AtomicBool = AtomicBool::new(false);
 
 /// This CPU's current task as a raw pointer, creating task 0 on first use.
 fn current_ptr(s: &CpuSched, cpu: usize) -> *mut Task {
@@ -197,21 +364,43 @@ fn current_ptr(s: &CpuSched, cpu: usize) -> *mut Task {
     if !p.is_null() {
         return p;
     }
-    let p = Arc::into_raw(Arc::new(Task::boot(cpu))).cast_mut();
+    let task = Task::new(NewTask {
+        pid: 0,
+        name: alloc::format!("boot/cpu{cpu}"),
+        cpu,
+        affinity: CpuMask::only(cpu),
+        policy: Policy::Fifo,
+        is_idle: false,
+        stack: None,
+        entry: None,
+    });
+    let p = Arc::into_raw(Arc::new(task)).cast_mut();
     s.current.store(p, Ordering::Relaxed);
     p
 }
 
-/// The task running on this CPU (its task 0 if nothing was ever spawned here).
-pub fn current() -> Arc<Task> {
-    let cpu = percpu::this_cpu().id;
-    let p = current_ptr(SCHED.for_cpu(cpu), cpu);
-    // SAFETY: `p` came from `Arc::into_raw` and the `current` slot still owns that count, so
-    // the allocation is live; we add a count for the Arc we return.
+/// Borrow the task behind a slot pointer as an Arc with a count of its own.
+///
+/// # Safety
+/// `p` came from `Arc::into_raw` and its slot still owns that count.
+unsafe fn clone_from_raw(p: *const Task) -> Arc<Task> {
+    // SAFETY: the caller's contract: the allocation is live while the slot owns its count.
     unsafe {
         Arc::increment_strong_count(p);
         Arc::from_raw(p)
     }
+}
+
+/// The task running on this CPU (its task 0 if nothing was ever spawned here).
+pub fn current() -> Arc<Task> {
+    let flags = irqflags::local_irq_save();
+    let cpu = percpu::this_cpu().id;
+    let p = current_ptr(SCHED.for_cpu(cpu), cpu);
+    // SAFETY: `current` owns a count on `p`; IRQs are masked so we cannot be switched away
+    // (and the slot changed) between reading the pointer and taking our count.
+    let task = unsafe { clone_from_raw(p) };
+    irqflags::local_irq_restore(flags);
+    task
 }
 
 /// The PID of the task running on this CPU.
@@ -219,75 +408,186 @@ pub fn current_pid() -> Pid {
     current().pid
 }
 
+/// Is the task whose address is `token` running on some CPU right now? (A mutex's optimistic
+/// spin asks this about the owner.) Compares addresses only: it never dereferences.
+pub fn task_is_running(token: usize) -> bool {
+    (0..MAX_CPUS).any(|cpu| SCHED.for_cpu(cpu).current.load(Ordering::Relaxed) as usize == token)
+}
+
+/// The address naming the current task, for a mutex's owner field (aligned, never 0).
+pub fn current_token() -> usize {
+    let flags = irqflags::local_irq_save();
+    let cpu = percpu::this_cpu().id;
+    let p = current_ptr(SCHED.for_cpu(cpu), cpu);
+    irqflags::local_irq_restore(flags);
+    p as usize
+}
+
+/// Make this CPU's scheduler ready: its current flow becomes task 0 and it gets an idle task.
+/// On a secondary CPU, call from the idle loop (task 0 *is* the idle task); on the boot CPU,
+/// once the heap is up (the idle task needs a stack).
+pub fn init_cpu(cpu: usize, current_is_idle: bool) {
+    let s = SCHED.for_cpu(cpu);
+    let me = current_ptr(s, cpu);
+    if current_is_idle {
+        // SAFETY: `current` owns a count on `me`; the idle slot gets one of its own.
+        let idle = unsafe { clone_from_raw(me) };
+        idle.is_idle.store(true, Ordering::Relaxed);
+        s.idle
+            .store(Arc::into_raw(idle).cast_mut(), Ordering::Release);
+    } else {
+        let Some(stack) = Stack::new(DEFAULT_STACK_SIZE) else {
+            log::error!("sched: no memory for cpu{cpu}'s idle task; tasks there cannot sleep");
+            return;
+        };
+        let pid = PIDS.next();
+        let idle = Task::new(NewTask {
+            pid,
+            name: alloc::format!("idle/{cpu}"),
+            cpu,
+            affinity: CpuMask::only(cpu),
+            policy: Policy::Fifo,
+            is_idle: true,
+            stack: Some(stack),
+            entry: Some(Box::new(move || idle_loop())),
+        });
+        s.idle
+            .store(Arc::into_raw(Arc::new(idle)).cast_mut(), Ordering::Release);
+    }
+    if cpu == crate::smp::boot_cpu() {
+        READY.store(true, Ordering::Release);
+    }
+}
+
+/// The boot CPU's idle task: sleep in WFI until there is work, pull work from busy CPUs.
+fn idle_loop() -> ! {
+    loop {
+        idle_once(|| false);
+    }
+}
+
+/// One pass of an idle loop: run what is queued or can be pulled, else report a quiescent
+/// state to RCU and sleep in WFI until an interrupt. `more_work` lets the secondary idle loop
+/// add its own reason to stay awake (a posted cross-CPU call).
+pub fn idle_once(more_work: impl Fn() -> bool) {
+    let cpu = percpu::this_cpu().id;
+    let s = SCHED.for_cpu(cpu);
+    // A secondary CPU idles before the heap exists; its scheduler starts (task 0 becoming its
+    // idle task) once the boot CPU's has: nothing can be queued anywhere before that.
+    if s.idle.load(Ordering::Acquire).is_null() && READY.load(Ordering::Acquire) {
+        init_cpu(cpu, true);
+    }
+    if s.queued.load(Ordering::Acquire) > 0 || s.need_resched.load(Ordering::Relaxed) || pull(cpu) {
+        s.need_resched.store(false, Ordering::Relaxed);
+        schedule(Reason::Yield);
+        return;
+    }
+    crate::rcu::rcu_idle(cpu);
+    if crate::smp::interrupts_ready(cpu) {
+        // Check and sleep with IRQs masked: a wake's IPI that arrives between the check and
+        // the WFI stays pending, and a pending interrupt ends WFI even while masked.
+        irqflags::local_irq_disable();
+        if s.queued.load(Ordering::Acquire) == 0
+            && !s.need_resched.load(Ordering::Relaxed)
+            && !more_work()
+        {
+            irqflags::wait_for_interrupt();
+        }
+        irqflags::local_irq_enable();
+    } else {
+        crate::arch::wait_for_event();
+    }
+}
+
 /// Why `spawn` failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SpawnError {
     /// The heap could not provide the stack.
     OutOfMemory,
-    /// The affinity mask does not include this CPU (spawn queues on the calling CPU).
-    NotAllowedHere { cpu: usize },
+    /// The affinity mask names no online CPU.
+    NoAllowedCpu,
 }
 
 impl fmt::Display for SpawnError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SpawnError::OutOfMemory => write!(f, "no memory for the task's stack"),
-            SpawnError::NotAllowedHere { cpu } => {
-                write!(
-                    f,
-                    "the affinity mask excludes cpu{cpu}, where spawn queues it"
-                )
+            SpawnError::NoAllowedCpu => {
+                write!(f, "the affinity mask names no online CPU")
             }
         }
     }
 }
 
-/// Start a kernel thread on this CPU's run queue, with the default stack, allowed on every CPU.
-/// It runs when the current task yields; `f`'s return value is its exit status.
+/// Start a kernel thread with the default stack, time-sliced, allowed on every CPU; it is
+/// queued on this CPU and the load balancer moves it if another CPU is idle. `f`'s return value
+/// is its exit status.
 pub fn spawn(name: &str, f: impl FnOnce() -> i32 + Send + 'static) -> Result<Pid, SpawnError> {
-    spawn_with(name, DEFAULT_STACK_SIZE, CpuMask::ALL, f)
+    spawn_with(
+        name,
+        DEFAULT_STACK_SIZE,
+        CpuMask::ALL,
+        Policy::RoundRobin,
+        f,
+    )
 }
 
-/// `spawn` with a stack size and an affinity mask (which must include this CPU).
+/// `spawn` with a stack size, an affinity mask and a policy. It is queued on this CPU if the
+/// mask allows, else on the allowed online CPU with the fewest queued tasks.
 pub fn spawn_with(
     name: &str,
     stack_size: usize,
     affinity: CpuMask,
+    policy: Policy,
     f: impl FnOnce() -> i32 + Send + 'static,
 ) -> Result<Pid, SpawnError> {
-    let cpu = percpu::this_cpu().id;
-    if !affinity.contains(cpu) {
-        return Err(SpawnError::NotAllowedHere { cpu });
-    }
+    let here = percpu::this_cpu().id;
+    let cpu = if affinity.contains(here) {
+        here
+    } else {
+        crate::smp::online_cpus()
+            .filter(|&c| affinity.contains(c))
+            .min_by_key(|&c| SCHED.for_cpu(c).queued.load(Ordering::Relaxed))
+            .ok_or(SpawnError::NoAllowedCpu)?
+    };
     let stack = Stack::new(stack_size).ok_or(SpawnError::OutOfMemory)?;
     let pid = PIDS.next();
-    let task = Arc::new(Task {
+    let task = Arc::new(Task::new(NewTask {
         pid,
         name: String::from(name),
-        state: AtomicTaskState::new(TaskState::Runnable),
-        cpu: AtomicU32::new(cpu as u32),
+        cpu,
         affinity,
-        exit_status: AtomicI32::new(0),
-        on_cpu: AtomicBool::new(false),
-        switches: AtomicU64::new(0),
-        runtime: AtomicU64::new(0),
-        switched_in_at: AtomicU64::new(0),
-        stack_bottom: stack.bottom(),
-        stack_top: stack.top(),
-        context: UnsafeCell::new(Context::new_thread(
-            stack.top(),
-            task_entry,
-            pid as usize,
-            task_exit,
-        )),
-        stack: SpinLock::named("task stack", Some(stack)),
-        entry: SpinLock::named("task entry", Some(Box::new(f))),
-    });
+        policy,
+        is_idle: false,
+        stack: Some(stack),
+        entry: Some(Box::new(f)),
+    }));
     // The spawner becomes task 0 now if it was not yet, so the new task has someone to return to.
-    current_ptr(SCHED.for_cpu(cpu), cpu);
+    current_ptr(SCHED.for_cpu(here), here);
     TASKS.lock().push(task.clone());
-    SCHED.for_cpu(cpu).queue.lock().push(task);
+    enqueue(cpu, task);
     Ok(pid)
+}
+
+/// Queue a runnable task on `cpu` and make sure that CPU notices.
+fn enqueue(cpu: usize, task: Arc<Task>) {
+    let s = SCHED.for_cpu(cpu);
+    {
+        let mut q = s.queue.lock();
+        task.cpu.store(cpu as u32, Ordering::Relaxed);
+        q.push(task);
+        s.queued.store(q.len(), Ordering::Release);
+    }
+    kick(cpu);
+}
+
+/// Tell `cpu` it has work: a flag, and an IPI unless it is this CPU.
+fn kick(cpu: usize) {
+    let s = SCHED.for_cpu(cpu);
+    s.need_resched.store(true, Ordering::Release);
+    if percpu::current_id() != Some(cpu) && crate::smp::interrupts_ready(cpu) {
+        crate::smp::ipi::send(crate::smp::ipi::Ipi::Reschedule, 1 << cpu);
+    }
 }
 
 /// Give the CPU to the next runnable task, if there is one; come back after the others had
@@ -296,27 +596,251 @@ pub fn spawn_with(
 /// # Panics
 /// If switching is not allowed here (see `switch_allowed`), or a stack canary is damaged.
 pub fn yield_now() {
-    schedule(TaskState::Runnable);
+    schedule(Reason::Yield);
+}
+
+/// Mark the current task as about to sleep. From here a `wake` makes the next `sleep` return
+/// at once; check the condition you wait for after this call, then `sleep` (or `finish_wait`
+/// if it already holds). Nothing preempts a task between the two.
+pub fn prepare_to_sleep() {
+    let me = current();
+    if me.is_idle() {
+        return; // the idle task never sleeps: see `sleep`
+    }
+    if let Err((from, to)) = me.state.set(TaskState::Sleeping) {
+        panic!(
+            "task {} ({}): prepare_to_sleep from {} to {} refused",
+            me.pid,
+            me.name,
+            from.name(),
+            to.name()
+        );
+    }
+}
+
+/// Go to sleep until woken (at once if woken since `prepare_to_sleep`).
+///
+/// # Panics
+/// Before the boot CPU's idle task exists (nothing would run meanwhile), and wherever
+/// `yield_now` would panic.
+pub fn sleep() {
+    assert!(
+        READY.load(Ordering::Acquire),
+        "sleep before the scheduler is ready (no idle task to run meanwhile)"
+    );
+    if current().is_idle() {
+        // The idle task is what a CPU runs when everything else sleeps, so it cannot sleep
+        // itself (an idle loop running a cross-CPU call may wait for something). It lets the
+        // queued tasks run and returns; its caller re-checks its condition and comes back.
+        yield_now();
+        crate::arch::cpu_relax();
+        return;
+    }
+    schedule(Reason::Sleep);
+}
+
+/// The condition held before sleeping: carry on running.
+pub fn finish_wait() {
+    let me = current();
+    me.state.transition(TaskState::Sleeping, TaskState::Running);
+}
+
+/// Wake `task` if it sleeps or is about to. True if this call woke it.
+pub fn wake(task: &Arc<Task>) -> bool {
+    loop {
+        let cpu = task.cpu();
+        let s = SCHED.for_cpu(cpu);
+        let mut q = s.queue.lock();
+        if task.cpu() != cpu {
+            continue; // moved meanwhile: its CPU's lock is the one that counts
+        }
+        if task.state() != TaskState::Sleeping {
+            return false;
+        }
+        task.wakeups.fetch_add(1, Ordering::Relaxed);
+        SCHED.get().counters.wakeups.fetch_add(1, Ordering::Relaxed);
+        if !task.asleep.load(Ordering::Relaxed) {
+            // Still on its CPU, between prepare_to_sleep and sleep: cancel the sleep.
+            task.state
+                .transition(TaskState::Sleeping, TaskState::Running);
+            return true;
+        }
+        task.asleep.store(false, Ordering::Relaxed);
+        task.state
+            .transition(TaskState::Sleeping, TaskState::Runnable);
+        q.push(task.clone());
+        s.queued.store(q.len(), Ordering::Release);
+        drop(q);
+        kick(cpu);
+        return true;
+    }
+}
+
+/// Sleep for at least `ticks` timer ticks (10 ms each), letting other tasks run. The task is
+/// listed on this CPU's timed sleepers, and this CPU's tick wakes it, wherever it then runs.
+pub fn sleep_ticks(ticks: u64) {
+    let cpu = percpu::this_cpu().id;
+    let until = crate::irq::tick::ticks_on(cpu) + ticks.max(1);
+    let me = current();
+    let list = SLEEPERS.for_cpu(cpu);
+    list.lock().push((until, me.clone()));
+    loop {
+        prepare_to_sleep();
+        // The tick takes us off the list before it wakes us: off the list means time is up.
+        if !list.lock().iter().any(|(_, t)| Arc::ptr_eq(t, &me)) {
+            finish_wait();
+            return;
+        }
+        sleep();
+    }
+}
+
+/// Per CPU: tasks sleeping until a tick count, woken by that CPU's tick.
+type TimedSleepers = IrqSafeSpinLock<Vec<(u64, Arc<Task>)>>;
+static SLEEPERS: PerCpu<TimedSleepers> = PerCpu::new(
+    [const { CacheAligned(IrqSafeSpinLock::named("timed sleepers", Vec::new())) }; MAX_CPUS],
+);
+
+/// The scheduler's part of every tick on `cpu` (hardirq context): wake timed sleepers whose
+/// time came, account the tick, and ask for a switch when the current task's slice is over.
+pub fn tick(cpu: usize) {
+    let now = crate::irq::tick::ticks_on(cpu);
+    let due: Vec<Arc<Task>> = {
+        let mut list = SLEEPERS.for_cpu(cpu).lock();
+        if list.is_empty() {
+            Vec::new()
+        } else {
+            let mut due = Vec::new();
+            list.retain(|(until, t)| {
+                if *until <= now {
+                    due.push(t.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+            due
+        }
+    };
+    for t in &due {
+        wake(t);
+    }
+    let s = SCHED.for_cpu(cpu);
+    s.counters.ticks.fetch_add(1, Ordering::Relaxed);
+    let p = s.current.load(Ordering::Relaxed);
+    if p.is_null() {
+        return;
+    }
+    // SAFETY: `current` owns a count, and it cannot change under us: we are in this CPU's
+    // interrupt handler, and only this CPU switches its current task.
+    let cur = unsafe { &*p };
+    if !cur.is_idle() {
+        s.counters.busy_ticks.fetch_add(1, Ordering::Relaxed);
+    }
+    let slice = cur.slice_ticks.fetch_add(1, Ordering::Relaxed) + 1;
+    let waiting = s.queued.load(Ordering::Relaxed) > 0;
+    if waiting && (cur.is_idle() || (cur.policy == Policy::RoundRobin && slice >= SLICE_TICKS)) {
+        s.need_resched.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Called on the way out of every interrupt, with the handlers done (hardirq count back to
+/// where it was): switch tasks if this CPU was asked to and the interrupted code allows it.
+pub fn preempt_on_irq_exit() {
+    let cpu = percpu::this_cpu().id;
+    let s = SCHED.for_cpu(cpu);
+    if !s.need_resched.load(Ordering::Relaxed) || !READY.load(Ordering::Relaxed) {
+        return;
+    }
+    let p = s.current.load(Ordering::Relaxed);
+    if p.is_null() || switch_allowed().is_err() {
+        return; // preempt count, IRQ-safe lock or held spin lock: at the next chance
+    }
+    // SAFETY: as in `tick`: our own CPU's current task, in its interrupt handler.
+    let cur = unsafe { &*p };
+    if cur.state() != TaskState::Running {
+        return; // halfway into a sleep or an exit: it is about to switch anyway
+    }
+    s.need_resched.store(false, Ordering::Relaxed);
+    if cur.policy == Policy::Fifo && !cur.is_idle() {
+        return;
+    }
+    schedule(Reason::Preempt);
+}
+
+/// An idle CPU's load balancing: take one waiting task from the CPU with the most, if any may
+/// run here and is not still switching away. Returns whether a task was pulled. Bounded: one
+/// look at each CPU's count, one locked queue, one task.
+fn pull(me: usize) -> bool {
+    let busiest = crate::smp::online_cpus()
+        .filter(|&c| c != me)
+        .map(|c| (c, SCHED.for_cpu(c).queued.load(Ordering::Relaxed)))
+        .filter(|&(_, n)| n > 0)
+        .max_by_key(|&(_, n)| n);
+    let Some((victim, _)) = busiest else {
+        return false;
+    };
+    let stolen = {
+        let v = SCHED.for_cpu(victim);
+        let mut q = v.queue.lock();
+        let t = q.steal_for(me, |t| !t.on_cpu.load(Ordering::Acquire));
+        if let Some(t) = &t {
+            // Under the victim's lock: from here a wake looks for it on our CPU.
+            t.cpu.store(me as u32, Ordering::Relaxed);
+        }
+        v.queued.store(q.len(), Ordering::Release);
+        t
+    };
+    let Some(task) = stolen else {
+        return false;
+    };
+    task.migrations.fetch_add(1, Ordering::Relaxed);
+    let s = SCHED.for_cpu(me);
+    s.counters.migrations.fetch_add(1, Ordering::Relaxed);
+    let mut q = s.queue.lock();
+    q.push(task);
+    s.queued.store(q.len(), Ordering::Release);
+    true
 }
 
 /// End the current task with `status`, which `wait` hands to whoever waits for it.
 ///
 /// # Panics
-/// In a CPU's task 0 (the boot flow or idle loop has nowhere to return to), and wherever
-/// `yield_now` would panic.
+/// In a CPU's task 0 or idle task (they have nowhere to return to), and wherever `yield_now`
+/// would panic.
 pub fn exit(status: i32) -> ! {
     {
         let me = current();
         assert!(
-            me.pid != 0,
-            "exit from {} (task 0): the CPU's own flow cannot exit",
+            me.pid != 0 && !me.is_idle(),
+            "exit from {} (a CPU's own flow): it cannot exit",
             me.name
         );
         me.exit_status.store(status, Ordering::Release);
         // `me` is dropped here: nothing on this stack may keep a count after the last switch.
     }
-    schedule(TaskState::Exited);
+    schedule(Reason::Exit);
     unreachable!("an exited task was switched to again");
+}
+
+/// Ask task `pid` to stop: kernel threads are stopped cooperatively (they poll
+/// `should_stop`), so this sets the request and wakes the task if it sleeps. False if there is
+/// no such live task.
+pub fn kill(pid: Pid) -> bool {
+    let Some(task) = lookup(pid) else {
+        return false;
+    };
+    if task.state() == TaskState::Exited {
+        return false;
+    }
+    task.stop_requested.store(true, Ordering::Release);
+    wake(&task);
+    true
+}
+
+/// Has the current task been asked to stop (`kill`)?
+pub fn should_stop() -> bool {
+    current().stop_requested()
 }
 
 /// Why `wait` failed.
@@ -337,30 +861,44 @@ impl fmt::Display for WaitError {
     }
 }
 
-/// Wait until task `pid` has exited, reap it and return its exit status. The waiter yields
-/// between looks, so the task (and everyone else) gets the CPU meanwhile.
+/// Wait until task `pid` has exited, reap it and return its exit status. The waiter sleeps
+/// until the exiting task's CPU has switched away from it.
 pub fn wait(pid: Pid) -> Result<i32, WaitError> {
     if pid == current_pid() {
         return Err(WaitError::WaitingForItself);
     }
-    if pid == 0 {
-        return Err(WaitError::NoSuchTask(0));
-    }
-    loop {
-        let reaped = {
-            let mut tasks = TASKS.lock();
-            let Some(i) = tasks.iter().position(|t| t.pid == pid) else {
-                return Err(WaitError::NoSuchTask(pid));
-            };
-            let t = &tasks[i];
-            (t.state() == TaskState::Exited && !t.on_cpu.load(Ordering::Acquire))
-                .then(|| tasks.swap_remove(i))
-        };
-        if let Some(task) = reaped {
-            // Dropped outside the list's lock: this may be the last count, freeing the task.
-            return Ok(task.exit_status());
+    let Some(task) = lookup(pid) else {
+        return Err(WaitError::NoSuchTask(pid));
+    };
+    let me = current();
+    let done = |t: &Task| t.state() == TaskState::Exited && !t.on_cpu.load(Ordering::Acquire);
+    if READY.load(Ordering::Acquire) {
+        loop {
+            prepare_to_sleep();
+            task.exit_waiters.lock().push(me.clone());
+            if done(&task) {
+                finish_wait();
+                break;
+            }
+            sleep();
         }
-        yield_now();
+        task.exit_waiters.lock().retain(|w| !Arc::ptr_eq(w, &me));
+    } else {
+        while !done(&task) {
+            yield_now();
+        }
+    }
+    let reaped = {
+        let mut tasks = TASKS.lock();
+        tasks
+            .iter()
+            .position(|t| t.pid == pid)
+            .map(|i| tasks.swap_remove(i))
+    };
+    match reaped {
+        // Dropped outside the list's lock: this may be the last count, freeing the task.
+        Some(t) => Ok(t.exit_status()),
+        None => Err(WaitError::NoSuchTask(pid)), // another waiter reaped it first
     }
 }
 
@@ -369,14 +907,90 @@ pub fn lookup(pid: Pid) -> Option<Arc<Task>> {
     TASKS.lock().iter().find(|t| t.pid == pid).cloned()
 }
 
+/// Every task not reaped yet, spawned ones only (a snapshot).
+pub fn tasks() -> Vec<Arc<Task>> {
+    TASKS.lock().clone()
+}
+
 /// Context switches CPU `cpu` has made.
 pub fn cpu_switches(cpu: usize) -> u64 {
-    SCHED.for_cpu(cpu).switches.load(Ordering::Relaxed)
+    SCHED.for_cpu(cpu).counters.switches.load(Ordering::Relaxed)
 }
 
 /// Tasks waiting on CPU `cpu`'s run queue.
 pub fn queued_on(cpu: usize) -> usize {
-    SCHED.for_cpu(cpu).queue.lock().len()
+    SCHED.for_cpu(cpu).queued.load(Ordering::Relaxed)
+}
+
+/// The name and PID of what CPU `cpu` runs now.
+pub fn running_on(cpu: usize) -> Option<(Pid, String)> {
+    let flags = irqflags::local_irq_save();
+    // Reading another CPU's current task: it may switch away and drop the slot's count at any
+    // moment, so only read through a task that the task list or an idle slot keeps alive.
+    let p = SCHED.for_cpu(cpu).current.load(Ordering::Acquire);
+    let found = if p.is_null() {
+        None
+    } else {
+        let idle = SCHED.for_cpu(cpu).idle.load(Ordering::Acquire);
+        if p == idle {
+            // SAFETY: the idle slot owns a count for the kernel's lifetime.
+            Some(unsafe { ((*p).pid, (*p).name.clone()) })
+        } else {
+            TASKS
+                .lock()
+                .iter()
+                .find(|t| Arc::as_ptr(t) == p.cast_const())
+                .map(|t| (t.pid, t.name.clone()))
+                .or(Some((0, alloc::format!("boot/cpu{cpu}"))))
+        }
+    };
+    irqflags::local_irq_restore(flags);
+    found
+}
+
+/// Scheduler statistics, per CPU or summed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub switches: u64,
+    pub ticks: u64,
+    pub busy_ticks: u64,
+    pub wakeups: u64,
+    pub migrations: u64,
+    pub preemptions: u64,
+}
+
+impl core::ops::Add for Stats {
+    type Output = Stats;
+    fn add(self, o: Stats) -> Stats {
+        Stats {
+            switches: self.switches + o.switches,
+            ticks: self.ticks + o.ticks,
+            busy_ticks: self.busy_ticks + o.busy_ticks,
+            wakeups: self.wakeups + o.wakeups,
+            migrations: self.migrations + o.migrations,
+            preemptions: self.preemptions + o.preemptions,
+        }
+    }
+}
+
+/// CPU `cpu`'s counters.
+pub fn stats_of(cpu: usize) -> Stats {
+    let c = &SCHED.for_cpu(cpu).counters;
+    Stats {
+        switches: c.switches.load(Ordering::Relaxed),
+        ticks: c.ticks.load(Ordering::Relaxed),
+        busy_ticks: c.busy_ticks.load(Ordering::Relaxed),
+        wakeups: c.wakeups.load(Ordering::Relaxed),
+        migrations: c.migrations.load(Ordering::Relaxed),
+        preemptions: c.preemptions.load(Ordering::Relaxed),
+    }
+}
+
+/// Every CPU's counters summed: the only moment the per-CPU counts meet.
+pub fn stats() -> Stats {
+    (0..MAX_CPUS)
+        .map(stats_of)
+        .fold(Stats::default(), |a, b| a + b)
 }
 
 /// Why this CPU may not switch tasks right now.
@@ -455,40 +1069,70 @@ pub fn switch_allowed() -> Result<(), SwitchRefused> {
     Ok(())
 }
 
-/// Switch away from the current task, which becomes `prev_becomes`: Runnable (a yield: it is
-/// queued behind the others) or Exited (it never runs again). Returns when the task is
-/// switched back to, or at once if there is nothing else to run.
-fn schedule(prev_becomes: TaskState) {
+/// What the current task does at a switch.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Reason {
+    /// Queued behind the others (or keeps the CPU if nothing else may run).
+    Yield,
+    /// Like a yield, but the tick took the CPU: counted apart.
+    Preempt,
+    /// Off the CPU and every queue until `wake`, unless woken already.
+    Sleep,
+    /// Never runs again.
+    Exit,
+}
+
+/// Switch away from the current task for `reason`. Returns when the task is switched back to,
+/// or at once if it may go on (nothing else to run, or woken before it slept).
+fn schedule(reason: Reason) {
     if let Err(why) = switch_allowed() {
         panic!("cannot switch tasks: {why}");
     }
+    let flags = irqflags::local_irq_save();
     let cpu = percpu::this_cpu().id;
     let s = SCHED.for_cpu(cpu);
-    let flags = irqflags::local_irq_save();
     let prev_ptr = current_ptr(s, cpu);
     // SAFETY: the `current` slot owns a count, so the task lives at least until we give that
     // count away below, and we are that task: it cannot be freed while we run on it.
     let prev = unsafe { &*prev_ptr };
-    let next = {
+    let idle_ptr = s.idle.load(Ordering::Acquire);
+    let next: Option<Arc<Task>> = {
         let mut queue = s.queue.lock();
-        if prev_becomes == TaskState::Runnable {
-            // SAFETY: as above; the queue gets an Arc with a count of its own.
-            let me = unsafe {
-                Arc::increment_strong_count(prev_ptr);
-                Arc::from_raw(prev_ptr)
-            };
-            queue.rotate(cpu, me).ok()
-        } else {
-            queue.pop_for(cpu)
+        let goes_on = match reason {
+            Reason::Yield | Reason::Preempt => true,
+            // Woken between prepare_to_sleep and here: the wake already made it Running.
+            Reason::Sleep => prev.state() != TaskState::Sleeping,
+            Reason::Exit => false,
+        };
+        if reason == Reason::Sleep && !goes_on {
+            prev.asleep.store(true, Ordering::Relaxed);
         }
+        let picked = queue.pop_for(cpu);
+        let next = match picked {
+            Some(t) => {
+                if goes_on && !prev.is_idle() {
+                    // SAFETY: as above; the queue gets an Arc with a count of its own.
+                    queue.push(unsafe { clone_from_raw(prev_ptr) });
+                }
+                Some(t)
+            }
+            None if goes_on => None,
+            None => {
+                assert!(
+                    !idle_ptr.is_null() && idle_ptr != prev_ptr,
+                    "cpu{cpu}: task {} ({}) stops running and there is no idle task",
+                    prev.pid,
+                    prev.name
+                );
+                // SAFETY: the idle slot owns a count for the kernel's lifetime.
+                Some(unsafe { clone_from_raw(idle_ptr) })
+            }
+        };
+        s.queued.store(queue.len(), Ordering::Release);
+        next
     };
     let Some(next) = next else {
-        assert!(
-            prev_becomes != TaskState::Exited,
-            "cpu{cpu}: task {} ({}) exited and nothing is left to run",
-            prev.pid,
-            prev.name
-        );
+        prev.slice_ticks.store(0, Ordering::Relaxed);
         irqflags::local_irq_restore(flags);
         return;
     };
@@ -509,44 +1153,67 @@ fn schedule(prev_becomes: TaskState) {
             to.name()
         )
     };
-    if let Err(step) = prev.state.set(prev_becomes) {
-        refused(prev, step);
+    match reason {
+        Reason::Yield | Reason::Preempt if !prev.is_idle() => {
+            if let Err(step) = prev.state.set(TaskState::Runnable) {
+                refused(prev, step);
+            }
+        }
+        Reason::Exit => {
+            if let Err(step) = prev.state.set(TaskState::Exited) {
+                refused(prev, step);
+            }
+        }
+        _ => {} // a sleeper is Sleeping already; the idle task stays Running
     }
-    if let Err(step) = next.state.set(TaskState::Running) {
+    if !next.is_idle()
+        && let Err(step) = next.state.set(TaskState::Running)
+    {
         refused(&next, step);
+    }
+    if reason == Reason::Preempt {
+        prev.preemptions.fetch_add(1, Ordering::Relaxed);
+        s.counters.preemptions.fetch_add(1, Ordering::Relaxed);
     }
     let now = counter();
     let ran = now.saturating_sub(prev.switched_in_at.load(Ordering::Relaxed));
     prev.runtime.fetch_add(ran, Ordering::Relaxed);
     next.switched_in_at.store(now, Ordering::Relaxed);
+    next.slice_ticks.store(0, Ordering::Relaxed);
     next.switches.fetch_add(1, Ordering::Relaxed);
     next.cpu.store(cpu as u32, Ordering::Relaxed);
     next.on_cpu.store(true, Ordering::Release);
-    s.switches.fetch_add(1, Ordering::Relaxed);
-    // From here the CPU describes the next task's stack (IRQs are masked until it runs).
+    s.counters.switches.fetch_add(1, Ordering::Relaxed);
+    // A switch is a quiescent state: no RCU reader can be running here (readers disable
+    // preemption, and `switch_allowed` saw a preempt count of 0).
+    crate::rcu::rcu_context_switch(cpu);
+    // From here the CPU describes the next task's stack and preempt count (IRQs are masked
+    // until it runs, and both counts are 0).
     let area = percpu::this_cpu();
     area.stack_bottom
         .store(next.stack_bottom, Ordering::Relaxed);
     area.stack_top.store(next.stack_top, Ordering::Relaxed);
+    crate::arch::set_task_word(next.task_word(cpu));
     let next_ptr = Arc::into_raw(next).cast_mut();
     // The current slot's count on prev moves to `prev`, for finish_switch to drop.
     s.prev.store(prev_ptr, Ordering::Relaxed);
-    s.current.store(next_ptr, Ordering::Relaxed);
+    s.current.store(next_ptr, Ordering::Release);
     // SAFETY: both tasks are kept alive by the counts in `prev` and `current`; prev is this
-    // thread, so its context is ours to fill; next is not running (it was on our queue, and
-    // its `on_cpu` was clear when it was queued), and its context was saved by its own last
-    // switch or built by `Context::new_thread` over its heap stack, whose canary was just
-    // checked. IRQs are masked (local_irq_save above), and `switch_allowed` showed no lock,
-    // IRQ-disable nesting or preempt count is carried across.
+    // thread, so its context is ours to fill; next is not running (it was on our queue with
+    // `on_cpu` clear, or it is our idle task, which only ever runs here), and its context was
+    // saved by its own last switch or built by `Context::new_thread` over its heap stack,
+    // whose canary was just checked. IRQs are masked (local_irq_save above), and
+    // `switch_allowed` showed no lock, IRQ-disable nesting or preempt count is carried across.
     unsafe { context::switch((*prev_ptr).context.get(), (*next_ptr).context.get()) };
-    // Back in this task, perhaps much later: tidy up after whoever ran before us.
+    // Back in this task, perhaps much later and on another CPU: tidy up after whoever ran
+    // before us.
     finish_switch();
     irqflags::local_irq_restore(flags);
 }
 
 /// The first thing a task does after a switch lands in it: release the task the CPU came
 /// from. It is off the CPU now (its registers are saved, its stack no longer in use), so an
-/// exited one's stack can be freed and `wait` may reap it.
+/// exited one's stack can be freed and its waiters woken, and another CPU may pull it.
 fn finish_switch() {
     assert!(
         irqflags::irqs_disabled(),
@@ -560,11 +1227,18 @@ fn finish_switch() {
     // SAFETY: `schedule` stored a pointer from `Arc::into_raw` whose count the slot owned;
     // taking it out of the slot hands that count to this Arc.
     let prev = unsafe { Arc::from_raw(prev) };
-    if prev.state() == TaskState::Exited {
+    let exited = prev.state() == TaskState::Exited;
+    if exited {
         let stack = prev.stack.lock().take();
         drop(stack);
     }
     prev.on_cpu.store(false, Ordering::Release);
+    if exited {
+        let waiters = core::mem::take(&mut *prev.exit_waiters.lock());
+        for w in &waiters {
+            wake(w);
+        }
+    }
 }
 
 /// A new task's first Rust, reached from the trampoline with its PID.

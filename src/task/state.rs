@@ -10,6 +10,10 @@
 //!                             wake               block
 //! ```
 //!
+//! One more edge, Sleeping -> Running: a task announces it is about to sleep (`Sleeping`) while
+//! still on its CPU, checks its condition once more, and either finds it true or is woken
+//! before it got off the CPU; it then simply carries on running (chapter 17).
+//!
 //! Every change goes through `TaskState::can_become`, so an impossible step (running an exited
 //! task, waking one that is not asleep) is a loud bug, not a silent corruption. This file is
 //! plain Rust: the host unit tests below check it, and the scheduler on the target uses it.
@@ -46,6 +50,7 @@ impl TaskState {
                 | (Running, Sleeping)
                 | (Running, Exited)
                 | (Sleeping, Runnable)
+                | (Sleeping, Running)
         )
     }
 
@@ -78,6 +83,14 @@ impl AtomicTaskState {
 
     pub fn get(&self) -> TaskState {
         TaskState::from_u8(self.0.load(Ordering::Acquire))
+    }
+
+    /// Move from exactly `from` to `to`; false (and no change) if the state was not `from`.
+    pub fn transition(&self, from: TaskState, to: TaskState) -> bool {
+        debug_assert!(from.can_become(to));
+        self.0
+            .compare_exchange(from as u8, to as u8, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
     }
 
     /// Move to `next`, or say which step was refused (and change nothing).
@@ -153,6 +166,7 @@ mod tests {
             (Running, Sleeping),
             (Running, Exited),
             (Sleeping, Runnable),
+            (Sleeping, Running),
         ];
         for from in all {
             for to in all {
