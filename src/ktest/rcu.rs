@@ -1,4 +1,4 @@
-//! rcutorture on every CPU (future chapter 16, "RCU"): the kernel's RCU, fed quiescent states
+//! rcutorture on every CPU (chapter 18, "RCU"): the kernel's RCU, fed quiescent states
 //! by the tick and the idle loop, must never let a reader see an object outlive a grace period
 //! after its removal; a deliberately broken RCU (synchronize returns at once) must be caught.
 

@@ -1,4 +1,4 @@
-//! `call_rcu`: free later instead of waiting now (future chapter 16, "RCU").
+//! `call_rcu`: free later instead of waiting now (chapter 18, "RCU").
 //!
 //! `synchronize` makes the writer wait a whole grace period. Often the writer only needs the
 //! old object freed *eventually*: it embeds an [`RcuHead`] in the object and calls

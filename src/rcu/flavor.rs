@@ -1,5 +1,5 @@
 //! The RCU interface the torture test and the loom models drive, and a deliberately broken RCU
-//! that must fail them (future chapter 16, "RCU").
+//! that must fail them (chapter 18, "RCU").
 //!
 //! [`RcuFlavor`] is the little that a test needs: read-side sections on a CPU, waiting for a
 //! grace period, deferring a callback, and the tick. [`Rcu`] implements it for real.

@@ -1,4 +1,4 @@
-//! Readers, quiescent states and grace periods: the heart of RCU (future chapter 16, "RCU").
+//! Readers, quiescent states and grace periods: the heart of RCU (chapter 18, "RCU").
 //!
 //! A reader marks its CPU busy with a per-CPU nesting count and never blocks or gets
 //! preempted inside (so `read_lock` also disables preemption). A CPU whose count is zero at a

@@ -1,5 +1,5 @@
 //! An intrusive RCU list: readers walk it without a lock while one writer at a time changes it
-//! (future chapter 16, "RCU"; the process list is its showcase).
+//! (chapter 18, "RCU"; the process list is its showcase).
 //!
 //! Each object embeds an [`RcuLink`] (its `next` pointer) and implements [`RcuListed`] to say
 //! where. The list owns nothing: the writer allocates an object, links it in, and after

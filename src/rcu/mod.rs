@@ -1,5 +1,5 @@
-//! Read-copy update: readers that never wait, writers that wait for them to be done (future
-//! chapter 16, "RCU"; 14 is processes and scheduling, 15 sleeping locks).
+//! Read-copy update: readers that never wait, writers that wait for them to be done
+//! (chapter 18, "RCU").
 //!
 //! A reader brackets its use of shared data with `rcu_read_lock` / `rcu_read_unlock`: no lock
 //! word, no atomic read-modify-write, nothing another CPU has to see; just a per-CPU count

@@ -1,5 +1,5 @@
-//! An RCU-protected pointer: Linux's `rcu_assign_pointer` and `rcu_dereference` (future
-//! chapter 16, "RCU").
+//! An RCU-protected pointer: Linux's `rcu_assign_pointer` and `rcu_dereference`
+//! (chapter 18, "RCU").
 //!
 //! A writer prepares a new object completely, then *publishes* it with one release store: a
 //! reader that loads the pointer with acquire ordering sees the object as it was prepared,

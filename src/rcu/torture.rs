@@ -1,5 +1,5 @@
 //! rcutorture, portable: readers check how old the object they hold is while a writer keeps
-//! replacing it (future chapter 16, "RCU").
+//! replacing it (chapter 18, "RCU").
 //!
 //! Every object carries a *pipe count*, its age in grace periods since it was removed. The
 //! writer publishes a fresh object (count 0), sets the removed one to 1, and adds 1 to every
