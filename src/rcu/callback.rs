@@ -222,7 +222,22 @@ impl Rcu {
     /// Wait until every callback queued (on any CPU) before this call has run, on behalf of
     /// the calling CPU.
     pub fn barrier(&self) {
-        self.barrier_on(percpu::current_id());
+        if let Some(cpu) = percpu::current_id() {
+            assert!(
+                self.nesting(cpu) == 0,
+                "rcu_barrier inside an RCU read-side critical section on cpu{cpu}"
+            );
+        }
+        // As in `synchronize`: the waiter may be moved between CPUs, so it speaks for the CPU
+        // it is on at each moment, with preemption off.
+        self.barrier_with(|| {
+            crate::sync::preempt::preempt_disable();
+            if let Some(cpu) = percpu::current_id() {
+                self.note_quiescent_state(cpu);
+                self.process_callbacks(cpu);
+            }
+            crate::sync::preempt::preempt_enable();
+        });
     }
 
     /// `rcu_barrier`: wait until every callback queued before the call has run. `cpu` (the
@@ -239,6 +254,17 @@ impl Rcu {
                 "rcu_barrier inside an RCU read-side critical section on cpu{cpu}"
             );
         }
+        self.barrier_with(|| {
+            if let Some(cpu) = cpu {
+                self.note_quiescent_state(cpu);
+                self.process_callbacks(cpu);
+            }
+        });
+    }
+
+    /// Wait until every callback queued before the call has run; `report` speaks for the
+    /// waiter's CPU meanwhile.
+    fn barrier_with(&self, report: impl Fn()) {
         let mut goal = [0u64; MAX_CPUS];
         for (g, q) in goal.iter_mut().zip(self.callbacks.iter()) {
             *g = q.queued.load(Ordering::Acquire);
@@ -251,10 +277,7 @@ impl Rcu {
             if all_ran {
                 return;
             }
-            if let Some(cpu) = cpu {
-                self.note_quiescent_state(cpu);
-                self.process_callbacks(cpu);
-            }
+            report();
             self.wait();
         }
     }

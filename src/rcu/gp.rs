@@ -151,14 +151,21 @@ impl Rcu {
     /// (`RcuPointer::read`, `RcuList::iter`) cannot outlive it. Before per-CPU setup (only the
     /// boot CPU runs, so nobody can free anything under it) the guard counts nothing.
     pub fn read_lock(&self) -> RcuReadGuard<'_> {
-        match percpu::current_id() {
+        // Preemption off before asking which CPU this is: a task preempted between the
+        // question and the count could be moved, and would then count itself as a reader on
+        // a CPU it no longer runs on, whose quiescent states would end grace periods under it.
+        preempt::preempt_disable();
+        let guard = match percpu::current_id() {
             Some(cpu) => self.read_lock_on(cpu),
             None => RcuReadGuard {
                 rcu: self,
                 cpu: None,
                 _not_send: PhantomData,
             },
-        }
+        };
+        // `read_lock_on` disabled preemption again for the section; drop our outer level.
+        preempt::preempt_enable();
+        guard
     }
 
     /// Enter a read-side section on `cpu`, which must be the calling CPU (host tests name it
@@ -276,7 +283,19 @@ impl Rcu {
 
     /// Wait for a full grace period, on behalf of the calling CPU (if it has a per-CPU id yet).
     pub fn synchronize(&self) {
-        self.synchronize_on(percpu::current_id());
+        if let Some(cpu) = percpu::current_id() {
+            self.assert_not_reading(cpu, "synchronize_rcu");
+        }
+        // The caller may be preempted and moved to another CPU while it waits, so each report
+        // is for the CPU it is on at that moment, made with preemption off: a CPU only ever
+        // speaks for itself.
+        self.wait_for_grace_period(|| {
+            preempt::preempt_disable();
+            if let Some(cpu) = percpu::current_id() {
+                self.note_quiescent_state(cpu);
+            }
+            preempt::preempt_enable();
+        });
     }
 
     /// Wait until every CPU online now has passed a quiescent state, so that every reader
@@ -289,15 +308,23 @@ impl Rcu {
         if let Some(cpu) = cpu {
             self.assert_not_reading(cpu, "synchronize_rcu");
         }
+        self.wait_for_grace_period(|| {
+            if let Some(cpu) = cpu {
+                self.note_quiescent_state(cpu);
+            }
+        });
+    }
+
+    /// Start grace periods and wait until one that began after this call has ended; `report`
+    /// reports the waiter's own CPU quiescent (it is in no reader while it waits).
+    fn wait_for_grace_period(&self, report: impl Fn()) {
         let target = self.snapshot();
         loop {
             if self.is_done(target) {
                 return;
             }
             self.start_grace_period();
-            if let Some(cpu) = cpu {
-                self.note_quiescent_state(cpu);
-            }
+            report();
             if self.is_done(target) {
                 return;
             }

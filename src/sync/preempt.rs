@@ -132,6 +132,7 @@ pub fn preemptible() -> bool {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use crate::percpu;
 
     #[test]
     fn fields_nest_independently_and_answer_the_context_questions() {

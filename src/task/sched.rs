@@ -456,6 +456,23 @@ pub fn init_cpu(cpu: usize, current_is_idle: bool) {
     }
     if cpu == crate::smp::boot_cpu() {
         READY.store(true, Ordering::Release);
+        // synchronize_rcu and rcu_barrier wait for other CPUs' ticks: a task that may sleep
+        // gives its CPU away for a tick instead of spinning.
+        crate::rcu::set_wait_hook(wait_a_tick_if_allowed);
+    }
+}
+
+/// Can the current flow sleep right now? (Not before the scheduler is ready, not in the idle
+/// task, not where a switch is refused.)
+pub fn can_sleep() -> bool {
+    READY.load(Ordering::Acquire) && switch_allowed().is_ok() && !current().is_idle()
+}
+
+fn wait_a_tick_if_allowed() {
+    if can_sleep() {
+        sleep_ticks(1);
+    } else {
+        crate::arch::cpu_relax();
     }
 }
 
