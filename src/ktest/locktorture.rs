@@ -107,8 +107,10 @@ pub fn torture<R: RawSpinLock>(budget: u64) -> Report {
                 inconsistent.fetch_add(1, Ordering::Relaxed);
             }
             data.first.store(first + 1, Ordering::Relaxed);
-            for i in 0..8u32 {
-                core::hint::black_box(i); // hold the lock a little while
+            // Hold the lock a little while, so that a holder is often inside when its vCPU
+            // loses the host CPU: a broken lock then lets someone else in meanwhile.
+            for i in 0..64u32 {
+                core::hint::black_box(i);
             }
             data.second.store(second + 1, Ordering::Relaxed);
             drop(data);
