@@ -13,6 +13,7 @@ pub mod litmus;
 pub mod locktorture;
 mod rcu;
 mod rwseq;
+mod sched;
 mod task;
 
 use alloc::string::String;
@@ -39,6 +40,7 @@ fn suites() -> impl Iterator<Item = &'static KTest> {
         .chain(irqlock::TESTS.iter())
         .chain(rcu::TESTS.iter())
         .chain(task::TESTS.iter())
+        .chain(sched::TESTS.iter())
 }
 
 fn print(args: core::fmt::Arguments<'_>) {

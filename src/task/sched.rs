@@ -1188,7 +1188,7 @@ fn schedule(reason: Reason) {
     {
         refused(&next, step);
     }
-    if reason == Reason::Preempt {
+    if reason == Reason::Preempt && !prev.is_idle() {
         prev.preemptions.fetch_add(1, Ordering::Relaxed);
         s.counters.preemptions.fetch_add(1, Ordering::Relaxed);
     }

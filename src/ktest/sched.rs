@@ -1,0 +1,371 @@
+//! Scheduler tests (chapter 16, "Scheduling on several CPUs"): many tasks on four CPUs all
+//! complete and spread out, the tick preempts CPU-bound round-robin tasks and leaves FIFO ones
+//! alone, a sleeper on one CPU is woken from another, timed sleep and kill work, and the
+//! per-CPU statistics add up.
+//!
+//! Every loop here is bounded in iterations, not in time: 4 vCPUs share 2 host cores, so guest
+//! time says little about how much work was done.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use super::KTest;
+use crate::ensure;
+use crate::percpu;
+use crate::platform::Platform;
+use crate::smp;
+use crate::task::{self, CpuMask, DEFAULT_STACK_SIZE, Pid, Policy};
+
+pub static TESTS: &[KTest] = &[
+    KTest {
+        name: "sched_tasks_on_every_cpu_complete_and_idle_cpus_pull_them",
+        run: tasks_complete_and_spread,
+    },
+    KTest {
+        name: "sched_tick_preempts_round_robin_not_fifo",
+        run: preemption_by_policy,
+    },
+    KTest {
+        name: "sched_sleeper_is_woken_from_another_cpu",
+        run: cross_cpu_wake,
+    },
+    KTest {
+        name: "sched_timed_sleep_and_kill",
+        run: timed_sleep_and_kill,
+    },
+    KTest {
+        name: "sched_statistics_are_per_cpu_and_summed_on_read",
+        run: statistics_sum,
+    },
+];
+
+/// A CPU-bound job: `rounds` steps of a 64-bit mixing function, so the result proves every
+/// step ran (the test computes the same value directly and compares).
+fn churn(seed: u64, rounds: u64, on_progress: &dyn Fn()) -> u64 {
+    let mut x = seed;
+    for i in 0..rounds {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x = x.wrapping_add(i);
+        if i % 4096 == 0 {
+            on_progress();
+        }
+    }
+    x
+}
+
+fn spawn_with(
+    name: &str,
+    affinity: CpuMask,
+    policy: Policy,
+    f: impl FnOnce() -> i32 + Send + 'static,
+) -> Result<Pid, String> {
+    task::spawn_with(name, DEFAULT_STACK_SIZE, affinity, policy, f)
+        .map_err(|e| format!("spawn {name}: {e}"))
+}
+
+fn wait(pid: Pid) -> Result<i32, String> {
+    task::wait(pid).map_err(|e| format!("wait {pid}: {e}"))
+}
+
+/// Eight CPU-bound round-robin tasks, all spawned (and so queued) on this CPU: each must
+/// compute the right value, and the idle CPUs must have pulled some of them.
+fn tasks_complete_and_spread(_: &Platform<'static>) -> Result<(), String> {
+    const TASKS: u64 = 8;
+    const ROUNDS: u64 = 400_000;
+    let cpus = smp::online_cpus().count();
+    let before = task::stats();
+    let results: Arc<[AtomicU64; TASKS as usize]> =
+        Arc::new([const { AtomicU64::new(0) }; TASKS as usize]);
+    // Per task: a bit for every CPU it was seen running on.
+    let seen_on: Arc<[AtomicU32; TASKS as usize]> =
+        Arc::new([const { AtomicU32::new(0) }; TASKS as usize]);
+    let mut pids = Vec::new();
+    for n in 0..TASKS {
+        let (results, seen_on) = (results.clone(), seen_on.clone());
+        pids.push(spawn_with(
+            &format!("churn-{n}"),
+            CpuMask::ALL,
+            Policy::RoundRobin,
+            move || {
+                let mark = || {
+                    seen_on[n as usize].fetch_or(1 << percpu::this_cpu().id, Ordering::Relaxed);
+                };
+                let v = churn(n + 1, ROUNDS, &mark);
+                results[n as usize].store(v, Ordering::Relaxed);
+                0
+            },
+        )?);
+    }
+    for &pid in &pids {
+        ensure!(wait(pid)? == 0, "task {pid} exited non-zero");
+    }
+    for n in 0..TASKS {
+        let want = churn(n + 1, ROUNDS, &|| {});
+        let got = results[n as usize].load(Ordering::Relaxed);
+        ensure!(
+            got == want,
+            "task {n} computed {got:#x}, the same work here gives {want:#x}"
+        );
+    }
+    let ran_on = seen_on
+        .iter()
+        .fold(0u32, |all, s| all | s.load(Ordering::Relaxed));
+    let after = task::stats();
+    let migrations = after.migrations - before.migrations;
+    log::info!(
+        "{TASKS} tasks x {ROUNDS} rounds, all queued on cpu{}: ran on CPUs {ran_on:#06b}, {migrations} pulled by idle CPUs, {} preemptions",
+        percpu::this_cpu().id,
+        after.preemptions - before.preemptions
+    );
+    if cpus > 1 {
+        ensure!(
+            migrations > 0,
+            "no idle CPU pulled a task: all {TASKS} ran where they were queued"
+        );
+        ensure!(
+            ran_on.count_ones() > 1,
+            "every task ran on one CPU ({ran_on:#b}) although {cpus} are online"
+        );
+    }
+    Ok(())
+}
+
+/// Two CPU-bound tasks pinned to one CPU never yield. Round robin: the tick must preempt both
+/// and each must make progress while the other is unfinished. FIFO: the first runs to the end
+/// before the second starts, and nobody is preempted.
+fn preemption_by_policy(_: &Platform<'static>) -> Result<(), String> {
+    let cpu = smp::online_cpus().last().unwrap_or(0);
+    // Enough work to span several 20 ms slices even on an idle host.
+    const ROUNDS: u64 = 6_000_000;
+    for policy in [Policy::RoundRobin, Policy::Fifo] {
+        // progress[i]: steps task i had done when the other finished.
+        let done = Arc::new([AtomicBool::new(false), AtomicBool::new(false)]);
+        let steps = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+        let other_when_done = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+        let mut pids = [0; 2];
+        for (i, pid) in pids.iter_mut().enumerate() {
+            let (done, steps, other_when_done) =
+                (done.clone(), steps.clone(), other_when_done.clone());
+            *pid = spawn_with(
+                &format!("spinner-{i}"),
+                CpuMask::only(cpu),
+                policy,
+                move || {
+                    churn(i as u64, ROUNDS, &|| {
+                        steps[i].fetch_add(1, Ordering::Relaxed);
+                    });
+                    other_when_done[i]
+                        .store(steps[1 - i].load(Ordering::Relaxed), Ordering::Relaxed);
+                    done[i].store(true, Ordering::Release);
+                    0
+                },
+            )?;
+        }
+        let handles: Vec<_> = pids.iter().filter_map(|&p| task::lookup(p)).collect();
+        ensure!(handles.len() == 2, "spawned spinners missing");
+        for &pid in &pids {
+            ensure!(wait(pid)? == 0, "spinner {pid} exited non-zero");
+        }
+        let preempted: Vec<u64> = handles.iter().map(|t| t.preemptions()).collect();
+        let total_steps = ROUNDS.div_ceil(4096);
+        // What the one that finished first had seen of the other: with round robin the other
+        // had started and not finished; with FIFO it had not started.
+        let first = if other_when_done[0].load(Ordering::Relaxed)
+            <= other_when_done[1].load(Ordering::Relaxed)
+        {
+            0
+        } else {
+            1
+        };
+        let seen = other_when_done[first].load(Ordering::Relaxed);
+        log::info!(
+            "{policy:?} on cpu{cpu}: preemptions {preempted:?}; when one finished the other had done {seen} of {total_steps} steps"
+        );
+        match policy {
+            Policy::RoundRobin => {
+                ensure!(
+                    preempted.iter().all(|&p| p > 0),
+                    "round robin: a CPU-bound task was never preempted ({preempted:?})"
+                );
+                ensure!(
+                    seen > 0 && seen < total_steps,
+                    "round robin: the tasks did not share the CPU ({seen} of {total_steps} steps)"
+                );
+            }
+            Policy::Fifo => {
+                ensure!(
+                    preempted.iter().all(|&p| p == 0),
+                    "FIFO: a task was preempted ({preempted:?})"
+                );
+                ensure!(
+                    seen == 0,
+                    "FIFO: the second task ran before the first finished ({seen} steps)"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A task on another CPU sleeps until a flag is set; this CPU sets it and wakes the task. The
+/// wake must cross CPUs (IPI), and the sleeper must not spin meanwhile.
+fn cross_cpu_wake(_: &Platform<'static>) -> Result<(), String> {
+    let me = percpu::this_cpu().id;
+    let Some(other) = smp::online_cpus().find(|&c| c != me) else {
+        log::info!("one CPU: nothing to wake across; skipped");
+        return Ok(());
+    };
+    const ROUNDS: u64 = 50;
+    let flag = Arc::new(AtomicU64::new(0));
+    let acked = Arc::new(AtomicU64::new(0));
+    let slept = Arc::new(AtomicU64::new(0));
+    let (f2, a2, s2) = (flag.clone(), acked.clone(), slept.clone());
+    let pid = spawn_with(
+        "sleeper",
+        CpuMask::only(other),
+        Policy::RoundRobin,
+        move || {
+            for round in 1..=ROUNDS {
+                loop {
+                    task::prepare_to_sleep();
+                    if f2.load(Ordering::Acquire) >= round {
+                        task::finish_wait();
+                        break;
+                    }
+                    s2.fetch_add(1, Ordering::Relaxed);
+                    task::sleep();
+                }
+                a2.store(round, Ordering::Release);
+            }
+            0
+        },
+    )?;
+    let sleeper = task::lookup(pid).ok_or("the sleeper vanished")?;
+    let wakes_before = task::stats().wakeups;
+    for round in 1..=ROUNDS {
+        flag.store(round, Ordering::Release);
+        task::wake(&sleeper);
+        // Bounded: the sleeper acknowledges each round before the next one starts.
+        let mut spins = 0u64;
+        while acked.load(Ordering::Acquire) < round {
+            task::yield_now();
+            spins += 1;
+            ensure!(
+                spins < 10_000_000,
+                "round {round}: the sleeper on cpu{other} never woke"
+            );
+        }
+    }
+    ensure!(wait(pid)? == 0, "the sleeper exited non-zero");
+    let wakeups = sleeper.wakeups();
+    let slept = slept.load(Ordering::Relaxed);
+    log::info!(
+        "{ROUNDS} rounds to cpu{other}: slept {slept} times, woken {wakeups} times ({} wakeups counted on all CPUs)",
+        task::stats().wakeups - wakes_before
+    );
+    ensure!(slept > 0, "the sleeper never went to sleep");
+    ensure!(wakeups > 0, "no wakeup reached the sleeper");
+    Ok(())
+}
+
+/// `sleep_ticks(n)` lasts at least n ticks; `kill` stops a task that polls `should_stop`.
+fn timed_sleep_and_kill(_: &Platform<'static>) -> Result<(), String> {
+    let slept_ticks = Arc::new(AtomicU64::new(0));
+    let s2 = slept_ticks.clone();
+    let sleeper = spawn_with("nap", CpuMask::ALL, Policy::RoundRobin, move || {
+        let cpu = percpu::this_cpu().id;
+        let t0 = crate::irq::tick::ticks_on(cpu);
+        task::sleep_ticks(3);
+        // The tick of the CPU it slept on woke it; that CPU's count is the clock.
+        s2.store(crate::irq::tick::ticks_on(cpu) - t0, Ordering::Relaxed);
+        0
+    })?;
+    ensure!(wait(sleeper)? == 0, "the napper exited non-zero");
+    let ticks = slept_ticks.load(Ordering::Relaxed);
+    ensure!(ticks >= 3, "sleep_ticks(3) returned after {ticks} ticks");
+
+    let loops = Arc::new(AtomicU64::new(0));
+    let l2 = loops.clone();
+    let looper = spawn_with("looper", CpuMask::ALL, Policy::RoundRobin, move || {
+        while !task::should_stop() {
+            l2.fetch_add(1, Ordering::Relaxed);
+            task::sleep_ticks(1);
+        }
+        7
+    })?;
+    // Let it go round a few times (bounded), then stop it.
+    let mut waited = 0;
+    while loops.load(Ordering::Relaxed) < 3 && waited < 1_000_000 {
+        task::yield_now();
+        waited += 1;
+    }
+    ensure!(task::kill(looper), "kill found no task {looper}");
+    ensure!(
+        wait(looper)? == 7,
+        "the killed task did not finish its loop"
+    );
+    ensure!(!task::kill(looper), "kill of a reaped task claimed success");
+    log::info!(
+        "sleep_ticks(3) took {ticks} ticks; a looping task stopped on kill after {} rounds",
+        loops.load(Ordering::Relaxed)
+    );
+    Ok(())
+}
+
+/// The summed statistics equal the sum of every CPU's, and switching on every CPU shows up.
+fn statistics_sum(_: &Platform<'static>) -> Result<(), String> {
+    let cpus: Vec<usize> = smp::online_cpus().collect();
+    let before: Vec<task::Stats> = cpus.iter().map(|&c| task::stats_of(c)).collect();
+    // A short pinned yielder on every CPU: each CPU must count its own switches.
+    let mut pids = Vec::new();
+    for &cpu in &cpus {
+        pids.push(spawn_with(
+            &format!("yielder-{cpu}"),
+            CpuMask::only(cpu),
+            Policy::Fifo,
+            || {
+                for _ in 0..10 {
+                    task::yield_now();
+                }
+                0
+            },
+        )?);
+    }
+    for pid in pids {
+        wait(pid)?;
+    }
+    for (i, &cpu) in cpus.iter().enumerate() {
+        let now = task::stats_of(cpu);
+        ensure!(
+            now.switches > before[i].switches,
+            "cpu{cpu} counted no context switch while a task ran there"
+        );
+        ensure!(now.ticks > 0, "cpu{cpu} counted no tick");
+    }
+    let sum = cpus
+        .iter()
+        .map(|&c| task::stats_of(c))
+        .fold(task::Stats::default(), |a, b| a + b);
+    let total = task::stats();
+    // Counters keep moving while we read (ticks!), so the total read after the parts is at
+    // least their sum, and not far above it.
+    ensure!(
+        total.switches >= sum.switches && total.ticks >= sum.ticks,
+        "summed statistics {total:?} below the per-CPU sum {sum:?}"
+    );
+    log::info!(
+        "summed on read: {} switches, {} ticks ({} busy), {} wakeups, {} migrations, {} preemptions",
+        total.switches,
+        total.ticks,
+        total.busy_ticks,
+        total.wakeups,
+        total.migrations,
+        total.preemptions
+    );
+    Ok(())
+}
