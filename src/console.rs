@@ -94,6 +94,9 @@ fn on_uart_interrupt(_intid: u32, _frame: &TrapFrame) {
             INPUT.push(byte);
         }
     }
+    if let Some(hooks) = INPUT_SLEEP.get() {
+        (hooks.wake)();
+    }
 }
 
 /// Take console input by interrupt: register the handler for the UART's SPI, route it to this
@@ -114,6 +117,22 @@ pub fn enable_input_interrupt(platform: &Platform<'_>) -> Result<u32, &'static s
     }
     INPUT_BY_INTERRUPT.store(true, Ordering::Release);
     Ok(intid)
+}
+
+/// How a reader waits for input once tasks can sleep (src/task sets them; the console sits
+/// below the scheduler and cannot name it).
+pub struct InputSleep {
+    /// Sleep until `ready()` holds; false if this flow cannot sleep here (then WFI it is).
+    pub wait: fn(&dyn Fn() -> bool) -> bool,
+    /// Wake the sleeping reader, if any: called by the receive interrupt.
+    pub wake: fn(),
+}
+
+static INPUT_SLEEP: spin::Once<InputSleep> = spin::Once::new();
+
+/// Let readers sleep instead of WFI (once, at scheduler start).
+pub fn set_input_sleep(hooks: InputSleep) {
+    INPUT_SLEEP.call_once(|| hooks);
 }
 
 /// Bytes lost because nobody read the input fast enough.
@@ -151,6 +170,12 @@ fn read_byte_by_interrupt() -> u8 {
     loop {
         if let Some(byte) = INPUT.pop() {
             return byte;
+        }
+        // With a scheduler, the reader sleeps and its CPU runs other tasks meanwhile.
+        if let Some(hooks) = INPUT_SLEEP.get()
+            && (hooks.wait)(&|| !INPUT.is_empty())
+        {
+            continue;
         }
         let flags = irqflags::local_irq_save();
         if INPUT.is_empty() {

@@ -886,8 +886,8 @@ fn shell_lists_commands_rejects_bogus_ones_runs_tests_and_powers_off() {
     let mut s = Session::start(&[("SMP", "4")], "");
     let help = s.command("help");
     for command in [
-        "help", "cpus", "irqs", "locks", "mem", "log", "test", "bench", "demo", "poweroff",
-        "reboot",
+        "help", "cpus", "irqs", "locks", "mem", "ps", "spawn", "kill", "top", "log", "test",
+        "bench", "demo", "poweroff", "reboot",
     ] {
         assert!(
             help.lines()
@@ -924,6 +924,63 @@ fn shell_lists_commands_rejects_bogus_ones_runs_tests_and_powers_off() {
     s.expect("shell: powering off");
     let (status, output) = s.exit_status();
     assert_eq!(status, Some(0), "poweroff exits QEMU with 0:\n{output}");
+}
+
+#[test]
+fn shell_spawns_lists_measures_and_kills_tasks() {
+    let mut s = Session::start(&[("SMP", "2")], "");
+    let spawned = s.command("spawn spin");
+    let pid: u32 = spawned
+        .split("as pid ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in:\n{spawned}"));
+    let ps = s.command("ps");
+    assert!(
+        ps.contains("running now: cpu0 boot/cpu0 (0)"),
+        "the shell runs on cpu0:\n{ps}"
+    );
+    let spin_row = ps
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{pid} ")) && l.ends_with(" spin"))
+        .unwrap_or_else(|| panic!("ps lists no spin task {pid}:\n{ps}"));
+    assert!(
+        spin_row.contains("Running") || spin_row.contains("Runnable"),
+        "{spin_row}"
+    );
+    // The hog keeps one CPU busy: top must see a CPU near 100 %.
+    let top = s.command("top");
+    let loads: Vec<u32> = top
+        .lines()
+        .filter_map(|l| l.split('%').next()?.split_whitespace().nth(1)?.parse().ok())
+        .collect();
+    assert_eq!(loads.len(), 2, "one row per CPU:\n{top}");
+    assert!(
+        loads.iter().any(|&l| l >= 80),
+        "the spinning CPU is busy:\n{top}"
+    );
+    let killed = s.command(&format!("kill {pid}"));
+    assert!(
+        killed.contains(&format!("task {pid} exited with status 0; reaped")),
+        "{killed}"
+    );
+    let ps = s.command("ps");
+    assert!(
+        !ps.lines().any(|l| l.ends_with(" spin")),
+        "reaped, so gone:\n{ps}"
+    );
+    let bogus = s.command("spawn bogus");
+    assert!(
+        bogus.contains("no demo task \"bogus\"") && bogus.contains("pingpong"),
+        "{bogus}"
+    );
+    let none = s.command("kill 9999");
+    assert!(none.contains("no task 9999"), "{none}");
+    s.send(b"poweroff\r");
+    s.expect("shell: powering off");
+    let (status, output) = s.exit_status();
+    assert_eq!(status, Some(0), "{output}");
 }
 
 #[test]

@@ -33,7 +33,7 @@ pub struct Shell {
 
 impl Shell {
     /// Write what has been collected so far to the console.
-    fn flush(&mut self) {
+    pub(super) fn flush(&mut self) {
         let text = core::str::from_utf8(&self.out[..self.len]).unwrap_or("");
         if !text.is_empty() {
             console::write_line(text);
@@ -140,6 +140,38 @@ static COMMANDS: &[Command<Shell>] = &[
         min_args: 0,
         max_args: 0,
         run: mem,
+    },
+    Command {
+        name: "ps",
+        args: "",
+        about: "every task: PID, CPU, state, policy, switches, run time (chapter 15)",
+        min_args: 0,
+        max_args: 0,
+        run: super::tasks::ps,
+    },
+    Command {
+        name: "spawn",
+        args: "<spin|sleepy|churn|pingpong>",
+        about: "start a demo task (spawn alone lists them)",
+        min_args: 0,
+        max_args: 1,
+        run: super::tasks::spawn,
+    },
+    Command {
+        name: "kill",
+        args: "<pid>",
+        about: "ask a task to stop, and reap it (or reap a zombie)",
+        min_args: 1,
+        max_args: 1,
+        run: super::tasks::kill,
+    },
+    Command {
+        name: "top",
+        args: "[seconds]",
+        about: "per-CPU load, queue length, switches and wakeups over 1 s (or the seconds given)",
+        min_args: 0,
+        max_args: 1,
+        run: super::tasks::top,
     },
     Command {
         name: "log",

@@ -17,6 +17,8 @@ pub mod line;
 
 #[cfg(target_os = "none")]
 mod commands;
+#[cfg(target_os = "none")]
+mod tasks;
 
 #[cfg(target_os = "none")]
 pub use commands::{CPU_COLUMNS, Cell, CpuColumn, run};

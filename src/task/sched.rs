@@ -366,7 +366,12 @@ fn current_ptr(s: &CpuSched, cpu: usize) -> *mut Task {
     }
     let task = Task::new(NewTask {
         pid: 0,
-        name: alloc::format!("boot/cpu{cpu}"),
+        // On a secondary CPU, the flow that meets the scheduler is the idle loop.
+        name: if cpu == crate::smp::boot_cpu() {
+            alloc::format!("boot/cpu{cpu}")
+        } else {
+            alloc::format!("idle/{cpu}")
+        },
         cpu,
         affinity: CpuMask::only(cpu),
         policy: Policy::Fifo,
@@ -459,6 +464,40 @@ pub fn init_cpu(cpu: usize, current_is_idle: bool) {
         // synchronize_rcu and rcu_barrier wait for other CPUs' ticks: a task that may sleep
         // gives its CPU away for a tick instead of spinning.
         crate::rcu::set_wait_hook(wait_a_tick_if_allowed);
+        // The shell's reader sleeps, and its CPU runs other tasks, until a key arrives.
+        crate::console::set_input_sleep(crate::console::InputSleep {
+            wait: wait_for_input,
+            wake: input_arrived,
+        });
+    }
+}
+
+/// The task waiting for console input (the shell), if it sleeps.
+static INPUT_READER: IrqSafeSpinLock<Option<Arc<Task>>> =
+    IrqSafeSpinLock::named("console reader", None);
+
+fn wait_for_input(ready: &dyn Fn() -> bool) -> bool {
+    if !can_sleep() {
+        return false;
+    }
+    let me = current();
+    loop {
+        prepare_to_sleep();
+        *INPUT_READER.lock() = Some(me.clone());
+        if ready() {
+            finish_wait();
+            break;
+        }
+        sleep();
+    }
+    INPUT_READER.lock().take();
+    true
+}
+
+fn input_arrived() {
+    let reader = INPUT_READER.lock().clone();
+    if let Some(t) = reader {
+        wake(&t);
     }
 }
 
