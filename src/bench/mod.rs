@@ -28,6 +28,8 @@ pub mod stats;
 mod atomics;
 #[cfg(target_os = "none")]
 mod locks;
+#[cfg(target_os = "none")]
+mod sched;
 
 #[cfg(target_os = "none")]
 pub use kernel::run;
@@ -201,6 +203,10 @@ mod kernel {
             name: "ipi",
             run: super::ipi::round_trips,
         },
+        Suite {
+            name: "sched",
+            run: super::sched::run,
+        },
     ];
 
     /// Run the suites whose name contains `filter` (all for ""); returns the result count.
@@ -224,7 +230,7 @@ mod kernel {
         }
         if matched == 0 {
             log::error!(target: "bench",
-                "no suite name contains {filter:?}; suites are: uncontended, locks, atomics, ipi"
+                "no suite name contains {filter:?}; suites are: uncontended, locks, atomics, ipi, sched"
             );
         }
         let seconds = (counter() - began) as f64 / counter_frequency() as f64;
