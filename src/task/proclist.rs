@@ -20,7 +20,7 @@
 //! release store.
 //!
 //! # Writers: one at a time, and never free what a reader may hold
-//! Writers take one `SpinLock` among themselves (readers never touch it). `insert` allocates
+//! Writers take one spin lock among themselves (readers never touch it). `insert` allocates
 //! and fills a [`ProcNode`], then links it at the front. `remove` unlinks the node (the
 //! predecessor's `next` skips it with a release store) but leaves the node's own `next` alone,
 //! so a reader standing on it walks off it back onto the list. Then the hard part: readers that
@@ -71,6 +71,24 @@
 //! the whole point. The tests that run the broken RCU only let readers look at the node's
 //! atomic fields (magic, pid, link), never at the payload.
 //!
+//! # Preemption
+//! A task may be preempted and moved to another CPU between any two of its instructions,
+//! except where preemption is off. So nothing here asks "which CPU am I on?" with preemption
+//! on: readers get their guard from `rcu_read_lock` (which turns preemption off first), and
+//! `remove` asks only once it holds the writer lock (a spin lock: preemption off while held).
+//! The `_on(cpu)` variants are for callers that cannot move: a CPU's own flow (the in-kernel
+//! torture test runs in each CPU's call from `on_each_cpu`), or a host thread playing a CPU.
+//!
+//! # Using it
+//! ```text
+//! static PROCS: ProcessList<Arc<Task>> = ProcessList::new(GlobalRcu);
+//! PROCS.insert(pid, task)?;                      // spawn: Err(task) back if pid is taken
+//! let g = rcu::rcu_read_lock();
+//! let found = PROCS.lookup(pid, &g).cloned();    // clone the Arc to keep it past the guard
+//! drop(g);
+//! PROCS.remove(pid);                             // reap: the Arc is dropped a grace period later
+//! ```
+//!
 //! # Which RCU
 //! The list is generic over [`ListRcu`]: the kernel's list uses [`GlobalRcu`] (the one
 //! `rcu::global()` domain, whose tick and idle loop report quiescent states); tests plug in
@@ -95,6 +113,7 @@ use crate::rcu::{
     RcuReadGuard,
 };
 use crate::sync::SpinLock;
+use crate::sync::spinlock::TtasLock;
 
 /// True when this kernel poisons removed nodes and its readers check for poison.
 pub const POISONING: bool = cfg!(feature = "rcu-poison");
@@ -115,13 +134,15 @@ pub const DEFAULT_QUARANTINE: usize = 64;
 /// What a process list needs from an RCU beyond [`RcuFlavor`]: a guard for its readers (the
 /// list's iterator borrows one), a check that a guard belongs here, and `rcu_barrier`.
 pub trait ListRcu: RcuFlavor {
-    /// Enter a read-side section on `cpu` (the calling CPU; `None`: the calling CPU if it has a
-    /// per-CPU id yet).
+    /// Enter a read-side section on `cpu`, the calling CPU, which the caller cannot leave (a
+    /// CPU's own flow, or preemption off). `None`: on whichever CPU the caller is on, found
+    /// with preemption already off (`rcu_read_lock`), for callers that may be moved.
     fn read_guard(&self, cpu: Option<usize>) -> RcuReadGuard<'_>;
     /// True if `cpu` is inside a read-side section of this RCU (a sanity check on guards).
     fn in_reader(&self, cpu: usize) -> bool;
-    /// Wait until every callback queued before the call has run; `cpu` is the caller's CPU,
-    /// which reports quiescent states and runs its own callbacks meanwhile.
+    /// Wait until every callback queued before the call has run (`rcu_barrier`); meanwhile the
+    /// waiter reports quiescent states and runs callbacks for `cpu` (a CPU it cannot leave),
+    /// or, with `None`, for whichever CPU it is on at each moment.
     fn callbacks_barrier(&self, cpu: Option<usize>);
 }
 
@@ -136,7 +157,10 @@ impl ListRcu for Rcu {
         self.nesting(cpu) > 0
     }
     fn callbacks_barrier(&self, cpu: Option<usize>) {
-        self.barrier_on(cpu);
+        match cpu {
+            Some(_) => self.barrier_on(cpu),
+            None => self.barrier(),
+        }
     }
 }
 
@@ -196,7 +220,7 @@ impl ListRcu for GlobalRcu {
         rcu::global().in_reader(cpu)
     }
     fn callbacks_barrier(&self, cpu: Option<usize>) {
-        rcu::global().barrier_on(cpu);
+        rcu::global().callbacks_barrier(cpu);
     }
 }
 
@@ -544,7 +568,12 @@ pub struct ProcessList<T: Send + Sync + 'static, R: ListRcu = GlobalRcu> {
     list: RcuList<ProcNode<T>>,
     /// Writers' lock; it also guards the quarantine. Plain, not IRQ-safe: writers run in
     /// process context, and the callbacks (which do run in interrupt context) never take it.
-    writer: SpinLock<Quarantine<T>>,
+    /// Test-and-test-and-set, not the default ticket lock: a FIFO lock hands over to the next
+    /// waiter in line even when its CPU is not running, and under QEMU (four vCPUs on two
+    /// host cores) each hand-over could then wait for a host time slice: the torture test,
+    /// with a write in every round, ran a hundred times slower. Writers are rare and short,
+    /// so fairness among them matters less than never waiting for a CPU that is not there.
+    writer: SpinLock<Quarantine<T>, TtasLock>,
     quarantine: usize,
     len: AtomicUsize,
     inserted: AtomicU64,
@@ -587,7 +616,7 @@ impl<T: Send + Sync + 'static, R: ListRcu> ProcessList<T, R> {
     /// Enter a read-side section of this list's RCU on the calling CPU (for the kernel's list
     /// the same as `rcu::rcu_read_lock()`).
     pub fn read_lock(&self) -> RcuReadGuard<'_> {
-        self.rcu.read_guard(percpu::current_id())
+        self.rcu.read_guard(None)
     }
 
     /// Enter a read-side section of this list's RCU on `cpu`, the calling CPU (host tests name
@@ -660,7 +689,7 @@ impl<T: Send + Sync + 'static, R: ListRcu> ProcessList<T, R> {
         // Writers walk the list like readers (under the writer lock no node can go away, but
         // the list's iterator wants a guard, and a section costs almost nothing).
         let taken = {
-            let g = self.rcu.read_guard(percpu::current_id());
+            let g = self.rcu.read_guard(None);
             self.list.iter(&g).any(|n| n.pid() == pid)
         };
         if taken {
@@ -682,14 +711,21 @@ impl<T: Send + Sync + 'static, R: ListRcu> ProcessList<T, R> {
     /// # Panics
     /// Before per-CPU setup (the reclaim callback needs a CPU whose tick runs it).
     pub fn remove(&self, pid: Pid) -> bool {
+        // The writer lock turns preemption off, so the CPU asked for under it stays ours.
+        let mut quarantine = self.writer.lock();
         let cpu = percpu::current_id().expect("ProcessList::remove before per-CPU setup");
-        self.remove_on(cpu, pid)
+        self.remove_locked(&mut quarantine, cpu, pid)
     }
 
-    /// Remove process `pid` on behalf of `cpu`, the calling CPU: unlink it now, reclaim it
-    /// through `call_rcu` on `cpu` once a grace period has passed. False if it is not there.
+    /// Remove process `pid` on behalf of `cpu`, the calling CPU, which the caller cannot leave
+    /// (a CPU's own flow, or a host thread playing the CPU). False if it is not there.
     pub fn remove_on(&self, cpu: usize, pid: Pid) -> bool {
         let mut quarantine = self.writer.lock();
+        self.remove_locked(&mut quarantine, cpu, pid)
+    }
+
+    /// Unlink `pid` now; reclaim it through `call_rcu` on `cpu` once a grace period has passed.
+    fn remove_locked(&self, quarantine: &mut Quarantine<T>, cpu: usize, pid: Pid) -> bool {
         let found = {
             let g = self.rcu.read_guard(Some(cpu));
             self.list
@@ -700,7 +736,7 @@ impl<T: Send + Sync + 'static, R: ListRcu> ProcessList<T, R> {
         let Some(node) = found else {
             return false;
         };
-        // SAFETY: we hold the writer lock.
+        // SAFETY: the caller holds the writer lock (it lent us what it guards).
         let unlinked = unsafe { self.list.remove(node) };
         debug_assert!(
             unlinked,
@@ -726,8 +762,8 @@ impl<T: Send + Sync + 'static, R: ListRcu> ProcessList<T, R> {
         true
     }
 
-    /// Wait for every removed node's callback (`rcu_barrier` on the list's RCU, on behalf of
-    /// `cpu`, the caller's), then free every poisoned node in quarantine. Returns how many were
+    /// Wait for every removed node's callback (`rcu_barrier` on the list's RCU; `cpu` as for
+    /// [`ListRcu::callbacks_barrier`]), then free every poisoned node in quarantine. Returns how many were
     /// freed. Tests use it to check that nothing leaked.
     pub fn flush_quarantine(&self, cpu: Option<usize>) -> usize {
         self.rcu.callbacks_barrier(cpu);
@@ -753,7 +789,7 @@ impl<T: Send + Sync + 'static, R: ListRcu> Drop for ProcessList<T, R> {
             return;
         }
         while self.writer.lock().waiting() {
-            self.rcu.callbacks_barrier(percpu::current_id());
+            self.rcu.callbacks_barrier(None);
         }
         let freed = self.writer.lock().free_reclaimed(usize::MAX);
         self.freed.fetch_add(freed as u64, Ordering::Relaxed);
@@ -1016,7 +1052,8 @@ pub mod torture {
         }
 
         /// This CPU's part (every CPU reads and writes). Returns once every CPU did its share
-        /// (or this one reached its cap), its own pids are removed and its callbacks have run.
+        /// (or this one reached its cap) and its own pids are removed. The callbacks of its
+        /// removals may still be queued: its tick runs them (`finish` waits for them all).
         pub fn run_cpu(&self, cpu: usize) {
             assert!(cpu < self.cpus, "cpu{cpu} is not part of this run");
             let rcu = self.list.rcu();
@@ -1080,9 +1117,6 @@ pub mod torture {
                 }
                 t.removes += 1;
             }
-            // This CPU's callbacks run from its own tick or here; wait for them (and everyone's
-            // queued so far) so that nothing of the run is left in this CPU's queue.
-            rcu.callbacks_barrier(Some(cpu));
             for (total, n) in [
                 (&self.rounds, t.rounds),
                 (&self.walks, t.walks),
@@ -1172,6 +1206,9 @@ pub mod torture {
                     s.spawn(move || {
                         start.wait();
                         self.run_cpu(cpu);
+                        // Nobody ticks this CPU once its thread ends: run its callbacks (and
+                        // wait for everyone's queued so far), then leave.
+                        self.list.rcu().callbacks_barrier(Some(cpu));
                         self.list.rcu().cpu_offline(cpu);
                     });
                 }
@@ -1202,6 +1239,14 @@ mod tests {
     fn pids<T: Send + Sync, R: ListRcu>(list: &ProcessList<T, R>, cpu: usize) -> Vec<Pid> {
         let g = list.read_lock_on(cpu);
         list.iter(&g).map(|(pid, _)| pid).collect()
+    }
+
+    /// The kernel's list is a `static` on the global RCU: the constructor is a `const fn`.
+    #[test]
+    fn a_list_on_the_global_rcu_can_be_a_static() {
+        static LIST: ProcessList<u64> = ProcessList::new(GlobalRcu);
+        assert!(LIST.is_empty());
+        assert_eq!(LIST.stats().inserted, 0);
     }
 
     #[test]
@@ -1251,7 +1296,10 @@ mod tests {
         }
         assert_eq!(held.1, 55, "the payload is intact under the reader");
         assert_eq!(drops.load(Ordering::Relaxed), 0, "dropped under a reader");
-        assert!(list.writer.lock().waiting(), "reclaimed under a reader");
+        assert!(
+            !POISONING || list.writer.lock().waiting(),
+            "reclaimed under a reader"
+        );
         drop(g);
         rcu.tick(1);
         rcu.tick(0);
@@ -1356,9 +1404,24 @@ mod tests {
         }
         assert!(list.remove_on(0, 3));
         assert!(list.remove_on(0, 4));
-        // Two removed, their callbacks not run yet: Drop waits for them (cpu0 is the only
-        // CPU, and `rcu_barrier` on its behalf runs them).
-        drop(list);
+        // Two removed, their callbacks not run yet. With poisoning the list still holds them,
+        // and Drop must wait for their callbacks (an rcu_barrier, while cpu0's tick, on another
+        // thread, runs them) before it frees them; without, the callbacks free them on their
+        // own, and the barrier is ours.
+        let dropped = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !dropped.load(Ordering::Acquire) {
+                    rcu.tick(0);
+                    std::thread::yield_now();
+                }
+            });
+            drop(list);
+            if !POISONING {
+                rcu.barrier_on(None);
+            }
+            dropped.store(true, Ordering::Release);
+        });
         assert_eq!(drops.load(Ordering::Relaxed), 8);
     }
 
