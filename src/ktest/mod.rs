@@ -11,6 +11,7 @@ mod interrupts;
 pub mod irqlock;
 pub mod litmus;
 pub mod locktorture;
+mod proclist;
 mod rcu;
 mod rwseq;
 mod sched;
@@ -39,6 +40,7 @@ fn suites() -> impl Iterator<Item = &'static KTest> {
         .chain(interrupts::TESTS.iter())
         .chain(irqlock::TESTS.iter())
         .chain(rcu::TESTS.iter())
+        .chain(proclist::TESTS.iter())
         .chain(task::TESTS.iter())
         .chain(sched::TESTS.iter())
 }
