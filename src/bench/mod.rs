@@ -11,7 +11,10 @@
 //! - `atomics`: every CPU adds to one shared counter (LL/SC, then LSE if the CPU has it) against
 //!   every CPU adding to its own per-CPU counter with the same instruction;
 //! - `ipi`: round trips of `call_function` to each other CPU, then to all at once (the IPI
-//!   chapter): mean and best latency.
+//!   chapter): mean and best latency;
+//! - `rcu`: 1, 2, ... all online CPUs walking the process list under RCU, an rwlock's read
+//!   lock and a spin lock: walks per second (chapter 18);
+//! - `rcu-read`: on one CPU, the cost of the RCU read side against an unprotected walk.
 //!
 //! `bench=NAME` runs the suites whose name contains NAME; `benchquick` shrinks every run
 //! twentyfold (the boot tests use it to check the format, not the numbers).
@@ -28,6 +31,8 @@ pub mod stats;
 mod atomics;
 #[cfg(target_os = "none")]
 mod locks;
+#[cfg(target_os = "none")]
+mod rcu;
 #[cfg(target_os = "none")]
 mod sched;
 
@@ -207,6 +212,14 @@ mod kernel {
             name: "sched",
             run: super::sched::run,
         },
+        Suite {
+            name: "rcu",
+            run: super::rcu::readers,
+        },
+        Suite {
+            name: "rcu-read",
+            run: super::rcu::read_side,
+        },
     ];
 
     /// Run the suites whose name contains `filter` (all for ""); returns the result count.
@@ -230,7 +243,7 @@ mod kernel {
         }
         if matched == 0 {
             log::error!(target: "bench",
-                "no suite name contains {filter:?}; suites are: uncontended, locks, atomics, ipi, sched"
+                "no suite name contains {filter:?}; suites are: uncontended, locks, atomics, ipi, sched, rcu, rcu-read"
             );
         }
         let seconds = (counter() - began) as f64 / counter_frequency() as f64;
