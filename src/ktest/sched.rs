@@ -40,6 +40,10 @@ pub static TESTS: &[KTest] = &[
         name: "sched_statistics_are_per_cpu_and_summed_on_read",
         run: statistics_sum,
     },
+    KTest {
+        name: "sched_process_list_torture_with_real_tasks",
+        run: process_list_torture,
+    },
 ];
 
 /// A CPU-bound job: `rounds` steps of a 64-bit mixing function, so the result proves every
@@ -366,6 +370,88 @@ fn statistics_sum(_: &Platform<'static>) -> Result<(), String> {
         total.wakeups,
         total.migrations,
         total.preemptions
+    );
+    Ok(())
+}
+
+/// Real processes come and go on every CPU while every CPU's readers walk the process list
+/// and look up PIDs without a lock: nobody may meet a freed (poisoned) entry, and once every
+/// reaped entry is freed the heap is back where it was.
+fn process_list_torture(_: &Platform<'static>) -> Result<(), String> {
+    const ROUNDS: usize = 60;
+    let poison_before = task::process_list_poison().sightings;
+    // Warm up (the run queues and the list's quarantine reach their size), then measure.
+    let one_round = |cpu: usize| -> Result<u64, String> {
+        let mut walked = 0u64;
+        for _ in 0..ROUNDS {
+            let pid = spawn_with("ephemeral", CpuMask::only(cpu), Policy::RoundRobin, || {
+                // A reader inside the task too: walk the list while others change it.
+                let n = task::tasks().len();
+                i32::from(n == 0) // it is on the list itself, so never empty
+            })?;
+            // Lock-free readers while tasks are created, exit and are reaped everywhere.
+            for t in task::tasks() {
+                walked += 1;
+                if let Some(found) = task::lookup(t.pid()) {
+                    ensure!(
+                        found.pid() == t.pid(),
+                        "lookup({}) found {}",
+                        t.pid(),
+                        found.pid()
+                    );
+                }
+            }
+            ensure!(
+                wait(pid)? == 0,
+                "an ephemeral task saw an empty process list"
+            );
+        }
+        Ok(walked)
+    };
+    let me = percpu::this_cpu().id;
+    one_round(me)?;
+    task::settle_reaped();
+    let heap = &crate::HEAP;
+    let in_use = heap.bytes_in_use();
+    let failures: [core::sync::atomic::AtomicU32; crate::config::MAX_CPUS] =
+        [const { AtomicU32::new(0) }; crate::config::MAX_CPUS];
+    let walked = AtomicU64::new(0);
+    // The others run their share from their idle loops; this CPU runs its own outside the call
+    // (it would sleep in `wait`, and the call lock is a spin lock).
+    smp::on_each_cpu(&|cpu| {
+        if cpu != me {
+            match one_round(cpu) {
+                Ok(w) => {
+                    walked.fetch_add(w, Ordering::Relaxed);
+                }
+                Err(why) => {
+                    log::error!("cpu{cpu}: {why}");
+                    failures[cpu].fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    });
+    walked.fetch_add(one_round(me)?, Ordering::Relaxed);
+    let failed: u32 = failures.iter().map(|f| f.load(Ordering::Relaxed)).sum();
+    ensure!(failed == 0, "{failed} CPU(s) failed (see the errors above)");
+    task::settle_reaped();
+    let leaked = heap.bytes_in_use() as isize - in_use as isize;
+    let poison = task::process_list_poison();
+    let cpus = smp::online_cpus().count();
+    log::info!(
+        "{} tasks created and reaped on {cpus} CPUs while readers visited {} entries: {} poisoned entries met, heap {leaked:+} bytes",
+        cpus * ROUNDS,
+        walked.load(Ordering::Relaxed),
+        poison.sightings - poison_before
+    );
+    ensure!(
+        poison.sightings == poison_before,
+        "a reader met a freed process-list entry (pid {:?})",
+        poison.first.map(|f| f.pid)
+    );
+    ensure!(
+        leaked == 0,
+        "{leaked} bytes still in use after every task was reaped and freed"
     );
     Ok(())
 }

@@ -49,6 +49,7 @@ use core::sync::atomic::{
     AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering,
 };
 
+use super::proclist::{GlobalRcu, ProcessList};
 use super::queue::{Queued, RunQueue};
 use super::stack::{CanaryDamaged, DEFAULT_STACK_SIZE, Stack};
 use super::state::{AtomicTaskState, CpuMask, Pid, PidAllocator, TaskState};
@@ -352,8 +353,11 @@ impl CpuSched {
 }
 
 static SCHED: PerCpu<CpuSched> = PerCpu::new([const { CacheAligned(CpuSched::new()) }; MAX_CPUS]);
-/// Every task but the CPUs' own flows, until reaped: what `wait` and `ps` search.
-static TASKS: IrqSafeSpinLock<Vec<Arc<Task>>> = IrqSafeSpinLock::named("task list", Vec::new());
+/// Every task but the CPUs' own flows, until reaped: the process list (chapter 18). `ps`,
+/// `lookup` and `wait` read it without a lock, under RCU; spawn and reaping change it under
+/// its writer lock, and a reaped task's entry (and the list's reference to the task) is
+/// freed only after a grace period.
+static PROCESSES: ProcessList<Arc<Task>> = ProcessList::new(GlobalRcu);
 static PIDS: PidAllocator = PidAllocator::new();
 /// Set once the boot CPU has its idle task: before that nothing may sleep there.
 static READY: AtomicBool = AtomicBool::new(false);
@@ -620,7 +624,9 @@ pub fn spawn_with(
     }));
     // The spawner becomes task 0 now if it was not yet, so the new task has someone to return to.
     current_ptr(SCHED.for_cpu(here), here);
-    TASKS.lock().push(task.clone());
+    if PROCESSES.insert(pid, task.clone()).is_err() {
+        unreachable!("pid {pid} handed out twice");
+    }
     enqueue(cpu, task);
     Ok(pid)
 }
@@ -944,28 +950,41 @@ pub fn wait(pid: Pid) -> Result<i32, WaitError> {
             yield_now();
         }
     }
-    let reaped = {
-        let mut tasks = TASKS.lock();
-        tasks
-            .iter()
-            .position(|t| t.pid == pid)
-            .map(|i| tasks.swap_remove(i))
-    };
-    match reaped {
-        // Dropped outside the list's lock: this may be the last count, freeing the task.
-        Some(t) => Ok(t.exit_status()),
-        None => Err(WaitError::NoSuchTask(pid)), // another waiter reaped it first
+    // Reaping is unlinking from the process list; readers that found the entry keep it
+    // (and their reference) until their read-side sections end.
+    if PROCESSES.remove(pid) {
+        Ok(task.exit_status())
+    } else {
+        Err(WaitError::NoSuchTask(pid)) // another waiter reaped it first
     }
 }
 
-/// A task that is not reaped yet (or None), for its statistics.
+/// A task that is not reaped yet (or None). Lock-free: an RCU read-side lookup, and a
+/// reference taken before the section ends.
 pub fn lookup(pid: Pid) -> Option<Arc<Task>> {
-    TASKS.lock().iter().find(|t| t.pid == pid).cloned()
+    let guard = PROCESSES.read_lock();
+    PROCESSES.lookup(pid, &guard).cloned()
 }
 
-/// Every task not reaped yet, spawned ones only (a snapshot).
+/// Every task not reaped yet, spawned ones only (a snapshot, read without a lock).
 pub fn tasks() -> Vec<Arc<Task>> {
-    TASKS.lock().clone()
+    let mut all = Vec::new();
+    let guard = PROCESSES.read_lock();
+    PROCESSES.for_each(&guard, |_, t| all.push(t.clone()));
+    drop(guard);
+    all.sort_by_key(|t| t.pid);
+    all
+}
+
+/// Readers of the process list that met a freed (poisoned) entry: none, unless RCU is broken.
+pub fn process_list_poison() -> super::proclist::PoisonReport {
+    PROCESSES.poison_report()
+}
+
+/// Wait until every reaped task's entry has really been freed (after `rcu_barrier`), so heap
+/// accounting sees them gone: for leak tests.
+pub fn settle_reaped() {
+    PROCESSES.flush_quarantine(percpu::current_id());
 }
 
 /// Context switches CPU `cpu` has made.
@@ -992,12 +1011,17 @@ pub fn running_on(cpu: usize) -> Option<(Pid, String)> {
             // SAFETY: the idle slot owns a count for the kernel's lifetime.
             Some(unsafe { ((*p).pid, (*p).name.clone()) })
         } else {
-            TASKS
-                .lock()
-                .iter()
-                .find(|t| Arc::as_ptr(t) == p.cast_const())
-                .map(|t| (t.pid, t.name.clone()))
-                .or(Some((0, alloc::format!("boot/cpu{cpu}"))))
+            // A task running on a CPU is on the process list (a running task cannot be
+            // reaped), and under the read lock its entry cannot be freed.
+            let guard = PROCESSES.read_lock();
+            let mut found = None;
+            PROCESSES.for_each(&guard, |pid, t| {
+                if Arc::as_ptr(t) == p.cast_const() {
+                    found = Some((pid, t.name.clone()));
+                }
+            });
+            drop(guard);
+            found.or(Some((0, alloc::format!("boot/cpu{cpu}"))))
         }
     };
     irqflags::local_irq_restore(flags);
