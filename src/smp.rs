@@ -345,6 +345,8 @@ pub fn secondary_idle_loop() -> ! {
             crate::task::idle_once(|| mailbox.load(Ordering::Acquire) != 0);
             continue;
         }
+        // A call may sleep (wait for a task, rcu_barrier): the scheduler must have started.
+        crate::task::start_secondary_if_ready(me.id);
         // SAFETY: the poster keeps the Call alive until `pending` drops to 0, which happens
         // only after our last use of it below.
         let call = unsafe { &*(posted as *const Call<'_>) };

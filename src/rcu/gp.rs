@@ -124,8 +124,15 @@ impl Rcu {
     /// Enter a read-side critical section on `cpu` (the calling CPU). Sections nest. Prefer
     /// the guards ([`Rcu::read_lock`], [`Rcu::read_lock_on`]), which unlock on drop and lend
     /// references; this raw pair is for callers that cannot hold a guard (the torture test).
+    #[inline]
     pub fn raw_read_lock(&self, cpu: usize) {
         preempt::preempt_disable();
+        self.enter(cpu);
+    }
+
+    /// Count a reader on `cpu`, whose preemption is already off.
+    #[inline]
+    fn enter(&self, cpu: usize) {
         let n = self.nesting.for_cpu(cpu);
         n.store(n.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         // Keep the compiler from hoisting the section's loads above the count that the tick,
@@ -138,6 +145,7 @@ impl Rcu {
     /// # Panics
     /// If `cpu` is not in a read-side section: an unbalanced unlock would let a grace period
     /// end under a reader.
+    #[inline]
     pub fn raw_read_unlock(&self, cpu: usize) {
         compiler_fence(Ordering::SeqCst);
         let n = self.nesting.for_cpu(cpu);
@@ -150,22 +158,23 @@ impl Rcu {
     /// Enter a read-side section on the calling CPU. References obtained through the guard
     /// (`RcuPointer::read`, `RcuList::iter`) cannot outlive it. Before per-CPU setup (only the
     /// boot CPU runs, so nobody can free anything under it) the guard counts nothing.
+    #[inline]
     pub fn read_lock(&self) -> RcuReadGuard<'_> {
         // Preemption off before asking which CPU this is: a task preempted between the
         // question and the count could be moved, and would then count itself as a reader on
         // a CPU it no longer runs on, whose quiescent states would end grace periods under it.
         preempt::preempt_disable();
-        let guard = match percpu::current_id() {
-            Some(cpu) => self.read_lock_on(cpu),
-            None => RcuReadGuard {
-                rcu: self,
-                cpu: None,
-                _not_send: PhantomData,
-            },
-        };
-        // `read_lock_on` disabled preemption again for the section; drop our outer level.
-        preempt::preempt_enable();
-        guard
+        let cpu = percpu::current_id();
+        match cpu {
+            Some(cpu) => self.enter(cpu),
+            // No per-CPU area: nothing counted, and nothing for the guard to undo.
+            None => preempt::preempt_enable(),
+        }
+        RcuReadGuard {
+            rcu: self,
+            cpu,
+            _not_send: PhantomData,
+        }
     }
 
     /// Enter a read-side section on `cpu`, which must be the calling CPU (host tests name it
@@ -392,6 +401,7 @@ impl RcuReadGuard<'_> {
 }
 
 impl Drop for RcuReadGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
         if let Some(cpu) = self.cpu {
             self.rcu.raw_read_unlock(cpu);

@@ -72,6 +72,7 @@ pub fn global() -> &'static Rcu {
 /// Enter a read-side critical section on this CPU. End it with `rcu_read_unlock(guard)` or
 /// by dropping the guard; references read through it cannot outlive it.
 #[cfg(not(loom))]
+#[inline]
 pub fn rcu_read_lock() -> RcuReadGuard<'static> {
     RCU.read_lock()
 }

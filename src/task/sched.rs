@@ -508,7 +508,13 @@ fn input_arrived() {
 /// Can the current flow sleep right now? (Not before the scheduler is ready, not in the idle
 /// task, not where a switch is refused.)
 pub fn can_sleep() -> bool {
-    READY.load(Ordering::Acquire) && switch_allowed().is_ok() && !current().is_idle()
+    if !READY.load(Ordering::Acquire) || switch_allowed().is_err() {
+        return false;
+    }
+    // A CPU whose scheduler has not started yet has no idle task to run meanwhile (a
+    // secondary runs a cross-CPU call before its idle loop met the scheduler).
+    let cpu = percpu::this_cpu().id;
+    !SCHED.for_cpu(cpu).idle.load(Ordering::Acquire).is_null() && !current().is_idle()
 }
 
 fn wait_a_tick_if_allowed() {
@@ -516,6 +522,14 @@ fn wait_a_tick_if_allowed() {
         sleep_ticks(1);
     } else {
         crate::arch::cpu_relax();
+    }
+}
+
+/// Start a secondary CPU's scheduler (its idle loop becoming task 0 and idle task) once the
+/// boot CPU's has started; until then nothing can be queued anywhere. Idempotent.
+pub fn start_secondary_if_ready(cpu: usize) {
+    if SCHED.for_cpu(cpu).idle.load(Ordering::Acquire).is_null() && READY.load(Ordering::Acquire) {
+        init_cpu(cpu, true);
     }
 }
 
@@ -534,9 +548,7 @@ pub fn idle_once(more_work: impl Fn() -> bool) {
     let s = SCHED.for_cpu(cpu);
     // A secondary CPU idles before the heap exists; its scheduler starts (task 0 becoming its
     // idle task) once the boot CPU's has: nothing can be queued anywhere before that.
-    if s.idle.load(Ordering::Acquire).is_null() && READY.load(Ordering::Acquire) {
-        init_cpu(cpu, true);
-    }
+    start_secondary_if_ready(cpu);
     if s.queued.load(Ordering::Acquire) > 0 || s.need_resched.load(Ordering::Relaxed) || pull(cpu) {
         s.need_resched.store(false, Ordering::Relaxed);
         schedule(Reason::Yield);
@@ -686,9 +698,10 @@ pub fn prepare_to_sleep() {
 /// Before the boot CPU's idle task exists (nothing would run meanwhile), and wherever
 /// `yield_now` would panic.
 pub fn sleep() {
+    let cpu = percpu::this_cpu().id;
     assert!(
-        READY.load(Ordering::Acquire),
-        "sleep before the scheduler is ready (no idle task to run meanwhile)"
+        READY.load(Ordering::Acquire) && !SCHED.for_cpu(cpu).idle.load(Ordering::Acquire).is_null(),
+        "sleep on cpu{cpu} before its scheduler started (no idle task to run meanwhile)"
     );
     if current().is_idle() {
         // The idle task is what a CPU runs when everything else sleeps, so it cannot sleep
