@@ -15,6 +15,7 @@ mod proclist;
 mod rcu;
 mod rwseq;
 mod sched;
+mod sleeplock;
 mod task;
 
 use alloc::string::String;
@@ -43,6 +44,7 @@ fn suites() -> impl Iterator<Item = &'static KTest> {
         .chain(proclist::TESTS.iter())
         .chain(task::TESTS.iter())
         .chain(sched::TESTS.iter())
+        .chain(sleeplock::TESTS.iter())
 }
 
 fn print(args: core::fmt::Arguments<'_>) {

@@ -15,6 +15,8 @@
 
 pub mod proclist;
 pub mod queue;
+#[cfg(target_os = "none")]
+mod sleeper;
 pub mod stack;
 pub mod state;
 
@@ -30,5 +32,7 @@ pub use sched::{
     start_secondary_if_ready, stats, stats_of, switch_allowed, task_is_running, tasks, tick, wait,
     wake, yield_now,
 };
+#[cfg(target_os = "none")]
+pub use sleeper::{Completion, KernelSleeper, Mutex, RwSemaphore, Semaphore, WaitQueue};
 pub use stack::{CanaryDamaged, DEFAULT_STACK_SIZE, Stack};
 pub use state::{CpuMask, Pid, TaskState};

@@ -1197,7 +1197,15 @@ fn schedule(reason: Reason) {
             Reason::Sleep => prev.state() != TaskState::Sleeping,
             Reason::Exit => false,
         };
-        if reason == Reason::Sleep && !goes_on {
+        if reason == Reason::Sleep {
+            if goes_on {
+                // Woken before it got off the CPU: it simply carries on. (Switching away
+                // anyway would queue a task whose state says Running.)
+                drop(queue);
+                prev.slice_ticks.store(0, Ordering::Relaxed);
+                irqflags::local_irq_restore(flags);
+                return;
+            }
             prev.asleep.store(true, Ordering::Relaxed);
         }
         let picked = queue.pop_for(cpu);

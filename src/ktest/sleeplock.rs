@@ -1,0 +1,451 @@
+//! Sleeping-lock tests on real tasks on every CPU (chapter 17, "Spin or block"): a mutex
+//! torture in locktorture's format that must also catch a broken mutex, a semaphore that never
+//! lets more holders in than it has permits, completions woken across CPUs, and an
+//! rw-semaphore whose readers share and whose writer excludes them.
+//!
+//! The host tests in src/sync check the algorithms on std threads and loom checks their
+//! interleavings; these check them on the kernel's scheduler, where waiters really sleep and
+//! are woken by IPI. Every run is bounded in acquisitions, not time.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use super::KTest;
+use crate::ensure;
+use crate::platform::Platform;
+use crate::smp;
+use crate::sync::mutex::BrokenMutex;
+use crate::task::{
+    self, Completion, CpuMask, DEFAULT_STACK_SIZE, KernelSleeper, Mutex, Pid, Policy,
+};
+
+pub static TESTS: &[KTest] = &[
+    KTest {
+        name: "mutex_torture_on_every_cpu",
+        run: mutex_torture,
+    },
+    KTest {
+        name: "mutex_torture_catches_a_broken_mutex",
+        run: broken_mutex_is_caught,
+    },
+    KTest {
+        name: "semaphore_never_exceeds_its_permits",
+        run: semaphore_limit,
+    },
+    KTest {
+        name: "completion_wakes_waiters_on_other_cpus",
+        run: completions,
+    },
+    KTest {
+        name: "rwsem_readers_share_and_writers_exclude",
+        run: rwsem,
+    },
+];
+
+/// What the torture's lock protects: two counters that must stay equal.
+#[derive(Default)]
+struct Pair {
+    first: u64,
+    second: u64,
+    left: u64,
+}
+
+trait TortureLock: Send + Sync + 'static {
+    fn new(left: u64) -> Self;
+    /// Take the lock, run `f`, let go.
+    fn with<R>(&self, f: impl FnOnce(&mut Pair) -> R) -> R;
+}
+
+impl TortureLock for Mutex<Pair> {
+    fn new(left: u64) -> Self {
+        Mutex::new(Pair {
+            left,
+            ..Pair::default()
+        })
+    }
+    fn with<R>(&self, f: impl FnOnce(&mut Pair) -> R) -> R {
+        f(&mut self.lock())
+    }
+}
+
+impl TortureLock for BrokenMutex<Pair, KernelSleeper> {
+    fn new(left: u64) -> Self {
+        BrokenMutex::new(Pair {
+            left,
+            ..Pair::default()
+        })
+    }
+    fn with<R>(&self, f: impl FnOnce(&mut Pair) -> R) -> R {
+        f(&mut self.lock())
+    }
+}
+
+/// Tasks per online CPU in the torture: more tasks than CPUs, so waiters must sleep.
+const TASKS_PER_CPU: usize = 2;
+/// Acquisitions per torture run, shared by all tasks.
+const BUDGET: u64 = 4_000;
+
+struct Report {
+    total: u64,
+    max: u64,
+    min: u64,
+    failures: u64,
+}
+
+/// Two round-robin tasks pinned to each online CPU spend a shared budget of acquisitions. In
+/// the critical section the holder checks the two counters are equal, bumps the first, and
+/// every eighth time yields (holding the mutex: the others must wait, spin, then sleep) before
+/// bumping the second.
+fn torture<L: TortureLock>(budget: u64) -> Result<(Report, Arc<L>), String> {
+    let lock = Arc::new(L::new(budget));
+    let failures = Arc::new(AtomicU64::new(0));
+    let cpus: Vec<usize> = smp::online_cpus().collect();
+    let counts: Arc<Vec<AtomicU64>> = Arc::new(
+        (0..cpus.len() * TASKS_PER_CPU)
+            .map(|_| AtomicU64::new(0))
+            .collect(),
+    );
+    // Everyone starts together: spawning takes long enough for the first task to spend the
+    // whole budget alone otherwise.
+    let start = Arc::new(Completion::new());
+    let mut pids: Vec<Pid> = Vec::new();
+    for (i, &cpu) in cpus
+        .iter()
+        .cycle()
+        .take(cpus.len() * TASKS_PER_CPU)
+        .enumerate()
+    {
+        let (lock, failures, counts, start) = (
+            lock.clone(),
+            failures.clone(),
+            counts.clone(),
+            start.clone(),
+        );
+        let spawned = task::spawn_with(
+            &format!("mutex-torture-{i}"),
+            DEFAULT_STACK_SIZE,
+            CpuMask::only(cpu),
+            Policy::RoundRobin,
+            move || {
+                start.wait();
+                let mut mine = 0u64;
+                // Bounded even if a broken lock lets `left` be raised by a stale store.
+                while mine < 4 * budget {
+                    let more = lock.with(|p| {
+                        if p.left == 0 {
+                            return false;
+                        }
+                        p.left -= 1;
+                        if p.first != p.second {
+                            failures.fetch_add(1, Ordering::Relaxed);
+                        }
+                        p.first += 1;
+                        if mine.is_multiple_of(8) {
+                            task::yield_now();
+                        }
+                        p.second += 1;
+                        true
+                    });
+                    if !more {
+                        break;
+                    }
+                    mine += 1;
+                }
+                counts[i].store(mine, Ordering::Relaxed);
+                0
+            },
+        );
+        match spawned {
+            Ok(pid) => pids.push(pid),
+            Err(e) => return Err(format!("spawn: {e}")),
+        }
+    }
+    start.complete_all();
+    for pid in pids {
+        task::wait(pid).map_err(|e| format!("wait: {e}"))?;
+    }
+    let total: u64 = counts.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+    let (first, second) = lock.with(|p| (p.first, p.second));
+    let mismatched =
+        u64::from(total != budget) + u64::from(first != total) + u64::from(second != total);
+    let report = Report {
+        total,
+        max: counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0),
+        min: counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(0),
+        failures: failures.load(Ordering::Relaxed) + mismatched,
+    };
+    Ok((report, lock))
+}
+
+fn print(name: &str, r: &Report) {
+    log::info!(
+        "{name:<7} Writes:  Total: {}  Max/Min: {}/{} {} Fail: {} {}",
+        r.total,
+        r.max,
+        r.min,
+        if r.max / 2 > r.min { "???" } else { "   " },
+        r.failures,
+        if r.failures > 0 { "!!!" } else { "" }
+    );
+}
+
+fn mutex_torture(_: &Platform<'static>) -> Result<(), String> {
+    let (report, lock) = torture::<Mutex<Pair>>(BUDGET)?;
+    print("mutex", &report);
+    let stats = lock.stats();
+    log::info!(
+        "mutex: {} acquisitions: {} fast path, {} after spinning on a running owner, {} after queueing ({} sleeps)",
+        stats.fast + stats.spun + stats.queued,
+        stats.fast,
+        stats.spun,
+        stats.queued,
+        stats.sleeps
+    );
+    ensure!(
+        report.failures == 0,
+        "the mutex let two tasks in at once ({} failures)",
+        report.failures
+    );
+    ensure!(
+        stats.fast + stats.spun + stats.queued >= BUDGET,
+        "the statistics count {} acquisitions for at least {BUDGET}",
+        stats.fast + stats.spun + stats.queued
+    );
+    if smp::online_cpus().count() * TASKS_PER_CPU > 1 {
+        ensure!(
+            stats.sleeps > 0,
+            "holders yield inside the lock, yet no waiter ever slept: the slow path went untested"
+        );
+    }
+    Ok(())
+}
+
+/// Runs of the broken mutex before concluding this test cannot catch it; run k spends k times
+/// the budget.
+const BROKEN_ATTEMPTS: u64 = 6;
+
+fn broken_mutex_is_caught(_: &Platform<'static>) -> Result<(), String> {
+    for attempt in 1..=BROKEN_ATTEMPTS {
+        let (report, _) = torture::<BrokenMutex<Pair, KernelSleeper>>(BUDGET * attempt)?;
+        if report.failures > 0 {
+            print("broken", &report);
+            log::info!("the broken mutex was caught (attempt {attempt}), as it must be");
+            return Ok(());
+        }
+    }
+    Err(format!(
+        "the broken mutex survived {BROKEN_ATTEMPTS} runs: this torture cannot catch a broken mutex"
+    ))
+}
+
+/// Eight tasks take a 3-permit semaphore 200 times each, holding it across a yield: never more
+/// than 3 inside, and 3 must have been inside at some point (or the test proved nothing).
+fn semaphore_limit(_: &Platform<'static>) -> Result<(), String> {
+    const PERMITS: usize = 3;
+    const TASKS: usize = 8;
+    const ROUNDS: u64 = 200;
+    let sem = Arc::new(task::Semaphore::new(PERMITS));
+    let inside = Arc::new(AtomicU64::new(0));
+    let most = Arc::new(AtomicU64::new(0));
+    let cpus: Vec<usize> = smp::online_cpus().collect();
+    let mut pids = Vec::new();
+    for i in 0..TASKS {
+        let (sem, inside, most) = (sem.clone(), inside.clone(), most.clone());
+        pids.push(
+            task::spawn_with(
+                &format!("sem-{i}"),
+                DEFAULT_STACK_SIZE,
+                CpuMask::only(cpus[i % cpus.len()]),
+                Policy::RoundRobin,
+                move || {
+                    for _ in 0..ROUNDS {
+                        let _permit = sem.acquire();
+                        let now = inside.fetch_add(1, Ordering::AcqRel) + 1;
+                        most.fetch_max(now, Ordering::Relaxed);
+                        task::yield_now();
+                        inside.fetch_sub(1, Ordering::AcqRel);
+                    }
+                    0
+                },
+            )
+            .map_err(|e| format!("spawn: {e}"))?,
+        );
+    }
+    for pid in pids {
+        task::wait(pid).map_err(|e| format!("wait: {e}"))?;
+    }
+    let most = most.load(Ordering::Relaxed);
+    log::info!(
+        "semaphore: {TASKS} tasks x {ROUNDS} downs on {PERMITS} permits: at most {most} inside, {} permits back at the end",
+        sem.available()
+    );
+    ensure!(
+        most <= PERMITS as u64,
+        "{most} holders inside a {PERMITS}-permit semaphore"
+    );
+    ensure!(
+        most == PERMITS as u64,
+        "never more than {most} inside: the limit was never reached, so it was not tested"
+    );
+    ensure!(
+        sem.available() == PERMITS,
+        "{} permits left at the end, {PERMITS} expected",
+        sem.available()
+    );
+    Ok(())
+}
+
+/// Tasks on the other CPUs wait on a completion; `complete` lets exactly one through at a
+/// time, `complete_all` the rest.
+fn completions(_: &Platform<'static>) -> Result<(), String> {
+    let me = crate::percpu::this_cpu().id;
+    let others: Vec<usize> = smp::online_cpus().filter(|&c| c != me).collect();
+    let waiters = others.len().max(1) * 2;
+    let done = Arc::new(Completion::new());
+    let through = Arc::new(AtomicU64::new(0));
+    let mut pids = Vec::new();
+    for i in 0..waiters {
+        let cpu = others.get(i % others.len().max(1)).copied().unwrap_or(me);
+        let (done, through) = (done.clone(), through.clone());
+        pids.push(
+            task::spawn_with(
+                &format!("waiter-{i}"),
+                DEFAULT_STACK_SIZE,
+                CpuMask::only(cpu),
+                Policy::RoundRobin,
+                move || {
+                    done.wait();
+                    through.fetch_add(1, Ordering::AcqRel);
+                    0
+                },
+            )
+            .map_err(|e| format!("spawn: {e}"))?,
+        );
+    }
+    // Let them all get to sleep (bounded), then release them one by one.
+    for _ in 0..100_000 {
+        if done.waiters() == waiters {
+            break;
+        }
+        task::yield_now();
+    }
+    let asleep = done.waiters();
+    let mut one_by_one = Vec::new();
+    for n in 1..=2u64.min(waiters as u64) {
+        done.complete();
+        for _ in 0..1_000_000 {
+            if through.load(Ordering::Acquire) >= n {
+                break;
+            }
+            task::yield_now();
+        }
+        one_by_one.push(through.load(Ordering::Acquire));
+    }
+    done.complete_all();
+    for pid in pids {
+        task::wait(pid).map_err(|e| format!("wait: {e}"))?;
+    }
+    let all = through.load(Ordering::Relaxed);
+    log::info!(
+        "completion: {waiters} waiters on {} CPU(s), {asleep} asleep before the first complete; after each complete(): {one_by_one:?} through; complete_all(): {all}",
+        others.len()
+    );
+    ensure!(
+        one_by_one
+            .iter()
+            .enumerate()
+            .all(|(i, &n)| n == i as u64 + 1),
+        "complete() must let exactly one waiter through each time: {one_by_one:?}"
+    );
+    ensure!(
+        all == waiters as u64,
+        "{all} of {waiters} waiters got through"
+    );
+    Ok(())
+}
+
+/// Readers on every CPU hold the read side across yields and must be seen inside together;
+/// writers on every CPU keep a pair equal that readers check.
+fn rwsem(_: &Platform<'static>) -> Result<(), String> {
+    const ROUNDS: u64 = 300;
+    let sem = Arc::new(task::RwSemaphore::new((0u64, 0u64)));
+    let readers_inside = Arc::new(AtomicU64::new(0));
+    let most_readers = Arc::new(AtomicU64::new(0));
+    let torn = Arc::new(AtomicU64::new(0));
+    let mut pids = Vec::new();
+    for (i, cpu) in smp::online_cpus().enumerate() {
+        for writer in [false, true] {
+            let (sem, inside, most, torn) = (
+                sem.clone(),
+                readers_inside.clone(),
+                most_readers.clone(),
+                torn.clone(),
+            );
+            pids.push(
+                task::spawn_with(
+                    &format!("rwsem-{}-{i}", if writer { "w" } else { "r" }),
+                    DEFAULT_STACK_SIZE,
+                    CpuMask::only(cpu),
+                    Policy::RoundRobin,
+                    move || {
+                        for _ in 0..ROUNDS {
+                            if writer {
+                                let mut w = sem.write();
+                                w.0 += 1;
+                                task::yield_now();
+                                w.1 += 1;
+                            } else {
+                                let r = sem.read();
+                                let now = inside.fetch_add(1, Ordering::AcqRel) + 1;
+                                most.fetch_max(now, Ordering::Relaxed);
+                                if r.0 != r.1 {
+                                    torn.fetch_add(1, Ordering::Relaxed);
+                                }
+                                task::yield_now();
+                                inside.fetch_sub(1, Ordering::AcqRel);
+                            }
+                        }
+                        0
+                    },
+                )
+                .map_err(|e| format!("spawn: {e}"))?,
+            );
+        }
+    }
+    let tasks = pids.len() as u64;
+    for pid in pids {
+        task::wait(pid).map_err(|e| format!("wait: {e}"))?;
+    }
+    let (a, b) = *sem.read();
+    let most = most_readers.load(Ordering::Relaxed);
+    let torn = torn.load(Ordering::Relaxed);
+    log::info!(
+        "rwsem: {} readers and {} writers x {ROUNDS}: up to {most} readers inside at once, {torn} torn reads, pair ({a}, {b})",
+        tasks / 2,
+        tasks / 2
+    );
+    ensure!(torn == 0, "{torn} readers saw a half-done write");
+    ensure!(
+        a == b && a == ROUNDS * tasks / 2,
+        "the writers' pair is ({a}, {b}), ({0}, {0}) expected",
+        ROUNDS * tasks / 2
+    );
+    if tasks > 2 {
+        ensure!(
+            most > 1,
+            "readers never shared the semaphore (at most {most} inside at once)"
+        );
+    }
+    Ok(())
+}
