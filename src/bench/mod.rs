@@ -12,6 +12,10 @@
 //!   every CPU adding to its own per-CPU counter with the same instruction;
 //! - `ipi`: round trips of `call_function` to each other CPU, then to all at once (the IPI
 //!   chapter): mean and best latency;
+//! - `sched`: the cost of a context switch, and the latency of a wakeup across CPUs, from
+//!   `wake` to the woken task running (chapter 16);
+//! - `spinblock`: the same contended work under a spin lock and a mutex with short, medium and
+//!   long hold times: throughput, and CPU time per acquisition (chapter 17);
 //! - `rcu`: 1, 2, ... all online CPUs walking the process list under RCU, an rwlock's read
 //!   lock and a spin lock: walks per second (chapter 18);
 //! - `rcu-read`: on one CPU, the cost of the RCU read side against an unprotected walk.
@@ -35,6 +39,8 @@ mod locks;
 mod rcu;
 #[cfg(target_os = "none")]
 mod sched;
+#[cfg(target_os = "none")]
+mod spinblock;
 
 #[cfg(target_os = "none")]
 pub use kernel::run;
@@ -213,6 +219,10 @@ mod kernel {
             run: super::sched::run,
         },
         Suite {
+            name: "spinblock",
+            run: super::spinblock::run,
+        },
+        Suite {
             name: "rcu",
             run: super::rcu::readers,
         },
@@ -243,7 +253,7 @@ mod kernel {
         }
         if matched == 0 {
             log::error!(target: "bench",
-                "no suite name contains {filter:?}; suites are: uncontended, locks, atomics, ipi, sched, rcu, rcu-read"
+                "no suite name contains {filter:?}; suites are: uncontended, locks, atomics, ipi, sched, spinblock, rcu, rcu-read"
             );
         }
         let seconds = (counter() - began) as f64 / counter_frequency() as f64;

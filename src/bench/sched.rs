@@ -42,15 +42,18 @@ fn yields(scale: Scale, tasks: u64, name: &str) -> usize {
     let me = percpu::this_cpu().id;
     let cpu = smp::online_cpus().find(|&c| c != me).unwrap_or(me);
     let span: Arc<[AtomicU64; 2]> = Arc::new([AtomicU64::new(u64::MAX), AtomicU64::new(0)]);
+    // Both start together, so that every yield of the two-task run finds the other waiting.
+    let start = Arc::new(task::Completion::new());
     let mut pids = Vec::new();
     for n in 0..tasks {
-        let span = span.clone();
+        let (span, start) = (span.clone(), start.clone());
         let spawned = task::spawn_with(
             if n == 0 { "switch-a" } else { "switch-b" },
             DEFAULT_STACK_SIZE,
             CpuMask::only(cpu),
             Policy::Fifo,
             move || {
+                start.wait();
                 span[0].fetch_min(counter(), Ordering::Relaxed);
                 for _ in 0..rounds {
                     task::yield_now();
@@ -67,7 +70,14 @@ fn yields(scale: Scale, tasks: u64, name: &str) -> usize {
             }
         }
     }
+    for _ in 0..1_000_000 {
+        if start.waiters() == tasks as usize {
+            break;
+        }
+        task::yield_now();
+    }
     let before = task::cpu_switches(cpu);
+    start.complete_all();
     for pid in pids {
         let _ = task::wait(pid);
     }
@@ -75,15 +85,18 @@ fn yields(scale: Scale, tasks: u64, name: &str) -> usize {
     let ticks = span[1]
         .load(Ordering::Relaxed)
         .saturating_sub(span[0].load(Ordering::Relaxed));
-    // With two tasks each yield switches to the other: 2 x rounds switches, give or take the
-    // first and last (and the idle task's), which the counted switches include.
-    let ops = tasks * rounds;
+    // Each yield of the two-task run switches to the other task; the CPU's own count says how
+    // many switches really happened (it also counts the few to and from the idle task at the
+    // start and the end), and the time per switch is the span over that count. With one
+    // task, nothing switches: the time per yield is the bookkeeping alone.
+    let ops = if tasks > 1 { switches.max(1) } else { rounds };
     let frequency = counter_frequency();
     Line::new("sched")
         .field("lock", name)
         .field("cpus", 1)
         .field("cpu", cpu)
         .field("ops", ops)
+        .field("yields", tasks * rounds)
         .field("switches_counted", switches)
         .field("ticks", ticks)
         .field(

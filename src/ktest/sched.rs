@@ -145,7 +145,7 @@ fn tasks_complete_and_spread(_: &Platform<'static>) -> Result<(), String> {
 fn preemption_by_policy(_: &Platform<'static>) -> Result<(), String> {
     let cpu = smp::online_cpus().last().unwrap_or(0);
     // Enough work to span several 20 ms slices even on an idle host.
-    const ROUNDS: u64 = 6_000_000;
+    const ROUNDS: u64 = 10_000_000;
     for policy in [Policy::RoundRobin, Policy::Fifo] {
         // progress[i]: steps task i had done when the other finished.
         let done = Arc::new([AtomicBool::new(false), AtomicBool::new(false)]);
@@ -163,6 +163,9 @@ fn preemption_by_policy(_: &Platform<'static>) -> Result<(), String> {
                     churn(i as u64, ROUNDS, &|| {
                         steps[i].fetch_add(1, Ordering::Relaxed);
                     });
+                    // One last step marks "finished": the last progress step comes thousands
+                    // of rounds before the end, and a task there has not finished yet.
+                    steps[i].fetch_add(1, Ordering::Relaxed);
                     other_when_done[i]
                         .store(steps[1 - i].load(Ordering::Relaxed), Ordering::Relaxed);
                     done[i].store(true, Ordering::Release);
@@ -176,7 +179,7 @@ fn preemption_by_policy(_: &Platform<'static>) -> Result<(), String> {
             ensure!(wait(pid)? == 0, "spinner {pid} exited non-zero");
         }
         let preempted: Vec<u64> = handles.iter().map(|t| t.preemptions()).collect();
-        let total_steps = ROUNDS.div_ceil(4096);
+        let total_steps = ROUNDS.div_ceil(4096) + 1;
         // What the one that finished first had seen of the other: with round robin the other
         // had started and not finished; with FIFO it had not started.
         let first = if other_when_done[0].load(Ordering::Relaxed)

@@ -253,15 +253,34 @@ fn broken_mutex_is_caught(_: &Platform<'static>) -> Result<(), String> {
 /// than 3 inside, and 3 must have been inside at some point (or the test proved nothing).
 fn semaphore_limit(_: &Platform<'static>) -> Result<(), String> {
     const PERMITS: usize = 3;
+    const ATTEMPTS: u32 = 5;
+    // Never exceeding the limit is checked in every run; reaching it shows the run tested
+    // something, and a busy host may need more than one run for three holders to meet.
+    for attempt in 1..=ATTEMPTS {
+        let most = semaphore_run(PERMITS)?;
+        if most == PERMITS as u64 {
+            return Ok(());
+        }
+        log::info!("semaphore: run {attempt} never had {PERMITS} holders at once; again");
+    }
+    Err(format!(
+        "{ATTEMPTS} runs never had {PERMITS} holders inside at once: the limit was not tested"
+    ))
+}
+
+/// One run: every task starts at once (a start gate), takes the semaphore 200 times and holds
+/// it across a yield. Returns the most holders seen inside at once.
+fn semaphore_run(permits: usize) -> Result<u64, String> {
     const TASKS: usize = 8;
     const ROUNDS: u64 = 200;
-    let sem = Arc::new(task::Semaphore::new(PERMITS));
+    let sem = Arc::new(task::Semaphore::new(permits));
     let inside = Arc::new(AtomicU64::new(0));
     let most = Arc::new(AtomicU64::new(0));
+    let start = Arc::new(Completion::new());
     let cpus: Vec<usize> = smp::online_cpus().collect();
     let mut pids = Vec::new();
     for i in 0..TASKS {
-        let (sem, inside, most) = (sem.clone(), inside.clone(), most.clone());
+        let (sem, inside, most, start) = (sem.clone(), inside.clone(), most.clone(), start.clone());
         pids.push(
             task::spawn_with(
                 &format!("sem-{i}"),
@@ -269,6 +288,7 @@ fn semaphore_limit(_: &Platform<'static>) -> Result<(), String> {
                 CpuMask::only(cpus[i % cpus.len()]),
                 Policy::RoundRobin,
                 move || {
+                    start.wait();
                     for _ in 0..ROUNDS {
                         let _permit = sem.acquire();
                         let now = inside.fetch_add(1, Ordering::AcqRel) + 1;
@@ -282,28 +302,25 @@ fn semaphore_limit(_: &Platform<'static>) -> Result<(), String> {
             .map_err(|e| format!("spawn: {e}"))?,
         );
     }
+    start.complete_all();
     for pid in pids {
         task::wait(pid).map_err(|e| format!("wait: {e}"))?;
     }
     let most = most.load(Ordering::Relaxed);
     log::info!(
-        "semaphore: {TASKS} tasks x {ROUNDS} downs on {PERMITS} permits: at most {most} inside, {} permits back at the end",
+        "semaphore: {TASKS} tasks x {ROUNDS} downs on {permits} permits: at most {most} inside, {} permits back at the end",
         sem.available()
     );
     ensure!(
-        most <= PERMITS as u64,
-        "{most} holders inside a {PERMITS}-permit semaphore"
+        most <= permits as u64,
+        "{most} holders inside a {permits}-permit semaphore"
     );
     ensure!(
-        most == PERMITS as u64,
-        "never more than {most} inside: the limit was never reached, so it was not tested"
-    );
-    ensure!(
-        sem.available() == PERMITS,
-        "{} permits left at the end, {PERMITS} expected",
+        sem.available() == permits,
+        "{} permits left at the end, {permits} expected",
         sem.available()
     );
-    Ok(())
+    Ok(most)
 }
 
 /// Tasks on the other CPUs wait on a completion; `complete` lets exactly one through at a
@@ -375,77 +392,86 @@ fn completions(_: &Platform<'static>) -> Result<(), String> {
     Ok(())
 }
 
-/// Readers on every CPU hold the read side across yields and must be seen inside together;
-/// writers on every CPU keep a pair equal that readers check.
+/// Two phases. Sharing: two readers per CPU hold the read side across yields, and more than
+/// one must be seen inside at once. Exclusion: a reader and a writer per CPU; the writers keep
+/// a pair equal across a yield, and no reader may see it half-done.
 fn rwsem(_: &Platform<'static>) -> Result<(), String> {
     const ROUNDS: u64 = 300;
+    let cpus: Vec<usize> = smp::online_cpus().collect();
     let sem = Arc::new(task::RwSemaphore::new((0u64, 0u64)));
     let readers_inside = Arc::new(AtomicU64::new(0));
     let most_readers = Arc::new(AtomicU64::new(0));
     let torn = Arc::new(AtomicU64::new(0));
-    let mut pids = Vec::new();
-    for (i, cpu) in smp::online_cpus().enumerate() {
-        for writer in [false, true] {
-            let (sem, inside, most, torn) = (
-                sem.clone(),
-                readers_inside.clone(),
-                most_readers.clone(),
-                torn.clone(),
-            );
-            pids.push(
-                task::spawn_with(
-                    &format!("rwsem-{}-{i}", if writer { "w" } else { "r" }),
-                    DEFAULT_STACK_SIZE,
-                    CpuMask::only(cpu),
-                    Policy::RoundRobin,
-                    move || {
-                        for _ in 0..ROUNDS {
-                            if writer {
-                                let mut w = sem.write();
-                                w.0 += 1;
-                                task::yield_now();
-                                w.1 += 1;
-                            } else {
-                                let r = sem.read();
-                                let now = inside.fetch_add(1, Ordering::AcqRel) + 1;
-                                most.fetch_max(now, Ordering::Relaxed);
-                                if r.0 != r.1 {
-                                    torn.fetch_add(1, Ordering::Relaxed);
+    let mut most_shared = 0;
+    for phase in ["sharing", "exclusion"] {
+        let start = Arc::new(Completion::new());
+        let mut pids = Vec::new();
+        for (i, &cpu) in cpus.iter().enumerate() {
+            for second in [false, true] {
+                let writer = phase == "exclusion" && second;
+                let (sem, inside, most, torn, start) = (
+                    sem.clone(),
+                    readers_inside.clone(),
+                    most_readers.clone(),
+                    torn.clone(),
+                    start.clone(),
+                );
+                pids.push(
+                    task::spawn_with(
+                        &format!("rwsem-{}-{i}", if writer { "w" } else { "r" }),
+                        DEFAULT_STACK_SIZE,
+                        CpuMask::only(cpu),
+                        Policy::RoundRobin,
+                        move || {
+                            start.wait();
+                            for _ in 0..ROUNDS {
+                                if writer {
+                                    let mut w = sem.write();
+                                    w.0 += 1;
+                                    task::yield_now();
+                                    w.1 += 1;
+                                } else {
+                                    let r = sem.read();
+                                    let now = inside.fetch_add(1, Ordering::AcqRel) + 1;
+                                    most.fetch_max(now, Ordering::Relaxed);
+                                    if r.0 != r.1 {
+                                        torn.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                    task::yield_now();
+                                    inside.fetch_sub(1, Ordering::AcqRel);
                                 }
-                                task::yield_now();
-                                inside.fetch_sub(1, Ordering::AcqRel);
                             }
-                        }
-                        0
-                    },
-                )
-                .map_err(|e| format!("spawn: {e}"))?,
-            );
+                            0
+                        },
+                    )
+                    .map_err(|e| format!("spawn: {e}"))?,
+                );
+            }
+        }
+        start.complete_all();
+        for pid in pids {
+            task::wait(pid).map_err(|e| format!("wait: {e}"))?;
+        }
+        if phase == "sharing" {
+            most_shared = most_readers.swap(0, Ordering::Relaxed);
         }
     }
-    let tasks = pids.len() as u64;
-    for pid in pids {
-        task::wait(pid).map_err(|e| format!("wait: {e}"))?;
-    }
     let (a, b) = *sem.read();
-    let most = most_readers.load(Ordering::Relaxed);
     let torn = torn.load(Ordering::Relaxed);
+    let writers = cpus.len() as u64;
     log::info!(
-        "rwsem: {} readers and {} writers x {ROUNDS}: up to {most} readers inside at once, {torn} torn reads, pair ({a}, {b})",
-        tasks / 2,
-        tasks / 2
+        "rwsem: {} readers shared it, up to {most_shared} at once; then {writers} readers and {writers} writers x {ROUNDS}: {torn} torn reads, pair ({a}, {b})",
+        2 * cpus.len()
     );
     ensure!(torn == 0, "{torn} readers saw a half-done write");
     ensure!(
-        a == b && a == ROUNDS * tasks / 2,
+        a == b && a == ROUNDS * writers,
         "the writers' pair is ({a}, {b}), ({0}, {0}) expected",
-        ROUNDS * tasks / 2
+        ROUNDS * writers
     );
-    if tasks > 2 {
-        ensure!(
-            most > 1,
-            "readers never shared the semaphore (at most {most} inside at once)"
-        );
-    }
+    ensure!(
+        most_shared > 1,
+        "readers never shared the semaphore (at most {most_shared} inside at once)"
+    );
     Ok(())
 }

@@ -579,15 +579,19 @@ fn threads_on_every_cpu(_: &Platform<'static>) -> Result<(), String> {
     }
     let pair = |cpu: usize| {
         let trace = Arc::new(AtomicU64::new(0));
+        // Both threads start together: on a secondary the spawner is the idle task, which the
+        // first spawn preempts at once, and a thread started alone would yield to nobody.
+        let start = Arc::new(task::Completion::new());
         let mut pids = [0; 2];
         for (n, pid) in pids.iter_mut().enumerate() {
-            let trace = trace.clone();
+            let (trace, start) = (trace.clone(), start.clone());
             let spawned = task::spawn_with(
                 &format!("pair-{cpu}-{n}"),
                 DEFAULT_STACK_SIZE,
                 CpuMask::only(cpu),
                 Policy::Fifo,
                 move || {
+                    start.wait();
                     for _ in 0..ROUNDS {
                         if percpu::this_cpu().id != cpu {
                             return 3;
@@ -608,6 +612,14 @@ fn threads_on_every_cpu(_: &Platform<'static>) -> Result<(), String> {
                 }
             }
         }
+        // Woken in the order they went to sleep, which is the order they were spawned.
+        for _ in 0..1_000_000 {
+            if start.waiters() == 2 {
+                break;
+            }
+            task::yield_now();
+        }
+        start.complete_all();
         let statuses = pids.map(task::wait);
         let code = if statuses.iter().any(|s| *s != Ok(0)) {
             4

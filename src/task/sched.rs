@@ -831,6 +831,12 @@ pub fn preempt_on_irq_exit() {
     if p.is_null() || switch_allowed().is_err() {
         return; // preempt count, IRQ-safe lock or held spin lock: at the next chance
     }
+    // An interrupt taken on the emergency stack (a stack overflow being reported) is not a
+    // task's to give away.
+    let sp = crate::arch::aarch64::cpu::stack_pointer();
+    if !percpu::this_cpu().stack_contains(sp) {
+        return;
+    }
     // SAFETY: as in `tick`: our own CPU's current task, in its interrupt handler.
     let cur = unsafe { &*p };
     if cur.state() != TaskState::Running {
