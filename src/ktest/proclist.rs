@@ -29,10 +29,17 @@ pub static TESTS: &[KTest] = &[
     },
 ];
 
-/// Rounds each CPU must do (a walk, four lookups and one insert or remove each).
-const ROUNDS: u64 = 3_000;
-/// Rounds per CPU in the broken RCU's first run; each further run is longer.
-const BROKEN_ROUNDS: u64 = 2_000;
+/// Rounds all CPUs do together (each a walk, four lookups and one insert or remove), shared
+/// out: the work stays the same with 8 CPUs as with 4. With a fixed count per CPU, 8 vCPUs on
+/// a 2-core host took more than the boot tests' two minutes.
+const ROUNDS_IN_ALL: u64 = 12_000;
+/// Rounds in all in the broken RCU's first run; each further run is longer.
+const BROKEN_ROUNDS_IN_ALL: u64 = 8_000;
+
+/// A CPU's share of `in_all` rounds.
+fn per_cpu(in_all: u64) -> u64 {
+    (in_all / smp::online_cpus().count().max(1) as u64).max(WARM_UP_ROUNDS)
+}
 /// Rounds per CPU of the warm-up run before the measured one.
 const WARM_UP_ROUNDS: u64 = 20;
 /// Runs before concluding the broken RCU cannot be caught here.
@@ -92,7 +99,8 @@ fn run_on_each_cpu<R: ListRcu>(t: &Torture<R>) {
 }
 
 fn real_rcu_passes(_: &Platform<'static>) -> Result<(), String> {
-    let (report, _) = torture(GlobalRcu, ROUNDS, true, DEFAULT_QUARANTINE)?;
+    let rounds = per_cpu(ROUNDS_IN_ALL);
+    let (report, _) = torture(GlobalRcu, rounds, true, DEFAULT_QUARANTINE)?;
     let cpus = report.cpus as u64;
     ensure!(
         report.poison.sightings == 0,
@@ -107,8 +115,8 @@ fn real_rcu_passes(_: &Platform<'static>) -> Result<(), String> {
         report.stale
     );
     ensure!(
-        report.rounds >= cpus * ROUNDS,
-        "{} rounds, fewer than {} CPUs x {ROUNDS}",
+        report.rounds >= cpus * rounds,
+        "{} rounds, fewer than {} CPUs x {rounds}",
         report.rounds,
         cpus
     );
@@ -142,8 +150,12 @@ fn broken_rcu_is_caught(_: &Platform<'static>) -> Result<(), String> {
     for attempt in 1..=ATTEMPTS {
         // Quarantine without limit: no node is really freed before the run ends, so a reader
         // the broken RCU left behind reads poison, never memory someone else owns.
-        let (report, fresh_end) =
-            torture(BrokenRcu::new(), BROKEN_ROUNDS * attempt, false, usize::MAX)?;
+        let (report, fresh_end) = torture(
+            BrokenRcu::new(),
+            per_cpu(BROKEN_ROUNDS_IN_ALL) * attempt,
+            false,
+            usize::MAX,
+        )?;
         if report.caught() {
             let first = report
                 .poison

@@ -236,6 +236,12 @@ fn mutex_torture(_: &Platform<'static>) -> Result<(), String> {
 const BROKEN_ATTEMPTS: u64 = 6;
 
 fn broken_mutex_is_caught(_: &Platform<'static>) -> Result<(), String> {
+    if smp::online_cpus().count() < 2 {
+        // One CPU races only through a preemption landing between the broken fast path's
+        // load and store, a window of a few instructions: too rare to be a test.
+        log::info!("one CPU: the broken mutex's window is too narrow to hit; skipped");
+        return Ok(());
+    }
     for attempt in 1..=BROKEN_ATTEMPTS {
         let (report, _) = torture::<BrokenMutex<Pair, KernelSleeper>>(BUDGET * attempt)?;
         if report.failures > 0 {

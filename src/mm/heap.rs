@@ -11,6 +11,7 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::platform::{FixedList, Region};
 use crate::sync::IrqSafeSpinLock;
+use crate::sync::spinlock::TtasLock;
 
 /// Free RAM ranges: `memory` minus every `reserved` range, clipped to whole pages.
 pub fn free_ranges(memory: &[Region], reserved: &[Region]) -> FixedList<Region, 32> {
@@ -59,7 +60,11 @@ pub struct HeapStats {
 
 /// The global allocator: a buddy heap behind a spin lock.
 pub struct KernelHeap {
-    heap: IrqSafeSpinLock<buddy_system_allocator::Heap<32>>,
+    /// Test-and-test-and-set, not the default ticket lock: every CPU allocates, and under QEMU
+    /// with more vCPUs than host cores a FIFO lock hands the heap to a waiter whose vCPU is not
+    /// running, so every waiter behind it waits a host time slice (8 vCPUs on 2 cores spun
+    /// for seconds here). TTAS gives it to whichever waiter is running.
+    heap: IrqSafeSpinLock<buddy_system_allocator::Heap<32>, TtasLock>,
     pub stats: HeapStats,
 }
 
