@@ -1,5 +1,5 @@
-//! In-kernel tests of kernel threads and the context switch (chapter 14, "Processes and
-//! scheduling").
+//! In-kernel tests of kernel threads and the context switch (chapter 15,
+//! "Processes and the context switch").
 //!
 //! Each runs threads on the CPU that runs the tests (one test on every CPU), cooperatively,
 //! so every interleaving is exact and every count is known in advance. Each checks something a

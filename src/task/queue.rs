@@ -1,5 +1,5 @@
-//! A run queue: the tasks waiting for one CPU, first come first served (chapter 14, "Processes
-//! and scheduling").
+//! A run queue: the tasks waiting for one CPU, first come first served (chapter 16,
+//! "Scheduling on several CPUs").
 //!
 //! Round robin is the whole policy: `rotate` takes the first task this CPU may run and puts the
 //! yielding one at the back, so N tasks that keep yielding run in a fixed cycle. A task whose

@@ -1,5 +1,5 @@
-//! A kernel thread's stack, from the heap, with a canary at the bottom (chapter 14, "Processes
-//! and scheduling").
+//! A kernel thread's stack, from the heap, with a canary at the bottom (chapter 15,
+//! "Processes and the context switch").
 //!
 //! The CPUs' boot stacks sit in the linker's stack area with an unmapped guard page below each,
 //! so an overflow faults at once. A thread's stack comes from the heap, and the heap cannot

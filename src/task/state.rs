@@ -1,5 +1,5 @@
-//! A task's life as a state machine, its identity and its CPU affinity (chapter 14, "Processes
-//! and scheduling").
+//! A task's life as a state machine, its identity and its CPU affinity (chapter 15,
+//! "Processes and the context switch").
 //!
 //! ```text
 //!            spawn                 picked by the scheduler

@@ -1,5 +1,5 @@
-//! The context switch: saving one kernel thread's registers and loading another's (chapter 14,
-//! "Processes and scheduling").
+//! The context switch: saving one kernel thread's registers and loading another's (chapter 15,
+//! "Processes and the context switch").
 //!
 //! A thread gives up the CPU by calling `switch`, an ordinary function call. The AAPCS64 calling
 //! convention already lets the callee trash x0-x18, x30's old value and the upper halves of the
