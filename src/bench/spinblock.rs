@@ -11,6 +11,8 @@
 //! - `wasted_pct`: the share of that CPU time not spent holding the lock: spinning, sleeping
 //!   and waking, switching. With more tasks than CPUs a spinner also keeps its CPU from the
 //!   other task there (a spin lock disables preemption), which a sleeper hands over;
+//! - `fairness`: Jain's index over the tasks' acquisitions (1 = equal shares; 1/n = one task
+//!   took them all): neither lock hands over in FIFO order here, and it shows;
 //! - `background_per_sec`: meanwhile one background task per CPU does unrelated work (units of
 //!   arithmetic); how much of it got done per second is the CPU time the lock left for
 //!   others. A spinning waiter leaves none; a sleeping one leaves its CPU to them.
@@ -180,9 +182,21 @@ fn measure<L: Lock>(
     let ended = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
     let cpus: Vec<usize> = smp::online_cpus().collect();
+    // Each task's acquisitions, for Jain's fairness index over the tasks.
+    let shares: Arc<Vec<AtomicU64>> = Arc::new(
+        (0..cpus.len() * TASKS_PER_CPU)
+            .map(|_| AtomicU64::new(0))
+            .collect(),
+    );
     let mut pids = Vec::new();
     for i in 0..cpus.len() * TASKS_PER_CPU {
-        let (lock, start, ended, done) = (lock.clone(), start.clone(), ended.clone(), done.clone());
+        let (lock, start, ended, done, shares) = (
+            lock.clone(),
+            start.clone(),
+            ended.clone(),
+            done.clone(),
+            shares.clone(),
+        );
         let spawned = task::spawn_with(
             &format!("{}-{i}", L::NAME),
             DEFAULT_STACK_SIZE,
@@ -195,6 +209,7 @@ fn measure<L: Lock>(
                     mine += 1;
                 }
                 done.fetch_add(mine, Ordering::Relaxed);
+                shares[i].store(mine, Ordering::Relaxed);
                 ended.fetch_max(counter(), Ordering::Relaxed);
                 0
             },
@@ -245,7 +260,18 @@ fn measure<L: Lock>(
             "ops_per_sec",
             format_args!("{:.0}", stats::per_second(ops, elapsed, frequency)),
         )
-        .field("fairness", "1.0000")
+        .field(
+            "fairness",
+            format_args!(
+                "{:.4}",
+                stats::jain_index(
+                    &shares
+                        .iter()
+                        .map(|c| c.load(Ordering::Relaxed) as f64)
+                        .collect::<Vec<_>>()
+                )
+            ),
+        )
         .field(
             "cpu_ns_per_op",
             format_args!(

@@ -38,6 +38,7 @@ impl<S: Sleeper> Completion<S> {
 
     /// Sleep until completed, and consume one completion (unless `complete_all` was called).
     pub fn wait(&self) {
+        S::might_sleep();
         self.waiters.wait_until(|| self.try_wait());
     }
 

@@ -140,6 +140,7 @@ impl<S: Sleeper> RawMutex<S> {
     /// Take the mutex, spinning on a running owner a while, else sleeping.
     #[inline]
     pub fn lock(&self) {
+        S::might_sleep();
         let me = Self::me();
         if self
             .owner
@@ -155,6 +156,12 @@ impl<S: Sleeper> RawMutex<S> {
     #[cold]
     #[inline(never)]
     fn lock_slow(&self, me: usize) {
+        // Taking a mutex this task already holds would spin on itself (it is a running
+        // owner), then sleep until it wakes itself: never.
+        assert!(
+            holder(self.owner.load(Ordering::Relaxed)) != me,
+            "mutex locked again by the task that holds it (token {me:#x}): it would wait for itself forever"
+        );
         if self.spin(me) {
             Counters::bump(&self.counters.spun, 1);
             return;
@@ -621,6 +628,14 @@ mod tests {
     fn unlocking_an_unlocked_mutex_panics() {
         let m: RawMutex<ThreadSleeper> = RawMutex::new();
         m.unlock();
+    }
+
+    #[test]
+    #[should_panic(expected = "mutex locked again by the task that holds it")]
+    fn locking_a_mutex_twice_panics_instead_of_waiting_forever() {
+        let m: RawMutex<ThreadSleeper> = RawMutex::new();
+        m.lock();
+        m.lock();
     }
 
     #[test]

@@ -73,6 +73,7 @@ impl<T, S: Sleeper> RwSemaphore<T, S> {
 impl<T: ?Sized, S: Sleeper> RwSemaphore<T, S> {
     /// Share the data, sleeping while a writer holds it or waits for it.
     pub fn read(&self) -> RwSemReadGuard<'_, T, S> {
+        S::might_sleep();
         if !self.try_read_raw() {
             self.readers.wait_until(|| self.read_or_flag());
         }
@@ -92,6 +93,7 @@ impl<T: ?Sized, S: Sleeper> RwSemaphore<T, S> {
 
     /// Have the data to ourselves, sleeping while anyone holds it.
     pub fn write(&self) -> RwSemWriteGuard<'_, T, S> {
+        S::might_sleep();
         if !self.try_write_raw() {
             // Counted before queueing: from this add on, no new reader gets in, and whoever
             // lets go knows to look in `writers`.

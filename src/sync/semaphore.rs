@@ -41,6 +41,7 @@ impl<S: Sleeper> Semaphore<S> {
 
     /// Take a permit, sleeping until one is free.
     pub fn down(&self) {
+        S::might_sleep();
         if self.try_down() {
             return;
         }

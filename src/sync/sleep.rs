@@ -89,6 +89,12 @@ pub trait Sleeper: 'static {
 
     /// Pause politely inside a spin loop.
     fn cpu_relax();
+
+    /// Called first by every operation that may sleep, even when it would not need to: a
+    /// sleeping lock taken where sleeping is forbidden (an interrupt handler, under a spin lock,
+    /// with IRQs masked) must be refused every time, not only when it happens to be contended.
+    /// Linux calls this `might_sleep()`. The kernel panics saying why; the default does nothing.
+    fn might_sleep() {}
 }
 
 #[cfg(test)]

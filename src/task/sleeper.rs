@@ -50,6 +50,27 @@ impl Sleeper for KernelSleeper {
     fn cpu_relax() {
         crate::arch::cpu_relax();
     }
+
+    fn might_sleep() {
+        use crate::sync::preempt;
+        let count = preempt::preempt_count();
+        assert!(
+            !preempt::in_interrupt(),
+            "a sleeping lock taken in interrupt context (preempt count {count:#x}): an interrupt \
+             handler cannot sleep; use an IrqSafeSpinLock"
+        );
+        // IRQs masked counts only on a CPU that takes interrupts at all (without a GIC every
+        // task runs masked).
+        let masked = crate::arch::irqflags::irqs_disabled()
+            && crate::percpu::current_id().is_some_and(crate::smp::interrupts_ready);
+        assert!(
+            count == 0 && crate::sync::irq::depth() == 0 && !masked,
+            "a sleeping lock taken with preemption or IRQs off (preempt count {count:#x}, \
+             IRQ-disable depth {}): a spin lock or IRQ-safe lock is held, and sleeping now would \
+             leave it held while other tasks run",
+            crate::sync::irq::depth()
+        );
+    }
 }
 
 /// A mutex whose waiters sleep: chapter 17.
