@@ -29,6 +29,11 @@ impl<T: Queued> RunQueue<T> {
         }
     }
 
+    /// Make room for `n` more tasks now, so that queueing does not allocate later.
+    pub fn reserve(&mut self, n: usize) {
+        self.tasks.reserve(n);
+    }
+
     pub fn len(&self) -> usize {
         self.tasks.len()
     }

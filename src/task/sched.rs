@@ -73,6 +73,9 @@ pub enum Policy {
     Fifo,
 }
 
+/// Tasks each CPU's run queue and timed-sleeper list have room for from the start.
+const INITIAL_ROOM: usize = 16;
+
 /// Ticks a round-robin task may run while others wait: 20 ms at 100 Hz.
 pub const SLICE_TICKS: u32 = 2;
 
@@ -437,6 +440,10 @@ pub fn current_token() -> usize {
 /// once the heap is up (the idle task needs a stack).
 pub fn init_cpu(cpu: usize, current_is_idle: bool) {
     let s = SCHED.for_cpu(cpu);
+    // Room up front in the structures a sleep and a wake use, so that sleeping (in
+    // synchronize_rcu, say) does not grow them, and heap accounting in leak tests stays exact.
+    s.queue.lock().reserve(INITIAL_ROOM);
+    SLEEPERS.for_cpu(cpu).lock().reserve(INITIAL_ROOM);
     let me = current_ptr(s, cpu);
     if current_is_idle {
         // SAFETY: `current` owns a count on `me`; the idle slot gets one of its own.
