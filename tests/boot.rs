@@ -13,8 +13,11 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// Generous: a busy 2-core CI machine runs several 4-vCPU guests at once.
-const TIMEOUT: Duration = Duration::from_secs(120);
+/// Generous: a busy 2-core CI machine runs two guests at once. The slowest run (the whole
+/// in-kernel suite on 8 vCPUs) takes about a minute there; 120 s was once too little when a
+/// test's host load made it slow (the litmus lockstep, since fixed), so a hang must take 4 min
+/// to be declared one. The suite as a whole stays far inside CI's limit either way.
+const TIMEOUT: Duration = Duration::from_secs(240);
 /// What the contract line contains; runs without test mode stop once they print it.
 const CONTRACT: &str = " CPUs online (counter";
 
