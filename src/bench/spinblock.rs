@@ -62,37 +62,29 @@ trait Lock: Send + Sync + 'static {
 /// TTAS lets whichever waiter is running take the lock, so what remains is spinning itself.
 type Spin = SpinLock<u64, TtasLock>;
 
-impl Lock for Spin {
-    const NAME: &'static str = "spinlock";
-    fn new(budget: u64) -> Self {
-        SpinLock::new(budget)
-    }
-    fn take(&self, rounds: u64) -> bool {
-        let mut left = self.lock();
-        if *left == 0 {
-            return false;
+/// Both locks run the same critical section through the same guard shape.
+macro_rules! lock_impl {
+    ($ty:ty, $name:expr, $new:expr) => {
+        impl Lock for $ty {
+            const NAME: &'static str = $name;
+            fn new(budget: u64) -> Self {
+                $new(budget)
+            }
+            fn take(&self, rounds: u64) -> bool {
+                let mut left = self.lock();
+                if *left == 0 {
+                    return false;
+                }
+                *left -= 1;
+                hold(rounds);
+                true
+            }
         }
-        *left -= 1;
-        hold(rounds);
-        true
-    }
+    };
 }
 
-impl Lock for Mutex<u64> {
-    const NAME: &'static str = "mutex";
-    fn new(budget: u64) -> Self {
-        Mutex::new(budget)
-    }
-    fn take(&self, rounds: u64) -> bool {
-        let mut left = self.lock();
-        if *left == 0 {
-            return false;
-        }
-        *left -= 1;
-        hold(rounds);
-        true
-    }
-}
+lock_impl!(Spin, "spinlock", SpinLock::new);
+lock_impl!(Mutex<u64>, "mutex", Mutex::new);
 
 /// One background task per CPU, doing unrelated work until told to stop.
 struct Background {

@@ -14,6 +14,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::KTest;
+use super::locktorture::{Report, print};
 use crate::ensure;
 use crate::platform::Platform;
 use crate::smp;
@@ -88,11 +89,54 @@ const TASKS_PER_CPU: usize = 2;
 /// Acquisitions per torture run, shared by all tasks.
 const BUDGET: u64 = 4_000;
 
-struct Report {
-    total: u64,
-    max: u64,
-    min: u64,
-    failures: u64,
+/// Tasks spawned now and started together: each waits on a start gate that `run` opens, then
+/// `run` waits for them all. Spawning takes long enough that a task started at once could
+/// spend a whole run's budget before the next one exists.
+struct Group {
+    start: Arc<Completion>,
+    pids: Vec<Pid>,
+}
+
+impl Group {
+    fn new() -> Self {
+        Group {
+            start: Arc::new(Completion::new()),
+            pids: Vec::new(),
+        }
+    }
+
+    /// A round-robin task pinned to `cpu` that runs `f` once the group starts.
+    fn spawn(
+        &mut self,
+        name: &str,
+        cpu: usize,
+        f: impl FnOnce() + Send + 'static,
+    ) -> Result<(), String> {
+        let start = self.start.clone();
+        let pid = task::spawn_with(
+            name,
+            DEFAULT_STACK_SIZE,
+            CpuMask::only(cpu),
+            Policy::RoundRobin,
+            move || {
+                start.wait();
+                f();
+                0
+            },
+        )
+        .map_err(|e| format!("spawn {name}: {e}"))?;
+        self.pids.push(pid);
+        Ok(())
+    }
+
+    /// Start every task at once and wait until all have exited.
+    fn run(self) -> Result<(), String> {
+        self.start.complete_all();
+        for pid in self.pids {
+            task::wait(pid).map_err(|e| format!("wait {pid}: {e}"))?;
+        }
+        Ok(())
+    }
 }
 
 /// Two round-robin tasks pinned to each online CPU spend a shared budget of acquisitions. In
@@ -108,65 +152,42 @@ fn torture<L: TortureLock>(budget: u64) -> Result<(Report, Arc<L>), String> {
             .map(|_| AtomicU64::new(0))
             .collect(),
     );
-    // Everyone starts together: spawning takes long enough for the first task to spend the
-    // whole budget alone otherwise.
-    let start = Arc::new(Completion::new());
-    let mut pids: Vec<Pid> = Vec::new();
+    let mut group = Group::new();
     for (i, &cpu) in cpus
         .iter()
         .cycle()
         .take(cpus.len() * TASKS_PER_CPU)
         .enumerate()
     {
-        let (lock, failures, counts, start) = (
-            lock.clone(),
-            failures.clone(),
-            counts.clone(),
-            start.clone(),
-        );
-        let spawned = task::spawn_with(
-            &format!("mutex-torture-{i}"),
-            DEFAULT_STACK_SIZE,
-            CpuMask::only(cpu),
-            Policy::RoundRobin,
-            move || {
-                start.wait();
-                let mut mine = 0u64;
-                // Bounded even if a broken lock lets `left` be raised by a stale store.
-                while mine < 4 * budget {
-                    let more = lock.with(|p| {
-                        if p.left == 0 {
-                            return false;
-                        }
-                        p.left -= 1;
-                        if p.first != p.second {
-                            failures.fetch_add(1, Ordering::Relaxed);
-                        }
-                        p.first += 1;
-                        if mine.is_multiple_of(8) {
-                            task::yield_now();
-                        }
-                        p.second += 1;
-                        true
-                    });
-                    if !more {
-                        break;
+        let (lock, failures, counts) = (lock.clone(), failures.clone(), counts.clone());
+        group.spawn(&format!("mutex-torture-{i}"), cpu, move || {
+            let mut mine = 0u64;
+            // Bounded even if a broken lock lets `left` be raised by a stale store.
+            while mine < 4 * budget {
+                let more = lock.with(|p| {
+                    if p.left == 0 {
+                        return false;
                     }
-                    mine += 1;
+                    p.left -= 1;
+                    if p.first != p.second {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                    p.first += 1;
+                    if mine.is_multiple_of(8) {
+                        task::yield_now();
+                    }
+                    p.second += 1;
+                    true
+                });
+                if !more {
+                    break;
                 }
-                counts[i].store(mine, Ordering::Relaxed);
-                0
-            },
-        );
-        match spawned {
-            Ok(pid) => pids.push(pid),
-            Err(e) => return Err(format!("spawn: {e}")),
-        }
+                mine += 1;
+            }
+            counts[i].store(mine, Ordering::Relaxed);
+        })?;
     }
-    start.complete_all();
-    for pid in pids {
-        task::wait(pid).map_err(|e| format!("wait: {e}"))?;
-    }
+    group.run()?;
     let total: u64 = counts.iter().map(|c| c.load(Ordering::Relaxed)).sum();
     let (first, second) = lock.with(|p| (p.first, p.second));
     let mismatched =
@@ -186,18 +207,6 @@ fn torture<L: TortureLock>(budget: u64) -> Result<(Report, Arc<L>), String> {
         failures: failures.load(Ordering::Relaxed) + mismatched,
     };
     Ok((report, lock))
-}
-
-fn print(name: &str, r: &Report) {
-    log::info!(
-        "{name:<7} Writes:  Total: {}  Max/Min: {}/{} {} Fail: {} {}",
-        r.total,
-        r.max,
-        r.min,
-        if r.max / 2 > r.min { "???" } else { "   " },
-        r.failures,
-        if r.failures > 0 { "!!!" } else { "" }
-    );
 }
 
 /// Runs of the mutex torture allowed for a waiter to sleep at least once: on a busy host one
@@ -301,36 +310,21 @@ fn semaphore_run(permits: usize) -> Result<u64, String> {
     let sem = Arc::new(task::Semaphore::new(permits));
     let inside = Arc::new(AtomicU64::new(0));
     let most = Arc::new(AtomicU64::new(0));
-    let start = Arc::new(Completion::new());
     let cpus: Vec<usize> = smp::online_cpus().collect();
-    let mut pids = Vec::new();
+    let mut group = Group::new();
     for i in 0..TASKS {
-        let (sem, inside, most, start) = (sem.clone(), inside.clone(), most.clone(), start.clone());
-        pids.push(
-            task::spawn_with(
-                &format!("sem-{i}"),
-                DEFAULT_STACK_SIZE,
-                CpuMask::only(cpus[i % cpus.len()]),
-                Policy::RoundRobin,
-                move || {
-                    start.wait();
-                    for _ in 0..ROUNDS {
-                        let _permit = sem.acquire();
-                        let now = inside.fetch_add(1, Ordering::AcqRel) + 1;
-                        most.fetch_max(now, Ordering::Relaxed);
-                        task::yield_now();
-                        inside.fetch_sub(1, Ordering::AcqRel);
-                    }
-                    0
-                },
-            )
-            .map_err(|e| format!("spawn: {e}"))?,
-        );
+        let (sem, inside, most) = (sem.clone(), inside.clone(), most.clone());
+        group.spawn(&format!("sem-{i}"), cpus[i % cpus.len()], move || {
+            for _ in 0..ROUNDS {
+                let _permit = sem.acquire();
+                let now = inside.fetch_add(1, Ordering::AcqRel) + 1;
+                most.fetch_max(now, Ordering::Relaxed);
+                task::yield_now();
+                inside.fetch_sub(1, Ordering::AcqRel);
+            }
+        })?;
     }
-    start.complete_all();
-    for pid in pids {
-        task::wait(pid).map_err(|e| format!("wait: {e}"))?;
-    }
+    group.run()?;
     let most = most.load(Ordering::Relaxed);
     log::info!(
         "semaphore: {TASKS} tasks x {ROUNDS} downs on {permits} permits: at most {most} inside, {} permits back at the end",
@@ -429,54 +423,39 @@ fn rwsem(_: &Platform<'static>) -> Result<(), String> {
     let torn = Arc::new(AtomicU64::new(0));
     let mut most_shared = 0;
     for phase in ["sharing", "exclusion"] {
-        let start = Arc::new(Completion::new());
-        let mut pids = Vec::new();
+        let mut group = Group::new();
         for (i, &cpu) in cpus.iter().enumerate() {
             for second in [false, true] {
                 let writer = phase == "exclusion" && second;
-                let (sem, inside, most, torn, start) = (
+                let (sem, inside, most, torn) = (
                     sem.clone(),
                     readers_inside.clone(),
                     most_readers.clone(),
                     torn.clone(),
-                    start.clone(),
                 );
-                pids.push(
-                    task::spawn_with(
-                        &format!("rwsem-{}-{i}", if writer { "w" } else { "r" }),
-                        DEFAULT_STACK_SIZE,
-                        CpuMask::only(cpu),
-                        Policy::RoundRobin,
-                        move || {
-                            start.wait();
-                            for _ in 0..ROUNDS {
-                                if writer {
-                                    let mut w = sem.write();
-                                    w.0 += 1;
-                                    task::yield_now();
-                                    w.1 += 1;
-                                } else {
-                                    let r = sem.read();
-                                    let now = inside.fetch_add(1, Ordering::AcqRel) + 1;
-                                    most.fetch_max(now, Ordering::Relaxed);
-                                    if r.0 != r.1 {
-                                        torn.fetch_add(1, Ordering::Relaxed);
-                                    }
-                                    task::yield_now();
-                                    inside.fetch_sub(1, Ordering::AcqRel);
-                                }
+                let name = format!("rwsem-{}-{i}", if writer { "w" } else { "r" });
+                group.spawn(&name, cpu, move || {
+                    for _ in 0..ROUNDS {
+                        if writer {
+                            let mut w = sem.write();
+                            w.0 += 1;
+                            task::yield_now();
+                            w.1 += 1;
+                        } else {
+                            let r = sem.read();
+                            let now = inside.fetch_add(1, Ordering::AcqRel) + 1;
+                            most.fetch_max(now, Ordering::Relaxed);
+                            if r.0 != r.1 {
+                                torn.fetch_add(1, Ordering::Relaxed);
                             }
-                            0
-                        },
-                    )
-                    .map_err(|e| format!("spawn: {e}"))?,
-                );
+                            task::yield_now();
+                            inside.fetch_sub(1, Ordering::AcqRel);
+                        }
+                    }
+                })?;
             }
         }
-        start.complete_all();
-        for pid in pids {
-            task::wait(pid).map_err(|e| format!("wait: {e}"))?;
-        }
+        group.run()?;
         if phase == "sharing" {
             most_shared = most_readers.swap(0, Ordering::Relaxed);
         }
