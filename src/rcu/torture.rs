@@ -107,11 +107,12 @@ impl fmt::Display for TortureReport {
     }
 }
 
-/// A small xorshift generator: each reader dawdles a different, varying time.
-struct Rng(u64);
+/// A small xorshift generator: each reader dawdles a different, varying time. The process-list
+/// torture (src/task/proclist.rs) uses it too.
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;

@@ -856,6 +856,8 @@ pub mod torture {
 
     use super::{ListRcu, Pid, PoisonReport, ProcListStats, ProcessList};
     use crate::rcu::RcuReadGuard;
+    // xorshift: each CPU dawdles differently.
+    use crate::rcu::torture::Rng;
 
     /// Pids `1..=STABLE` are on the list for the whole run.
     pub const STABLE: Pid = 32;
@@ -974,18 +976,6 @@ pub mod torture {
             } else {
                 write!(f, "!!! proclist-torture: {}: FAIL", self.flavor)
             }
-        }
-    }
-
-    /// xorshift: each CPU dawdles differently.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
         }
     }
 
