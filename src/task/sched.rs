@@ -765,7 +765,11 @@ pub fn sleep_ticks(ticks: u64) {
     let until = crate::irq::tick::ticks_on(cpu) + ticks.max(1);
     let me = current();
     let list = SLEEPERS.for_cpu(cpu);
-    list.lock().push((until, me.clone()));
+    {
+        let mut sleepers = list.lock();
+        sleepers.push((until, me.clone()));
+        NEXT_DUE.for_cpu(cpu).fetch_min(until, Ordering::Relaxed);
+    }
     loop {
         prepare_to_sleep();
         // The tick takes us off the list before it wakes us: off the list means time is up.
@@ -779,6 +783,10 @@ pub fn sleep_ticks(ticks: u64) {
 
 /// Per CPU: tasks sleeping until a tick count, woken by that CPU's tick.
 type TimedSleepers = IrqSafeSpinLock<Vec<(u64, Arc<Task>)>>;
+/// Per CPU: the earliest tick a timed sleeper there waits for (u64::MAX: none). Written only
+/// under that CPU's `SLEEPERS` lock; the tick reads it without the lock.
+static NEXT_DUE: PerCpu<AtomicU64> =
+    PerCpu::new([const { CacheAligned(AtomicU64::new(u64::MAX)) }; MAX_CPUS]);
 static SLEEPERS: PerCpu<TimedSleepers> = PerCpu::new(
     [const { CacheAligned(IrqSafeSpinLock::named("timed sleepers", Vec::new())) }; MAX_CPUS],
 );
@@ -787,22 +795,25 @@ static SLEEPERS: PerCpu<TimedSleepers> = PerCpu::new(
 /// time came, account the tick, and ask for a switch when the current task's slice is over.
 pub fn tick(cpu: usize) {
     let now = crate::irq::tick::ticks_on(cpu);
-    let due: Vec<Arc<Task>> = {
+    // Most ticks wake nobody: one load decides, and the list's lock is taken only when a
+    // sleeper's time has come.
+    let due: Vec<Arc<Task>> = if now < NEXT_DUE.for_cpu(cpu).load(Ordering::Relaxed) {
+        Vec::new()
+    } else {
         let mut list = SLEEPERS.for_cpu(cpu).lock();
-        if list.is_empty() {
-            Vec::new()
-        } else {
-            let mut due = Vec::new();
-            list.retain(|(until, t)| {
-                if *until <= now {
-                    due.push(t.clone());
-                    false
-                } else {
-                    true
-                }
-            });
-            due
-        }
+        let mut due = Vec::new();
+        let mut next = u64::MAX;
+        list.retain(|(until, t)| {
+            if *until <= now {
+                due.push(t.clone());
+                false
+            } else {
+                next = next.min(*until);
+                true
+            }
+        });
+        NEXT_DUE.for_cpu(cpu).store(next, Ordering::Relaxed);
+        due
     };
     for t in &due {
         wake(t);
