@@ -73,6 +73,14 @@ fn on_emergency_stack(addr: usize) -> bool {
     (base..base + EMERGENCY_STACK_SIZE * MAX_CPUS).contains(&addr)
 }
 
+/// The [bottom, top) of CPU `cpu`'s emergency stack (for tests that look at what an exception
+/// left there).
+pub fn emergency_stack(cpu: usize) -> (usize, usize) {
+    assert!(cpu < MAX_CPUS, "cpu{cpu} has no emergency stack");
+    let bottom = EXCEPTION_EMERGENCY_STACKS.0.get() as usize + cpu * EMERGENCY_STACK_SIZE;
+    (bottom, bottom + EMERGENCY_STACK_SIZE)
+}
+
 /// `hlt #0xf000`: the semihosting trap. Without semihosting QEMU treats it as undefined.
 const HLT_SEMIHOSTING: u32 = 0xd45e_0000;
 /// Written to x0 when a semihosting call trapped because semihosting is not enabled.
@@ -192,6 +200,63 @@ fn guard_page_slot(addr: usize) -> Option<usize> {
         (guard..guard + super::layout::PAGE_SIZE).contains(&addr)
     })
 }
+
+/// What `wait_for_interrupts_at` saw after the interrupts, through its own stack pointer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StackProbe {
+    /// SP after the interrupts: an exception must hand back the SP it interrupted.
+    pub sp_after: u64,
+    /// The word at [SP] after the interrupts (the probe stored `marker` there before).
+    pub word_at_sp: u64,
+}
+
+/// A test probe for the vectors' stack handling: move SP to `sp`, store `marker` at [sp] and
+/// [sp + 8] (memory the code at that SP owns), execute WFI `waits` times, then read SP and the
+/// word at [SP] as code running there would, and return on the caller's stack. With IRQs
+/// unmasked, each WFI ends with an interrupt taken while SP is `sp`; the caller checks that
+/// interrupts did arrive. No Rust runs between the move and the read, so nothing but the
+/// exceptions can change SP or the marker.
+///
+/// # Safety
+/// `sp` is 16-byte aligned, [sp, sp + 16) is mapped memory nothing else uses while the probe
+/// runs, and the exception vectors can take an interrupt at `sp` (inside this CPU's stack, in the
+/// last frame's worth above its bottom, or on this CPU's emergency stack). The thread must not
+/// migrate: the probe never yields, and an interrupt taken away from the thread's own stack does
+/// not preempt (src/task/sched.rs, `preempt_on_irq_exit`).
+pub unsafe fn wait_for_interrupts_at(sp: usize, marker: u64, waits: u64) -> StackProbe {
+    assert!(sp.is_multiple_of(16), "SP must stay 16-byte aligned");
+    assert!(waits > 0, "the probe waits at least once");
+    unsafe extern "C" {
+        fn quartet_wait_for_interrupts_at(sp: usize, marker: u64, waits: u64) -> StackProbe;
+    }
+    // SAFETY: forwarded to the caller; the assembly below follows the C calling convention and
+    // returns the two-word struct in x0 and x1.
+    unsafe { quartet_wait_for_interrupts_at(sp, marker, waits) }
+}
+
+core::arch::global_asm!(
+    r#"
+.section .text.quartet_wait_for_interrupts_at, "ax"
+.balign 16
+.global quartet_wait_for_interrupts_at
+.type quartet_wait_for_interrupts_at, %function
+// x0 = sp to wait at, x1 = marker, x2 = WFIs. x9 keeps the caller's SP: an interrupt restores
+// every general register, so only SP itself is at stake.
+quartet_wait_for_interrupts_at:
+    mov     x9, sp
+    mov     sp, x0
+    stp     x1, x1, [sp]
+1:  wfi
+    subs    x2, x2, #1
+    b.ne    1b
+    mov     x0, sp
+    ldr     x1, [sp]
+    mov     sp, x9
+    ret
+.size quartet_wait_for_interrupts_at, . - quartet_wait_for_interrupts_at
+"#
+);
 
 core::arch::global_asm!(
     r#"
