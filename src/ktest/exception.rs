@@ -1,23 +1,28 @@
 //! In-kernel tests of where the exception vectors put a trap frame when the stack is nearly
 //! full, and of what they hand back (chapter 1, "When something goes wrong").
 //!
-//! A thread may legitimately run in the last frame's worth of its stack, the band where an
-//! 816-byte trap frame no longer fits above the stack bottom. An interrupt taken there is handled
-//! on the CPU's emergency stack, and must return on the thread's own stack with SP and the
-//! thread's data as they were. An exception taken while the emergency stack is in use must put
-//! its frame below the live one, not over it. `wait_for_interrupts_at` (src/arch) parks SP at a
-//! chosen address and waits for interrupts there; no Rust runs in between, so only the vectors
-//! can change what it reads back.
+//! An exception needs `EXCEPTION_STACK_RESERVE` bytes of stack: its frame and its handler's
+//! calls. A thread may legitimately run with less than that left above its stack's bottom (the
+//! band); an interrupt taken there is handled on the CPU's emergency stack and must return on the
+//! thread's own stack with SP and the thread's data as they were. Just above the band, the
+//! interrupt runs on the thread's stack and must stay above the bottom, even when it ends in a
+//! preemptive switch. An exception taken while the emergency stack is in use must put its frame
+//! below the live one, not over it. `wait_for_interrupts_at` (src/arch) parks SP at a chosen
+//! address and waits for interrupts there; no Rust runs in between, so only the vectors can
+//! change what it reads back.
 
 use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::mem::size_of;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use super::KTest;
 use crate::arch::aarch64::cpu;
-use crate::arch::aarch64::exception::{TrapFrame, emergency_stack, wait_for_interrupts_at};
+use crate::arch::aarch64::exception::{
+    EXCEPTION_STACK_RESERVE, TrapFrame, emergency_stack, wait_for_interrupts_at,
+};
 use crate::arch::irqflags;
 use crate::ensure;
 use crate::irq;
@@ -38,13 +43,17 @@ pub static TESTS: &[KTest] = &[
 ];
 
 const FRAME: usize = size_of::<TrapFrame>();
+const RESERVE: usize = EXCEPTION_STACK_RESERVE;
 /// WFIs per probe: each ends with an interrupt (the 100 Hz tick at the latest).
 const WAITS: u64 = 2;
-/// What the emergency stack is filled with before a probe, to see how deep an exception used it.
+/// What a stack is filled with before a probe, to see how deep the exceptions went.
 const UNUSED: u64 = 0xe3e3_e3e3_e3e3_e3e3;
 
-/// Offsets of SP above the stack bottom, all in the band where a trap frame does not fit.
-const OFFSETS: [usize; 3] = [0, 256, FRAME - 16];
+/// Offsets of SP above the stack bottom inside the band: the bottom itself, inside and just
+/// above a frame's worth, and the last 16 bytes before the reserve is there.
+const BAND: [usize; 4] = [0, 256, FRAME, RESERVE - 16];
+/// Probes just above the band, waiting to be preempted there (when another task waits).
+const PREEMPTION_TRIES: usize = 20;
 
 fn need_interrupts() -> Result<(), String> {
     ensure!(
@@ -58,31 +67,30 @@ fn need_interrupts() -> Result<(), String> {
     Ok(())
 }
 
-/// Fill this CPU's emergency stack below `below` with `UNUSED`.
+/// Fill [from, to) with `UNUSED`.
 ///
 /// # Safety
-/// No exception is using this CPU's emergency stack below `below` now, and the caller stays on
+/// [from, to) is stack memory nothing uses now: part of this CPU's emergency stack while no
+/// exception is on it, or of the caller's own stack far below its frames; the caller stays on
 /// this CPU (pinned, or the CPU's own boot flow) until it has read the result.
-unsafe fn fill_emergency_stack(cpu: usize, below: usize) {
-    let (bottom, _) = emergency_stack(cpu);
-    for word in (bottom..below).step_by(8) {
-        // SAFETY: inside this CPU's emergency stack and unused, by the caller's contract.
+unsafe fn fill(from: usize, to: usize) {
+    for word in (from..to).step_by(8) {
+        // SAFETY: unused and ours, by the caller's contract.
         unsafe { (word as *mut u64).write_volatile(UNUSED) };
     }
 }
 
-/// Bytes of this CPU's emergency stack below `below` that no longer hold `UNUSED`, counting
-/// from the lowest one touched: how deep the exceptions since the fill went.
+/// Bytes of [from, to) that no longer hold `UNUSED`, counting down from `to` to the lowest one
+/// touched: how deep the exceptions since the fill went.
 ///
 /// # Safety
-/// As for `fill_emergency_stack`.
-unsafe fn emergency_stack_used(cpu: usize, below: usize) -> usize {
-    let (bottom, _) = emergency_stack(cpu);
-    let lowest = (bottom..below).step_by(8).find(|&word| {
-        // SAFETY: inside this CPU's emergency stack, by the caller's contract not in use.
+/// As for `fill`.
+unsafe fn used(from: usize, to: usize) -> usize {
+    let lowest = (from..to).step_by(8).find(|&word| {
+        // SAFETY: as for `fill`.
         unsafe { (word as *const u64).read_volatile() != UNUSED }
     });
-    lowest.map_or(0, |w| below - w)
+    lowest.map_or(0, |w| to - w)
 }
 
 /// Probe at `sp`; returns what went wrong (nothing, if the interrupts came and gave back SP and
@@ -117,47 +125,99 @@ unsafe fn probe(sp: usize, marker: u64) -> Vec<String> {
     wrong
 }
 
-/// Probe at each of `OFFSETS` above the running thread's stack bottom; every offset is tried,
-/// and the error names the ones that came back wrong and the first one's details.
-fn probe_the_band(stack: &str) -> Result<(), String> {
+/// Probe at each offset of `BAND` above the running thread's stack bottom, then just above
+/// the band (`tries` times, or until this task is preempted there, if `me` is given); every
+/// offset is tried, and the error names the ones that came back wrong and the first one's
+/// details.
+fn probe_the_band(stack: &str, me: Option<&task::Task>) -> Result<(), String> {
     need_interrupts()?;
     let area = percpu::this_cpu();
     let cpu = area.id;
-    let bottom = area
-        .stack_bottom
-        .load(core::sync::atomic::Ordering::Relaxed);
+    let bottom = area.stack_bottom.load(Ordering::Relaxed);
     ensure!(
         bottom != 0 && area.stack_contains(cpu::stack_pointer()),
         "{stack}: the per-CPU stack bounds do not describe the running stack"
     );
+    // Our own interrupts may use a reserve below our SP while we fill [bottom, bottom + reserve).
     ensure!(
-        cpu::stack_pointer() - bottom > 4096,
-        "{stack}: already within a page of the stack bottom; the probe would overwrite live frames"
+        cpu::stack_pointer() - bottom > 2 * RESERVE + 1024,
+        "{stack}: too little stack under this frame to probe the band without touching it"
     );
-    let (_, emergency_top) = emergency_stack(cpu);
+    let (emergency_bottom, emergency_top) = emergency_stack(cpu);
     let (mut bad, mut first) = (Vec::new(), None);
-    for offset in OFFSETS {
-        let sp = bottom + offset;
-        let what = format!("{stack}, SP = bottom + {offset}");
-        // SAFETY: this thread stays on this CPU (see the callers) and runs on its own stack, so
-        // no exception is using the emergency stack.
-        unsafe { fill_emergency_stack(cpu, emergency_top) };
-        // SAFETY: `sp` is 16-aligned (the bottom is) and lies more than a page below our own
-        // frames, in our stack; nothing else uses [sp, sp + 16). We do not migrate (above).
-        let mut wrong = unsafe { probe(sp, 0x0ba5_e000_0000_0000 | offset as u64) };
-        // SAFETY: as for the fill.
-        let used = unsafe { emergency_stack_used(cpu, emergency_top) };
-        if used == 0 {
-            wrong.push(String::from(
-                "the frame did not fit, yet the emergency stack was not used",
-            ));
-        } else {
-            log::info!(target: "exception", "{what}: the interrupt used {used} bytes of cpu{cpu}'s emergency stack");
-        }
+    let mut complain = |offset: usize, wrong: Vec<String>| {
         if !wrong.is_empty() {
             bad.push(offset);
             first.get_or_insert(format!("at bottom + {offset}: {}", wrong.join("; ")));
         }
+    };
+    for offset in BAND {
+        let sp = bottom + offset;
+        // SAFETY: this thread stays on this CPU (see the callers) and runs on its own stack, so
+        // no exception is using the emergency stack.
+        unsafe { fill(emergency_bottom, emergency_top) };
+        // SAFETY: `sp` is 16-aligned (the bottom is) and lies far below our own frames, in our
+        // stack; nothing else uses [sp, sp + 16). We do not migrate (above).
+        let mut wrong = unsafe { probe(sp, 0x0ba5_e000_0000_0000 | offset as u64) };
+        // SAFETY: as for the fill.
+        let used = unsafe { used(emergency_bottom, emergency_top) };
+        if used == 0 {
+            wrong.push(String::from(
+                "the reserve was not there, yet the emergency stack was not used",
+            ));
+        } else if used > RESERVE {
+            wrong.push(format!(
+                "the interrupt used {used} bytes of the emergency stack, more than the {RESERVE}-byte reserve"
+            ));
+        } else if offset == 0 {
+            log::info!(target: "exception", "{stack}: an interrupt at its bottom used {used} bytes of cpu{cpu}'s emergency stack");
+        }
+        complain(offset, wrong);
+    }
+    // Just above the band the interrupt runs on our stack, and must stay above the bottom.
+    let sp = bottom + RESERVE;
+    let preemptions = me.map(|t| t.preemptions());
+    let tries = if me.is_some() { PREEMPTION_TRIES } else { 1 };
+    let mut deepest = 0;
+    for _ in 0..tries {
+        // SAFETY: as above, and [bottom, sp) lies far below our frames (checked above).
+        unsafe {
+            fill(emergency_bottom, emergency_top);
+            fill(bottom, sp);
+        }
+        // SAFETY: as above.
+        let mut wrong = unsafe { probe(sp, 0x0ba5_e000_0000_ffff) };
+        // SAFETY: as for the fills.
+        let (emergency_used, own_used) =
+            unsafe { (used(emergency_bottom, emergency_top), used(bottom, sp)) };
+        deepest = deepest.max(own_used);
+        if emergency_used > 0 {
+            wrong.push(format!(
+                "the reserve was there, yet {emergency_used} bytes of the emergency stack were used"
+            ));
+        }
+        if own_used >= RESERVE {
+            wrong.push(format!(
+                "the interrupt went down to the stack bottom ({own_used} bytes below SP)"
+            ));
+        }
+        complain(RESERVE, wrong);
+        if me
+            .zip(preemptions)
+            .is_some_and(|(t, before)| t.preemptions() > before)
+        {
+            break;
+        }
+    }
+    if let (Some(me), Some(before)) = (me, preemptions) {
+        let preempted = me.preemptions() - before;
+        ensure!(
+            preempted > 0,
+            "{stack}: not preempted in {PREEMPTION_TRIES} probes above the band, with another task waiting"
+        );
+        log::info!(target: "exception", "{stack}: interrupts just above the band used up to {deepest} of the {RESERVE} bytes; preemptions there: {preempted}");
+    } else {
+        log::info!(target: "exception", "{stack}: interrupts just above the band used up to {deepest} of the {RESERVE} bytes");
     }
     match first {
         None => Ok(()),
@@ -166,28 +226,47 @@ fn probe_the_band(stack: &str) -> Result<(), String> {
 }
 
 /// The band on this CPU's boot stack (guard page below) and on a kernel thread's heap stack
-/// (canary below).
+/// (canary below); on the heap stack, with a second task waiting, so that an interrupt just above
+/// the band also ends in a preemptive switch.
 fn irq_in_the_band_returns_there(_: &Platform<'static>) -> Result<(), String> {
     // The boot flow never migrates: it is its CPU's task 0.
-    let on_boot_stack = probe_the_band("boot stack");
+    let on_boot_stack = probe_the_band("boot stack", None);
+    let here = CpuMask::only(percpu::this_cpu().id);
+    let stop = Arc::new(AtomicBool::new(false));
+    let theirs = stop.clone();
+    let rival = task::spawn_with(
+        "band rival",
+        DEFAULT_STACK_SIZE,
+        here,
+        Policy::RoundRobin,
+        move || {
+            while !theirs.load(Ordering::Relaxed) {
+                task::yield_now();
+            }
+            0
+        },
+    )
+    .map_err(|e| format!("spawn: {e}"))?;
     let verdict: Arc<SpinLock<Result<(), String>>> =
         Arc::new(SpinLock::named("ktest exception verdict", Ok(())));
     let theirs = verdict.clone();
-    let here = CpuMask::only(percpu::this_cpu().id);
-    let pid = task::spawn_with(
+    let prober = task::spawn_with(
         "band probe",
         DEFAULT_STACK_SIZE,
         here,
-        Policy::Fifo,
+        Policy::RoundRobin,
         move || {
-            let result = probe_the_band("heap stack");
+            let me = task::current();
+            let result = probe_the_band("heap stack", Some(&me));
             let failed = result.is_err();
             *theirs.lock() = result;
             i32::from(failed)
         },
     )
     .map_err(|e| format!("spawn: {e}"))?;
-    let status = task::wait(pid).map_err(|e| format!("wait {pid}: {e}"))?;
+    let status = task::wait(prober).map_err(|e| format!("wait {prober}: {e}"))?;
+    stop.store(true, Ordering::Relaxed);
+    task::wait(rival).map_err(|e| format!("wait {rival}: {e}"))?;
     let on_heap_stack = core::mem::replace(&mut *verdict.lock(), Ok(()));
     match (on_boot_stack, on_heap_stack) {
         (Ok(()), Ok(())) => {}
@@ -215,7 +294,7 @@ fn nested_keeps_the_live_frame(_: &Platform<'static>) -> Result<(), String> {
     // Where a handler running on the live frame would have its own frames.
     let sp = live - 256;
     // SAFETY: as above.
-    unsafe { fill_emergency_stack(cpu, sp) };
+    unsafe { fill(bottom, sp) };
     // SAFETY: `sp` is 16-aligned, on this CPU's emergency stack, which nothing else uses; we
     // do not migrate (above).
     let mut wrong = unsafe { probe(sp, 0x0e5c_a1a7_ed00_0000) };
@@ -230,7 +309,7 @@ fn nested_keeps_the_live_frame(_: &Platform<'static>) -> Result<(), String> {
     }
     ensure!(wrong.is_empty(), "{}", wrong.join("; "));
     // SAFETY: as above.
-    let used = unsafe { emergency_stack_used(cpu, sp) };
+    let used = unsafe { used(bottom, sp) };
     ensure!(
         used >= FRAME,
         "the nested interrupt left no frame below SP ({used} bytes used)"

@@ -7,9 +7,10 @@
 //! what happened in words and panics, and the panic handler decides whether to halt the CPU or
 //! end the QEMU run.
 //!
-//! Before it stores anything, the vector entry decides where the frame goes. A thread whose SP
-//! has less than a frame left above its stack's bottom (the *band*) is still within its stack,
-//! so an exception taken there goes to this CPU's emergency stack, and the return puts back the
+//! Before it stores anything, the vector entry decides where the frame goes. An exception needs
+//! `EXCEPTION_STACK_RESERVE` bytes: its frame and its handler's own calls. A thread whose SP has
+//! less than that left above its stack's bottom (the *band*) is still within its stack, so an
+//! exception taken there goes to this CPU's emergency stack, and the return puts back the
 //! thread's own SP from the frame: the thread goes on where it was. An SP below the bottom is an
 //! overflow: `handle_exception` reports it and never returns. An exception taken while the
 //! emergency stack is in use puts its frame below the live one; if no frame fits any more, the
@@ -63,13 +64,17 @@ const VECTOR_NAMES: [&str; 16] = [
 pub const PERCPU_ID_OFFSET: usize = 0;
 pub const PERCPU_STACK_BOTTOM_OFFSET: usize = 24;
 
-/// Bytes of each CPU's emergency stack: room for an interrupt's handler (about 7 KiB with the
-/// lock validator on), a fatal report, and a nested exception below them.
+/// Bytes an exception needs on the stack it is taken on. An exception taken with less than this
+/// left above the stack's bottom runs on the emergency stack.
+pub const EXCEPTION_STACK_RESERVE: usize = core::mem::size_of::<TrapFrame>();
+
+/// Bytes of each CPU's emergency stack: room for an exception taken in the band (the reserve),
+/// a fatal report from there (the panic path), and a nested exception below it.
 pub const EMERGENCY_STACK_SIZE: usize = 1 << EMERGENCY_STACK_SHIFT;
 const EMERGENCY_STACK_SHIFT: usize = 15;
 
 /// Per-CPU stacks for the exceptions that cannot use the stack they were taken on: those taken
-/// in the band (less than a frame left) or below it (an overflow). Without
+/// in the band (less than `EXCEPTION_STACK_RESERVE` left) or below it (an overflow). Without
 /// them, the vector entry would push its frame into the guard page (or, on a thread's heap
 /// stack, over the canary and the heap block below), fault again, and keep going down.
 #[repr(C, align(16))]
@@ -112,7 +117,7 @@ fn this_cpu_and_stack_bottom() -> Option<(usize, usize)> {
 enum TakenOff {
     /// Taken on its own stack (or on the emergency stack, nested): nothing to tell.
     No,
-    /// SP was within a frame of the stack bottom: a legitimate place to be.
+    /// SP was within `EXCEPTION_STACK_RESERVE` of the stack bottom: a legitimate place to be.
     Band { bottom: usize },
     /// SP was below the stack bottom: the stack overflowed.
     Overflow { bottom: usize },
@@ -212,7 +217,7 @@ extern "C" fn handle_exception(kind: u64, frame: &mut TrapFrame) {
     report(kind, frame);
     if let TakenOff::Band { bottom } = taken_off {
         log::error!(
-            "  SP {:#x} was within a frame of its stack's bottom {bottom:#x}: now on this CPU's emergency stack",
+            "  SP {:#x} was within {EXCEPTION_STACK_RESERVE} bytes of its stack's bottom {bottom:#x}: now on this CPU's emergency stack",
             frame.sp
         );
     }
@@ -350,7 +355,7 @@ core::arch::global_asm!(
 // the kernel never runs at EL0, so nothing else uses them.
 //  - SP on this CPU's emergency stack (an exception inside the handling of one taken there):
 //    below SP, under the live frame, if a frame still fits; if not, stop (below).
-//  - SP at least a frame above its stack's bottom, or no per-CPU area or bounds yet: below SP.
+//  - SP at least the reserve above its stack's bottom, or no per-CPU area or bounds yet: below SP.
 //  - otherwise (SP in the band above the bottom, or below the bottom): at the top of this CPU's
 //    emergency stack, with the interrupted SP kept for the return.
 .macro vector_entry kind
@@ -371,7 +376,7 @@ core::arch::global_asm!(
     mrs     x1, tpidr_el1
     ldr     x1, [x1, #{stack_bottom}]
     cbz     x1, 2f                          // no stack bounds yet
-    add     x1, x1, #{frame_size}
+    add     x1, x1, #{reserve}
     cmp     sp, x1
     b.hs    2f                              // room enough: the normal path
     add     x0, x0, #{emergency_size}       // the band or below: the emergency stack's top
@@ -520,8 +525,17 @@ exception_common:
     cpu_id = const PERCPU_ID_OFFSET,
     emergency_shift = const EMERGENCY_STACK_SHIFT,
     emergency_size = const EMERGENCY_STACK_SIZE,
+    reserve = const EXCEPTION_STACK_RESERVE,
     frame_size = const core::mem::size_of::<TrapFrame>(),
 );
-// `cmp` takes a 12-bit immediate, optionally shifted left by 12.
-const _: () =
-    assert!(EMERGENCY_STACK_SIZE.is_multiple_of(1 << 12) && EMERGENCY_STACK_SIZE < 1 << 24);
+// `add`/`cmp` take a 12-bit immediate, optionally shifted left by 12: the reserve and the
+// emergency stack size must be one of those, and the reserve must fit on the emergency stack
+// with room for the report of what happened there.
+const _: () = {
+    const fn encodable(n: usize) -> bool {
+        n < 1 << 12 || (n.is_multiple_of(1 << 12) && n < 1 << 24)
+    }
+    assert!(encodable(EXCEPTION_STACK_RESERVE) && encodable(EMERGENCY_STACK_SIZE));
+    assert!(EXCEPTION_STACK_RESERVE >= core::mem::size_of::<TrapFrame>());
+    assert!(EMERGENCY_STACK_SIZE >= 2 * EXCEPTION_STACK_RESERVE);
+};
