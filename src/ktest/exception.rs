@@ -321,3 +321,33 @@ fn nested_keeps_the_live_frame(_: &Platform<'static>) -> Result<(), String> {
     log::info!(target: "exception", "a nested interrupt used {used} bytes below SP {sp:#x}");
     Ok(())
 }
+
+/// `demo=task-overflow`: a kernel thread's SP goes below its heap stack's bottom, into its
+/// canary, and it waits there for an interrupt, as a thread that overflowed between two switches
+/// would. The interrupt reports the overflow and stops the kernel; returning to the thread would
+/// let it go on writing over the heap block below its stack.
+pub fn task_overflow_demo() {
+    log::info!(target: "demo",
+        "task-overflow: a kernel thread moves its SP 32 bytes below its stack's bottom, into its canary, and waits for an interrupt"
+    );
+    let here = CpuMask::only(percpu::this_cpu().id);
+    let spawned = task::spawn_with("overflower", DEFAULT_STACK_SIZE, here, Policy::Fifo, || {
+        let bottom = percpu::this_cpu().stack_bottom.load(Ordering::Relaxed);
+        // SAFETY: deliberately outside the contract, as an overflow would be: SP goes below
+        // the usable stack, and the probe's 16-byte marker lands in this thread's own canary
+        // (the 64 bytes under `bottom`, part of its heap block), damaging nothing else. The
+        // thread is pinned and FIFO, so the first interrupt is taken right there.
+        let seen = unsafe { wait_for_interrupts_at(bottom - 32, 0x0de0_0000_0000_0032, 1) };
+        log::error!(target: "demo",
+            "task-overflow: an interrupt returned to SP {:#x}, below the stack: the overflow went unreported",
+            seen.sp_after
+        );
+        1
+    });
+    match spawned {
+        Ok(pid) => {
+            let _ = task::wait(pid);
+        }
+        Err(e) => log::error!(target: "demo", "task-overflow: cannot spawn the thread: {e}"),
+    }
+}

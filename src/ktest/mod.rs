@@ -6,7 +6,7 @@
 //! configurations and checks these lines; the QEMU exit status says whether M was 0.
 
 mod atomics;
-mod exception;
+pub mod exception;
 mod foundation;
 mod interrupts;
 pub mod irqlock;
