@@ -294,8 +294,12 @@ mod kernel {
                 });
             }
             "irq-deadlock" => quartet::ktest::irqlock::deadlock_demo(),
+            "task-overflow" => {
+                quartet::ktest::exception::task_overflow_demo();
+                power::exit(1);
+            }
             other => {
-                log::error!(target: "boot", "unknown demo {other:?}; demos are: fault, oom, overflow, panic, irq-deadlock")
+                log::error!(target: "boot", "unknown demo {other:?}; demos are: fault, oom, overflow, task-overflow, panic, irq-deadlock")
             }
         }
     }

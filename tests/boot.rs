@@ -569,6 +569,44 @@ fn a_stack_overflow_is_caught_by_the_guard_page_and_reported_from_the_emergency_
     assert_lines_well_formed(&run);
 }
 
+/// A thread on a heap stack has no guard page: an interrupt that finds its SP below the stack's
+/// bottom is the overflow's report, and must not return to the thread.
+#[test]
+fn an_interrupt_below_a_threads_stack_reports_the_overflow_once_and_stops() {
+    let run = boot(Boot {
+        board: Board::Virt,
+        env: &[],
+        bootargs: "demo=task-overflow",
+        dtb: None,
+        stop_after: None,
+    });
+    for expected in [
+        "ERROR exception: IRQ (current EL, SPx) exception",
+        "lies below its stack's bottom",
+        "now on this CPU's emergency stack",
+        "ERROR panic: stack overflow: an IRQ found SP",
+    ] {
+        assert!(
+            run.output.contains(expected),
+            "missing {expected:?} in:\n{}",
+            run.output
+        );
+    }
+    assert!(
+        !run.output.contains("the overflow went unreported"),
+        "the interrupt returned to the thread:\n{}",
+        run.output
+    );
+    let reports = run
+        .output
+        .lines()
+        .filter(|l| l.contains("(current EL, SPx) exception"))
+        .count();
+    assert_eq!(reports, 1, "{}", run.output);
+    assert_eq!(run.status, Some(3), "{}", run.output);
+    assert_lines_well_formed(&run);
+}
+
 #[test]
 fn a_quiet_log_level_still_prints_the_contract_line() {
     let run = boot(Boot {

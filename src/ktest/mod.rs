@@ -6,6 +6,7 @@
 //! configurations and checks these lines; the QEMU exit status says whether M was 0.
 
 mod atomics;
+pub mod exception;
 mod foundation;
 mod interrupts;
 pub mod irqlock;
@@ -39,6 +40,7 @@ fn suites() -> impl Iterator<Item = &'static KTest> {
         .chain(locktorture::TESTS.iter())
         .chain(rwseq::TESTS.iter())
         .chain(interrupts::TESTS.iter())
+        .chain(exception::TESTS.iter())
         .chain(irqlock::TESTS.iter())
         .chain(rcu::TESTS.iter())
         .chain(proclist::TESTS.iter())

@@ -18,7 +18,14 @@ use crate::platform::{EnableMethod, Platform, PsciConduit, Region};
 use crate::{HEAP, console, ktest, logger, mm, percpu, power};
 
 /// The demos `kernel_main` knows (src/main.rs `run_demo`); each one ends the session.
-const DEMOS: &[&str] = &["fault", "oom", "overflow", "panic", "irq-deadlock"];
+const DEMOS: &[&str] = &[
+    "fault",
+    "oom",
+    "overflow",
+    "task-overflow",
+    "panic",
+    "irq-deadlock",
+];
 
 /// How many log lines `log` shows when not told.
 const LOG_LINES_DEFAULT: usize = 20;
@@ -200,7 +207,7 @@ static COMMANDS: &[Command<Shell>] = &[
     Command {
         name: "demo",
         args: "<name>",
-        about: "fault, oom, overflow, panic or irq-deadlock: fail on purpose; ENDS THE SESSION",
+        about: "fault, oom, overflow, task-overflow, panic or irq-deadlock: fail on purpose; ENDS THE SESSION",
         min_args: 1,
         max_args: 1,
         run: demo,
@@ -626,8 +633,9 @@ fn demo(sh: &mut Shell, args: &[&str]) -> Outcome {
         print(
             sh,
             format_args!(
-                "demo: there is no demo {:?}; the demos are fault, oom and overflow\n",
-                name
+                "demo: there is no demo {:?}; the demos are {}\n",
+                name,
+                DEMOS.join(", ")
             ),
         );
         return Err(BadUsage);

@@ -849,8 +849,8 @@ pub fn preempt_on_irq_exit() {
     if p.is_null() || switch_allowed().is_err() {
         return; // preempt count, IRQ-safe lock or held spin lock: at the next chance
     }
-    // An interrupt taken on the emergency stack (a stack overflow being reported) is not a
-    // task's to give away.
+    // An interrupt handled on the emergency stack (taken near the stack bottom, or nested) has
+    // its frame there, not on the task's stack: it returns to the task, it does not switch.
     let sp = crate::arch::aarch64::cpu::stack_pointer();
     if !percpu::this_cpu().stack_contains(sp) {
         return;

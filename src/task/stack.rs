@@ -10,8 +10,11 @@
 //! canary is reported by name at the next switch instead of corrupting the heap unnoticed.
 //!
 //! The usable stack starts above the canary: `bottom()` is what the per-CPU area's stack bounds
-//! get, so the exception vectors' overflow check (src/arch/aarch64/exception.rs) also refuses
-//! to push a trap frame into it.
+//! get. The exception vectors (src/arch/aarch64/exception.rs) compare SP with it: an exception
+//! taken with less than `EXCEPTION_STACK_RESERVE` (12 KiB) above it runs on the CPU's emergency
+//! stack and returns here, and one taken with SP below it reports an overflow and never returns.
+//! So no trap frame or handler ever writes into the canary, and a stack much smaller than the
+//! reserve takes every interrupt on the emergency stack (and is never preempted by one).
 
 use alloc::alloc::{alloc, dealloc};
 use core::alloc::Layout;

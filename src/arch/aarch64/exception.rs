@@ -1,11 +1,20 @@
-//! Exception vectors and the report of an unexpected exception (chapter 1, "When something goes
-//! wrong").
+//! Exception vectors, the stack an exception runs on, and the report of an unexpected exception
+//! (chapter 1, "When something goes wrong").
 //!
 //! Every one of the 16 vectors saves a full `TrapFrame` (general registers, FP/SIMD registers,
-//! ELR, SPSR, ESR, FAR) and calls `handle_exception`. IRQs go to the handler src/irq
-//! registered; any other exception but the semihosting probe is fatal: the CPU prints what
-//! happened in words and panics, and the panic handler decides whether to halt the CPU or end
-//! the QEMU run.
+//! ELR, SPSR, ESR, FAR, the interrupted SP) and calls `handle_exception`. IRQs go to the handler
+//! src/irq registered; any other exception but the semihosting probe is fatal: the CPU prints
+//! what happened in words and panics, and the panic handler decides whether to halt the CPU or
+//! end the QEMU run.
+//!
+//! Before it stores anything, the vector entry decides where the frame goes. An exception needs
+//! `EXCEPTION_STACK_RESERVE` bytes: its frame and its handler's own calls. A thread whose SP has
+//! less than that left above its stack's bottom (the *band*) is still within its stack, so an
+//! exception taken there goes to this CPU's emergency stack, and the return puts back the
+//! thread's own SP from the frame: the thread goes on where it was. An SP below the bottom is an
+//! overflow: `handle_exception` reports it and never returns. An exception taken while the
+//! emergency stack is in use puts its frame below the live one; if no frame fits any more, the
+//! CPU stops in the vector rather than write over it.
 
 use core::cell::UnsafeCell;
 use core::fmt::Write;
@@ -22,7 +31,8 @@ pub struct TrapFrame {
     pub spsr: u64,
     pub esr: u64,
     pub far: u64,
-    /// The stack pointer of the interrupted code.
+    /// The stack pointer of the interrupted code, put back at the return: the frame is not
+    /// always just below it (see the vector entry).
     pub sp: u64,
     pub q: [u128; 32],
     pub fpcr: u64,
@@ -54,23 +64,82 @@ const VECTOR_NAMES: [&str; 16] = [
 pub const PERCPU_ID_OFFSET: usize = 0;
 pub const PERCPU_STACK_BOTTOM_OFFSET: usize = 24;
 
-/// Bytes of each CPU's emergency stack, used only to report a stack overflow.
-pub const EMERGENCY_STACK_SIZE: usize = 4096;
+/// Bytes an exception may need on the stack it is taken on: its 816-byte frame and the calls of
+/// its handler. With the lock validator on, the tick's path and a preemptive switch at its end
+/// reach about 7 KiB; the in-kernel test `exception_irq_in_the_last_frame_of_a_stack_returns_there`
+/// measures them and fails if they outgrow the reserve. An exception taken with less than this
+/// left above the stack's bottom runs on the emergency stack.
+pub const EXCEPTION_STACK_RESERVE: usize = 12 * 1024;
 
-/// Per-CPU stacks for the one exception that cannot use the normal stack: a stack overflow.
-/// Without them, the vector entry would push its frame into the guard page, fault again, and
-/// keep going down until it wrote over the stack below.
+/// Bytes of each CPU's emergency stack: room for an exception taken in the band (the reserve),
+/// a fatal report from there (the panic path), and a nested exception below it.
+pub const EMERGENCY_STACK_SIZE: usize = 1 << EMERGENCY_STACK_SHIFT;
+const EMERGENCY_STACK_SHIFT: usize = 15;
+
+/// Per-CPU stacks for the exceptions that cannot use the stack they were taken on: those taken
+/// in the band (less than `EXCEPTION_STACK_RESERVE` left) or below it (an overflow). Without
+/// them, the vector entry would push its frame into the guard page (or, on a thread's heap
+/// stack, over the canary and the heap block below), fault again, and keep going down.
 #[repr(C, align(16))]
 pub struct EmergencyStacks(UnsafeCell<[[u8; EMERGENCY_STACK_SIZE]; MAX_CPUS]>);
-// SAFETY: CPU n only ever runs on slot n, from the vector entry; nobody reads it from Rust.
+// SAFETY: CPU n only ever runs on slot n: the vector entry moves there, and an exception taken
+// there stays on it; the tests that fill and read a slot run pinned to its CPU while no
+// exception uses it.
 unsafe impl Sync for EmergencyStacks {}
 #[unsafe(no_mangle)]
 static EXCEPTION_EMERGENCY_STACKS: EmergencyStacks =
     EmergencyStacks(UnsafeCell::new([[0; EMERGENCY_STACK_SIZE]; MAX_CPUS]));
 
-fn on_emergency_stack(addr: usize) -> bool {
-    let base = EXCEPTION_EMERGENCY_STACKS.0.get() as usize;
-    (base..base + EMERGENCY_STACK_SIZE * MAX_CPUS).contains(&addr)
+/// The [bottom, top) of CPU `cpu`'s emergency stack.
+pub fn emergency_stack(cpu: usize) -> (usize, usize) {
+    assert!(cpu < MAX_CPUS, "cpu{cpu} has no emergency stack");
+    let bottom = EXCEPTION_EMERGENCY_STACKS.0.get() as usize + cpu * EMERGENCY_STACK_SIZE;
+    (bottom, bottom + EMERGENCY_STACK_SIZE)
+}
+
+/// This CPU's logical id and the bottom of the stack it runs on, read as the vector entry reads
+/// them; None before the CPU has a per-CPU area or stack bounds.
+fn this_cpu_and_stack_bottom() -> Option<(usize, usize)> {
+    let area = super::cpu::percpu_pointer();
+    if area == 0 {
+        return None;
+    }
+    // SAFETY: TPIDR_EL1 holds this CPU's `CpuArea`, whose `id` and `stack_bottom` sit at these
+    // offsets as word-sized fields (src/percpu.rs asserts both); the area is static.
+    let (id, bottom) = unsafe {
+        (
+            *((area + PERCPU_ID_OFFSET) as *const usize),
+            (*((area + PERCPU_STACK_BOTTOM_OFFSET) as *const AtomicUsize)).load(Ordering::Relaxed),
+        )
+    };
+    (bottom != 0).then_some((id, bottom))
+}
+
+/// Where the interrupted SP was, for an exception the vector entry moved to the emergency stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TakenOff {
+    /// Taken on its own stack (or on the emergency stack, nested): nothing to tell.
+    No,
+    /// SP was within `EXCEPTION_STACK_RESERVE` of the stack bottom: a legitimate place to be.
+    Band { bottom: usize },
+    /// SP was below the stack bottom: the stack overflowed.
+    Overflow { bottom: usize },
+}
+
+fn taken_off(frame: &TrapFrame) -> TakenOff {
+    let Some((cpu, bottom)) = this_cpu_and_stack_bottom() else {
+        return TakenOff::No;
+    };
+    let (emergency_bottom, emergency_top) = emergency_stack(cpu);
+    let emergency = emergency_bottom..emergency_top;
+    let sp = frame.sp as usize;
+    if !emergency.contains(&(frame as *const TrapFrame as usize)) || emergency.contains(&sp) {
+        TakenOff::No
+    } else if sp < bottom {
+        TakenOff::Overflow { bottom }
+    } else {
+        TakenOff::Band { bottom }
+    }
 }
 
 /// `hlt #0xf000`: the semihosting trap. Without semihosting QEMU treats it as undefined.
@@ -96,6 +165,10 @@ pub fn vector_table_address() -> usize {
 const IRQ_CURRENT_EL_SP0: u64 = 1;
 const IRQ_CURRENT_EL_SPX: u64 = 5;
 
+fn is_irq(kind: u64) -> bool {
+    kind == IRQ_CURRENT_EL_SPX || kind == IRQ_CURRENT_EL_SP0
+}
+
 /// The IRQ handler, registered by the layer above (src/irq): the vectors are architecture,
 /// what an interrupt means is not, so the dependency points upward only through this hook.
 static IRQ_HANDLER: AtomicUsize = AtomicUsize::new(0);
@@ -107,7 +180,28 @@ pub fn set_irq_handler(handler: fn(&mut TrapFrame)) {
 
 #[unsafe(no_mangle)]
 extern "C" fn handle_exception(kind: u64, frame: &mut TrapFrame) {
-    if kind == IRQ_CURRENT_EL_SPX || kind == IRQ_CURRENT_EL_SP0 {
+    let taken_off = taken_off(frame);
+    if let TakenOff::Overflow { bottom } = taken_off {
+        // Whatever the exception, the thread has already run off its stack: never return to it.
+        report(kind, frame);
+        log::error!(
+            "  SP {:#x} lies below its stack's bottom {bottom:#x}: the stack overflowed; now on this CPU's emergency stack",
+            frame.sp
+        );
+        if is_irq(kind) {
+            panic!(
+                "stack overflow: an IRQ found SP {:#x} below the stack bottom {bottom:#x} at ELR {:#x}",
+                frame.sp, frame.elr
+            );
+        }
+        panic!(
+            "unhandled exception: {} at ELR {:#x}: stack overflow, SP {:#x} below the stack bottom {bottom:#x}",
+            esr::exception_class_name(frame.esr),
+            frame.elr,
+            frame.sp
+        );
+    }
+    if is_irq(kind) {
         let hook = IRQ_HANDLER.load(Ordering::Acquire);
         if hook != 0 {
             // SAFETY: the only non-zero value ever stored is a `fn(&mut TrapFrame)` (above).
@@ -124,8 +218,11 @@ extern "C" fn handle_exception(kind: u64, frame: &mut TrapFrame) {
         return;
     }
     report(kind, frame);
-    if on_emergency_stack(frame as *const TrapFrame as usize) {
-        log::error!("  the stack pointer was below its stack: now on this CPU's emergency stack");
+    if let TakenOff::Band { bottom } = taken_off {
+        log::error!(
+            "  SP {:#x} was within {EXCEPTION_STACK_RESERVE} bytes of its stack's bottom {bottom:#x}: now on this CPU's emergency stack",
+            frame.sp
+        );
     }
     panic!(
         "unhandled exception: {} at ELR {:#x}",
@@ -146,8 +243,11 @@ fn is_semihosting_probe(elr: u64) -> bool {
 
 fn report(kind: u64, f: &TrapFrame) {
     let name = VECTOR_NAMES.get(kind as usize).copied().unwrap_or("?");
-    log::error!("{} exception: {}", name, esr::exception_class_name(f.esr));
-    if esr::is_abort(f.esr) {
+    if is_irq(kind) {
+        // ESR and FAR describe the last synchronous exception, not this one.
+        log::error!("{name} exception");
+    } else if esr::is_abort(f.esr) {
+        log::error!("{} exception: {}", name, esr::exception_class_name(f.esr));
         let level = esr::fault_level(f.esr).map_or(-1, |l| l as i64);
         log::error!(
             "  ESR {:#010x}: {} (level {}), {} access to FAR {:#x}",
@@ -165,6 +265,7 @@ fn report(kind: u64, f: &TrapFrame) {
             log::error!("  FAR lies in the guard page below stack slot {slot}: a stack overflow");
         }
     } else {
+        log::error!("{} exception: {}", name, esr::exception_class_name(f.esr));
         log::error!("  ESR {:#010x}  FAR {:#x}", f.esr, f.far);
     }
     log::error!(
@@ -193,34 +294,105 @@ fn guard_page_slot(addr: usize) -> Option<usize> {
     })
 }
 
+/// What `wait_for_interrupts_at` saw after the interrupts, through its own stack pointer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StackProbe {
+    /// SP after the interrupts: an exception must hand back the SP it interrupted.
+    pub sp_after: u64,
+    /// The word at [SP] after the interrupts (the probe stored `marker` there before).
+    pub word_at_sp: u64,
+}
+
+/// A test probe for the vectors' stack handling: move SP to `sp`, store `marker` at [sp] and
+/// [sp + 8] (memory the code at that SP owns), execute WFI `waits` times, then read SP and the
+/// word at [SP] as code running there would, and return on the caller's stack. With IRQs
+/// unmasked, each WFI ends with an interrupt taken while SP is `sp`; the caller checks that
+/// interrupts did arrive. No Rust runs between the move and the read, so nothing but the
+/// exceptions can change SP or the marker.
+///
+/// # Safety
+/// `sp` is 16-byte aligned, [sp, sp + 16) is mapped memory nothing else uses while the probe
+/// runs, and the exception vectors can take an interrupt at `sp` (inside this CPU's stack, in the
+/// last frame's worth above its bottom, or on this CPU's emergency stack). The thread must not
+/// migrate: the probe never yields, and an interrupt taken away from the thread's own stack does
+/// not preempt (src/task/sched.rs, `preempt_on_irq_exit`).
+pub unsafe fn wait_for_interrupts_at(sp: usize, marker: u64, waits: u64) -> StackProbe {
+    assert!(sp.is_multiple_of(16), "SP must stay 16-byte aligned");
+    assert!(waits > 0, "the probe waits at least once");
+    unsafe extern "C" {
+        fn quartet_wait_for_interrupts_at(sp: usize, marker: u64, waits: u64) -> StackProbe;
+    }
+    // SAFETY: forwarded to the caller; the assembly below follows the C calling convention and
+    // returns the two-word struct in x0 and x1.
+    unsafe { quartet_wait_for_interrupts_at(sp, marker, waits) }
+}
+
 core::arch::global_asm!(
     r#"
-// Before pushing anything, check that the frame fits above this CPU's stack bottom. SP_EL0 and
-// TPIDRRO_EL0 serve as scratch registers: the kernel never runs at EL0, so nothing else uses them.
+.section .text.quartet_wait_for_interrupts_at, "ax"
+.balign 16
+.global quartet_wait_for_interrupts_at
+.type quartet_wait_for_interrupts_at, %function
+// x0 = sp to wait at, x1 = marker, x2 = WFIs. x9 keeps the caller's SP: an interrupt restores
+// every general register, so only SP itself is at stake.
+quartet_wait_for_interrupts_at:
+    mov     x9, sp
+    mov     sp, x0
+    stp     x1, x1, [sp]
+1:  wfi
+    subs    x2, x2, #1
+    b.ne    1b
+    mov     x0, sp
+    ldr     x1, [sp]
+    mov     sp, x9
+    ret
+.size quartet_wait_for_interrupts_at, . - quartet_wait_for_interrupts_at
+"#
+);
+
+core::arch::global_asm!(
+    r#"
+// Before storing anything, decide where the frame goes; x1 ends up holding the SP to return to,
+// which exception_common keeps in the frame. SP_EL0 and TPIDRRO_EL0 hold x0 and x1 meanwhile:
+// the kernel never runs at EL0, so nothing else uses them.
+//  - SP on this CPU's emergency stack (an exception inside the handling of one taken there):
+//    below SP, under the live frame, if a frame still fits; if not, stop (below).
+//  - SP at least the reserve above its stack's bottom, or no per-CPU area or bounds yet: below SP.
+//  - otherwise (SP in the band above the bottom, or below the bottom): at the top of this CPU's
+//    emergency stack, with the interrupted SP kept for the return.
 .macro vector_entry kind
     .balign 0x80
+.Lvector_entry_start\@:
     msr     sp_el0, x0
     msr     tpidrro_el0, x1
     mrs     x0, tpidr_el1
-    cbz     x0, 1f                      // no per-CPU area yet: nothing to check against
-    ldr     x1, [x0, #{stack_bottom}]
-    cbz     x1, 1f
-    add     x1, x1, #816
+    cbz     x0, 2f                          // no per-CPU area yet: nothing to check against
+    ldr     x0, [x0, #{cpu_id}]
+    adrp    x1, EXCEPTION_EMERGENCY_STACKS
+    add     x1, x1, :lo12:EXCEPTION_EMERGENCY_STACKS
+    add     x0, x1, x0, lsl #{emergency_shift} // x0 = this CPU's emergency stack bottom
+    mov     x1, sp
+    sub     x1, x1, x0
+    cmp     x1, #{emergency_size}
+    b.lo    3f                              // already on it: a nested exception
+    mrs     x1, tpidr_el1
+    ldr     x1, [x1, #{stack_bottom}]
+    cbz     x1, 2f                          // no stack bounds yet
+    add     x1, x1, #{reserve}
     cmp     sp, x1
-    b.hs    1f                          // the frame fits: the normal path
-    ldr     x1, [x0, #{cpu_id}]         // overflow: move to this CPU's emergency stack
-    add     x1, x1, #1
-    lsl     x1, x1, #12                 // (id + 1) * EMERGENCY_STACK_SIZE
-    adrp    x0, EXCEPTION_EMERGENCY_STACKS
-    add     x0, x0, :lo12:EXCEPTION_EMERGENCY_STACKS
-    add     x0, x0, x1
+    b.hs    2f                              // room enough: the normal path
+    add     x0, x0, #{emergency_size}       // the band or below: the emergency stack's top
+    mov     x1, sp
     mov     sp, x0
-1:  mrs     x0, sp_el0
-    mrs     x1, tpidrro_el0
-    sub     sp, sp, #816
-    stp     x0, x1, [sp, #0]
+    b       4f
+3:  cmp     x1, #{frame_size}               // room left below the live frame?
+    b.lo    emergency_stack_exhausted
+2:  mov     x1, sp
+4:  sub     sp, sp, #{frame_size}
     mov     x0, #\kind
     b       exception_common
+    .org    .Lvector_entry_start\@ + 0x80  // (an entry longer than its slot fails to assemble)
 .endm
 
 .section .text.vectors, "ax"
@@ -244,7 +416,22 @@ exception_vector_table:
     vector_entry 14
     vector_entry 15
 
+// An exception on this CPU's emergency stack with no room for its frame: handling an overflow
+// keeps faulting. Any store would overwrite a live frame, so the CPU stops here with everything
+// masked (a panicking CPU then reports it as not answering its stop IPI).
+emergency_stack_exhausted:
+    msr     daifset, #0xf
+1:  wfe
+    b       1b
+
+// x0 = vector number, x1 = the SP to return to, SP = the frame; x0 and x1 wait in SP_EL0 and
+// TPIDRRO_EL0.
 exception_common:
+    str     x1, [sp, #280]
+    mrs     x1, sp_el0
+    str     x1, [sp, #0]
+    mrs     x1, tpidrro_el0
+    str     x1, [sp, #8]
     stp     x2, x3, [sp, #16]
     stp     x4, x5, [sp, #32]
     stp     x6, x7, [sp, #48]
@@ -266,8 +453,6 @@ exception_common:
     mrs     x10, esr_el1
     mrs     x11, far_el1
     stp     x10, x11, [sp, #264]
-    add     x10, sp, #816
-    str     x10, [sp, #280]
     add     x10, sp, #288
     stp     q0, q1, [x10, #0]
     stp     q2, q3, [x10, #32]
@@ -315,7 +500,6 @@ exception_common:
     ldp     x10, x11, [sp, #248]
     msr     elr_el1, x10
     msr     spsr_el1, x11
-    ldp     x0, x1, [sp, #0]
     ldp     x2, x3, [sp, #16]
     ldp     x4, x5, [sp, #32]
     ldp     x6, x7, [sp, #48]
@@ -331,13 +515,30 @@ exception_common:
     ldp     x26, x27, [sp, #208]
     ldp     x28, x29, [sp, #224]
     ldr     x30, [sp, #240]
-    add     sp, sp, #816
+    // Back to the interrupted SP, which is not always just above the frame: x0 carries it and
+    // waits in SP_EL0 meanwhile (IRQs are still masked, so nothing else uses SP_EL0 here).
+    ldp     x0, x1, [sp, #0]
+    msr     sp_el0, x0
+    ldr     x0, [sp, #280]
+    mov     sp, x0
+    mrs     x0, sp_el0
     eret
 "#,
     stack_bottom = const PERCPU_STACK_BOTTOM_OFFSET,
     cpu_id = const PERCPU_ID_OFFSET,
+    emergency_shift = const EMERGENCY_STACK_SHIFT,
+    emergency_size = const EMERGENCY_STACK_SIZE,
+    reserve = const EXCEPTION_STACK_RESERVE,
+    frame_size = const core::mem::size_of::<TrapFrame>(),
 );
-const _: () = assert!(
-    EMERGENCY_STACK_SIZE == 1 << 12,
-    "the vector entry shifts by 12"
-);
+// `add`/`cmp` take a 12-bit immediate, optionally shifted left by 12: the reserve and the
+// emergency stack size must be one of those, and the reserve must fit on the emergency stack
+// with room for the report of what happened there.
+const _: () = {
+    const fn encodable(n: usize) -> bool {
+        n < 1 << 12 || (n.is_multiple_of(1 << 12) && n < 1 << 24)
+    }
+    assert!(encodable(EXCEPTION_STACK_RESERVE) && encodable(EMERGENCY_STACK_SIZE));
+    assert!(EXCEPTION_STACK_RESERVE > core::mem::size_of::<TrapFrame>());
+    assert!(EMERGENCY_STACK_SIZE >= 2 * EXCEPTION_STACK_RESERVE);
+};
