@@ -176,7 +176,14 @@ pub fn wait(pid: Pid) -> Result<i32, WaitError> {
     if READY.load(Ordering::Acquire) {
         loop {
             prepare_to_sleep();
-            task.exit_waiters.lock().push(me.clone());
+            // Once per waiter: a wake that comes before the task has exited (a stray one, or
+            // `kill` of the waiter) brings us round this loop again, still registered.
+            {
+                let mut waiters = task.exit_waiters.lock();
+                if !waiters.iter().any(|w| Arc::ptr_eq(w, &me)) {
+                    waiters.push(me.clone());
+                }
+            }
             if done(&task) {
                 finish_wait();
                 break;
