@@ -64,7 +64,7 @@ pub fn ps(sh: &mut Shell, _: &[&str]) -> Outcome {
                 t.switches(),
                 t.preemptions(),
                 t.migrations(),
-                t.runtime_ticks() * 1000 / freq,
+                t.runtime_ticks_now() * 1000 / freq,
                 t.name()
             ),
         );

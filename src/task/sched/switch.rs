@@ -234,9 +234,12 @@ pub(super) fn schedule(reason: Reason) {
         s.counters.preemptions.fetch_add(1, Ordering::Relaxed);
     }
     let now = counter();
-    let ran = now.saturating_sub(prev.switched_in_at.load(Ordering::Relaxed));
-    prev.runtime.fetch_add(ran, Ordering::Relaxed);
-    next.switched_in_at.store(now, Ordering::Relaxed);
+    // Off the CPU first, then the stint into the total (release): `runtime_ticks_now`, reading
+    // both without a lock, never counts a stint twice.
+    let since = prev.switched_in_at.swap(0, Ordering::Relaxed);
+    prev.runtime
+        .fetch_add(now.saturating_sub(since), Ordering::Release);
+    next.switched_in_at.store(now, Ordering::Release);
     next.slice_ticks.store(0, Ordering::Relaxed);
     next.switches.fetch_add(1, Ordering::Relaxed);
     next.cpu.store(cpu as u32, Ordering::Relaxed);

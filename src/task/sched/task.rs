@@ -75,6 +75,7 @@ pub struct Task {
     pub(super) migrations: AtomicU64,
     /// Counter ticks spent running, up to its last switch away.
     pub(super) runtime: AtomicU64,
+    /// When it was last switched in (a counter value), or 0 while it is not on a CPU.
     pub(super) switched_in_at: AtomicU64,
     /// Timer ticks since it was last switched to (its slice).
     pub(super) slice_ticks: AtomicU32,
@@ -152,6 +153,30 @@ impl Task {
     /// Counter ticks the task has run, as of its last switch away.
     pub fn runtime_ticks(&self) -> u64 {
         self.runtime.load(Ordering::Relaxed)
+    }
+
+    /// Counter ticks the task has run up to now: `runtime_ticks`, plus the time since it was
+    /// switched in if it is on a CPU (what `ps` shows: a task that has a CPU to itself is never
+    /// switched away, and its `runtime_ticks` would stand still).
+    ///
+    /// Read without a lock while the task may be switching away on another CPU. `schedule`
+    /// clears `switched_in_at` before it adds the finished stint to `runtime` (release), so a
+    /// reader that sees the new total also sees the cleared start, and finds it changed: a read
+    /// that finds the same start before and after the total has both from one moment.
+    pub fn runtime_ticks_now(&self) -> u64 {
+        loop {
+            let now = counter();
+            let since = self.switched_in_at.load(Ordering::Acquire);
+            let total = self.runtime.load(Ordering::Acquire);
+            if self.switched_in_at.load(Ordering::Acquire) == since {
+                let current = if since == 0 {
+                    0
+                } else {
+                    now.saturating_sub(since)
+                };
+                return total + current;
+            }
+        }
     }
 
     /// The status it exited with (meaningful once `state()` is `Exited`).
