@@ -980,6 +980,10 @@ fn shell_spawns_lists_measures_and_kills_tasks() {
     );
     let none = s.command("kill 9999");
     assert!(none.contains("no task 9999"), "{none}");
+    // A well-formed PID that names no task is not a usage error.
+    let none = s.command("kill 424242");
+    assert!(none.contains("no task 424242"), "{none}");
+    assert!(!none.contains("usage:"), "{none}");
     s.send(b"poweroff\r");
     s.expect("shell: powering off");
     let (status, output) = s.exit_status();
