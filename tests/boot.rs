@@ -1018,10 +1018,58 @@ fn shell_spawns_lists_measures_and_kills_tasks() {
     );
     let none = s.command("kill 9999");
     assert!(none.contains("no task 9999"), "{none}");
+    // A well-formed PID that names no task is not a usage error.
+    let none = s.command("kill 424242");
+    assert!(none.contains("no task 424242"), "{none}");
+    assert!(!none.contains("usage:"), "{none}");
     s.send(b"poweroff\r");
     s.expect("shell: powering off");
     let (status, output) = s.exit_status();
     assert_eq!(status, Some(0), "{output}");
+}
+
+/// The RUNTIME column of `ps` for task `pid`, in ms.
+fn ps_runtime_ms(ps: &str, pid: u32) -> u64 {
+    let row = ps
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{pid} ")))
+        .unwrap_or_else(|| panic!("ps lists no task {pid}:\n{ps}"));
+    row.split_whitespace()
+        .find_map(|w| w.strip_suffix("ms")?.parse().ok())
+        .unwrap_or_else(|| panic!("no RUNTIME in {row:?}"))
+}
+
+/// Two hogs on two CPUs: the one an idle CPU pulled runs there alone and is never switched
+/// away, so only the time since it was switched in says how long it has run. `ps` must count
+/// that, or its RUNTIME stands still while the task spins.
+#[test]
+fn shell_ps_runtime_counts_the_running_tasks_current_slice() {
+    let mut s = Session::start(&[("SMP", "2")], "");
+    let pids: Vec<u32> = (0..2)
+        .map(|_| {
+            let spawned = s.command("spawn spin");
+            spawned
+                .split("as pid ")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(|| panic!("no pid in:\n{spawned}"))
+        })
+        .collect();
+    let before = s.command("ps");
+    // `top 1` keeps the shell asleep for a second of guest time while both hogs run.
+    s.command("top 1");
+    let after = s.command("ps");
+    for &pid in &pids {
+        let (was, is) = (ps_runtime_ms(&before, pid), ps_runtime_ms(&after, pid));
+        assert!(
+            is >= was + 500,
+            "spin {pid} ran through `top 1` but its RUNTIME went from {was}ms to {is}ms:\n\
+             {before}\n{after}"
+        );
+    }
+    s.send(b"poweroff\r");
+    s.expect("shell: powering off");
 }
 
 #[test]

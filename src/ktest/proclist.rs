@@ -1,7 +1,7 @@
 //! The RCU-protected process list under torture on every CPU (chapter 18, "RCU").
 //!
 //! Every CPU inserts and removes fresh pids while every CPU walks the list and looks pids up
-//! (src/task/proclist.rs, `torture`). On the kernel's RCU no reader may meet a poisoned node,
+//! (src/task/proclist/torture.rs). On the kernel's RCU no reader may meet a poisoned node,
 //! miss a pid, or read a payload that is not its pid's; and once the run is over and every
 //! callback has run, the heap must hold exactly what it held before. On the broken RCU
 //! (grace periods that wait for nobody) the readers must meet poison.

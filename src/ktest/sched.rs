@@ -17,7 +17,7 @@ use crate::ensure;
 use crate::percpu;
 use crate::platform::Platform;
 use crate::smp;
-use crate::task::{self, CpuMask, DEFAULT_STACK_SIZE, Pid, Policy};
+use crate::task::{self, CpuMask, DEFAULT_STACK_SIZE, Pid, Policy, TaskState};
 
 pub static TESTS: &[KTest] = &[
     KTest {
@@ -35,6 +35,10 @@ pub static TESTS: &[KTest] = &[
     KTest {
         name: "sched_timed_sleep_and_kill",
         run: timed_sleep_and_kill,
+    },
+    KTest {
+        name: "sched_wait_registers_a_waiter_once",
+        run: wait_registers_once,
     },
     KTest {
         name: "sched_statistics_are_per_cpu_and_summed_on_read",
@@ -325,6 +329,63 @@ fn timed_sleep_and_kill(_: &Platform<'static>) -> Result<(), String> {
     log::info!(
         "sleep_ticks(3) took {ticks} ticks; a looping task stopped on kill after {} rounds",
         loops.load(Ordering::Relaxed)
+    );
+    Ok(())
+}
+
+/// A waiter woken before its task has exited (a stray wake: `kill` of the waiter, say) goes
+/// round `wait`'s loop again, and must stay registered with the task once, not once per pass.
+/// Each registration is a reference to the waiter, so its reference count shows them. Both
+/// tasks are pinned to this CPU and FIFO, so the waiter is asleep whenever this flow runs.
+fn wait_registers_once(_: &Platform<'static>) -> Result<(), String> {
+    const STRAY_WAKES: usize = 5;
+    let here = CpuMask::only(percpu::this_cpu().id);
+    let target = spawn_with("wait-target", here, Policy::Fifo, || {
+        while !task::should_stop() {
+            task::sleep_ticks(1);
+        }
+        5
+    })?;
+    let waiter = spawn_with("waiter", here, Policy::Fifo, move || {
+        task::wait(target).unwrap_or(-1)
+    })?;
+    let waiter_task = task::lookup(waiter).ok_or("the waiter is not in the task list")?;
+    // Let the waiter run until it sleeps in `wait` (bounded: a tick per look).
+    let until_asleep = || -> Result<(), String> {
+        for _ in 0..100 {
+            if waiter_task.state() == TaskState::Sleeping {
+                return Ok(());
+            }
+            task::sleep_ticks(1);
+        }
+        Err(format!(
+            "the waiter is {} after 100 ticks, not asleep in wait",
+            waiter_task.state().name()
+        ))
+    };
+    until_asleep()?;
+    let references = Arc::strong_count(&waiter_task);
+    for wake in 1..=STRAY_WAKES {
+        ensure!(
+            task::wake(&waiter_task),
+            "stray wake {wake}: the waiter was not asleep"
+        );
+        until_asleep()?;
+    }
+    let after = Arc::strong_count(&waiter_task);
+    ensure!(
+        after == references,
+        "after {STRAY_WAKES} stray wakes the waiter has {after} references, {references} \
+         before: wait registered it with its task again on every pass"
+    );
+    ensure!(task::kill(target), "kill found no task {target}");
+    ensure!(
+        wait(waiter)? == 5,
+        "the waiter did not get the target's exit status"
+    );
+    log::info!(
+        "a waiter woken {STRAY_WAKES} times before its task exited stayed registered once \
+         ({references} references before, {after} after)"
     );
     Ok(())
 }

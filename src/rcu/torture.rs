@@ -108,7 +108,7 @@ impl fmt::Display for TortureReport {
 }
 
 /// A small xorshift generator: each reader dawdles a different, varying time. The process-list
-/// torture (src/task/proclist.rs) uses it too.
+/// torture (src/task/proclist/torture.rs) uses it too.
 pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {

@@ -64,7 +64,7 @@ pub fn ps(sh: &mut Shell, _: &[&str]) -> Outcome {
                 t.switches(),
                 t.preemptions(),
                 t.migrations(),
-                t.runtime_ticks() * 1000 / freq,
+                t.runtime_ticks_now() * 1000 / freq,
                 t.name()
             ),
         );
@@ -225,19 +225,22 @@ pub fn kill(sh: &mut Shell, args: &[&str]) -> Outcome {
         );
         return Err(BadUsage);
     };
+    // From here the command was well formed: a PID that names no task (any more) is news for
+    // the user, not a usage error.
     let Some(t) = task::lookup(pid) else {
         print(
             sh,
             format_args!("kill: no task {pid} (it may have been reaped already)\n"),
         );
-        return Err(BadUsage);
+        return Ok(());
     };
-    if t.state() != TaskState::Exited && !task::kill(pid) {
+    // `task::kill` refuses a task that has exited (then we reap it below) or been reaped.
+    if t.state() != TaskState::Exited && !task::kill(pid) && t.state() != TaskState::Exited {
         print(
             sh,
-            format_args!("kill: task {pid} could not be signalled\n"),
+            format_args!("kill: task {pid} could not be signalled (it was reaped meanwhile)\n"),
         );
-        return Err(BadUsage);
+        return Ok(());
     }
     // Kernel threads stop when they next look at `should_stop`: give it up to 2 s.
     for _ in 0..200 {

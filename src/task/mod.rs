@@ -5,14 +5,20 @@
 //! - `state`: the task state machine, PIDs, CPU affinity masks (portable, host-tested);
 //! - `queue`: a CPU's run queue, a FIFO with round-robin `rotate` (portable, host-tested);
 //! - `stack`: heap stacks with a canary at the bottom (portable, host-tested);
-//! - `sched` (target only): `Task`, the per-CPU run queues and current task, `spawn`,
-//!   `yield_now`, `exit`, `wait`, `current`, and the switch itself, over the register save and
-//!   restore in src/arch/aarch64/context.rs.
+//! - `sched/` (target only): the scheduler, one mechanism per file (its `mod.rs` lists them):
+//!   the `Task`, per-CPU run queues and the current task, the switch itself (over the register
+//!   save and restore in src/arch/aarch64/context.rs), spawn/exit/wait/kill, sleep and wake,
+//!   time slices, idle CPUs, load balancing and statistics;
+//! - `sleeper` (target only): the scheduler as the sleeping locks of src/sync see it;
+//! - `input` (target only): the console reader's sleep until a key arrives;
+//! - `proclist/`: the RCU-protected process list (chapter 18).
 //!
 //! Chapter 15 explains tasks and the context switch; chapter 16 the multiprocessor part:
 //! preemption from the tick, sleeping and waking across CPUs by IPI, idle CPUs in WFI, and
 //! load balancing by pulling work to idle CPUs.
 
+#[cfg(target_os = "none")]
+mod input;
 pub mod proclist;
 pub mod queue;
 #[cfg(target_os = "none")]

@@ -15,7 +15,7 @@
 //! hands the entry's return value to an exit function that never comes back.
 //!
 //! Interrupt state (DAIF) is not part of the context: the caller masks IRQs around the switch
-//! and each thread restores its own saved flags afterwards (src/task/sched.rs).
+//! and each thread restores its own saved flags afterwards (src/task/sched/switch.rs).
 
 use core::arch::{asm, global_asm};
 

@@ -1,4 +1,4 @@
-//! Where the spin locks meet the lock validator (src/sync/lockdep.rs; chapter 12).
+//! Where the spin locks meet the lock validator (src/sync/lockdep/; chapter 12).
 //!
 //! `SpinLock` calls `before_spin` before it waits, `after_acquire` once it holds the lock, and
 //! `before_release` before it lets go. They decide whether this acquisition is validated (the
