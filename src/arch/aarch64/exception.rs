@@ -316,7 +316,7 @@ pub struct StackProbe {
 /// runs, and the exception vectors can take an interrupt at `sp` (inside this CPU's stack, in the
 /// last frame's worth above its bottom, or on this CPU's emergency stack). The thread must not
 /// migrate: the probe never yields, and an interrupt taken away from the thread's own stack does
-/// not preempt (src/task/sched.rs, `preempt_on_irq_exit`).
+/// not preempt (src/task/sched/timeslice.rs, `preempt_on_irq_exit`).
 pub unsafe fn wait_for_interrupts_at(sp: usize, marker: u64, waits: u64) -> StackProbe {
     assert!(sp.is_multiple_of(16), "SP must stay 16-byte aligned");
     assert!(waits > 0, "the probe waits at least once");
