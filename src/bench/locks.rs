@@ -3,7 +3,7 @@
 
 use core::fmt::Write;
 
-use super::kernel::{Line, Scale, on_cpus};
+use super::kernel::{Deadline, Line, Scale, on_cpus};
 use super::stats;
 use crate::arch::{counter, counter_frequency};
 use crate::logger::LineBuffer;
@@ -269,11 +269,11 @@ struct Contended {
 fn contended_run<L: BenchLock>(cpus: usize, budget: u64, duration_ticks: u64) -> Contended {
     let lock = L::with_budget(budget);
     // One deadline for all: every CPU contends over the same stretch of guest time.
-    let deadline = counter() + duration_ticks;
+    let deadline = Deadline::after(duration_ticks);
     let timed = on_cpus(cpus, &|_| {
         let mut mine = 0;
         loop {
-            if mine % DEADLINE_CHECK_EVERY == 0 && counter() >= deadline {
+            if mine % DEADLINE_CHECK_EVERY == 0 && deadline.passed() {
                 break;
             }
             if !lock.take_one() {

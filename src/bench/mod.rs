@@ -145,6 +145,41 @@ mod kernel {
         }
     }
 
+    /// The end of a timed run, fixed when the first CPU crosses the start line rather than
+    /// before the work is posted: posting it to the other CPUs can take longer than a quick run
+    /// lasts when the host has descheduled their vCPUs, and a deadline that passed before anyone
+    /// started measures nothing ("0 acquisitions").
+    pub struct Deadline {
+        at: AtomicU64,
+        duration: u64,
+    }
+
+    impl Deadline {
+        pub const fn after(duration_ticks: u64) -> Self {
+            Deadline {
+                at: AtomicU64::new(0),
+                duration: duration_ticks,
+            }
+        }
+
+        /// Whether the run is over; the first call starts the clock.
+        pub fn passed(&self) -> bool {
+            let now = counter();
+            let mut at = self.at.load(Ordering::Relaxed);
+            if at == 0 {
+                let mine = now + self.duration;
+                at = match self
+                    .at
+                    .compare_exchange(0, mine, Ordering::Relaxed, Ordering::Relaxed)
+                {
+                    Ok(_) => mine,
+                    Err(theirs) => theirs,
+                };
+            }
+            now >= at
+        }
+    }
+
     /// Run `work(slot)` on the first `cpus` online CPUs (slot 0..cpus), all released together
     /// from a start line; `work` returns how many operations it completed.
     pub fn on_cpus(cpus: usize, work: &(dyn Fn(usize) -> u64 + Sync)) -> Timed {

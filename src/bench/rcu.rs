@@ -40,7 +40,7 @@
 
 use core::hint::black_box;
 
-use super::kernel::{Line, Scale, Timed, on_cpus};
+use super::kernel::{Deadline, Line, Scale, Timed, on_cpus};
 use super::stats;
 use crate::arch::{counter, counter_frequency};
 use crate::rcu::{self, RcuReadGuard};
@@ -144,12 +144,12 @@ fn timed_walks<P: Protect>(
 ) -> (Timed, u64) {
     let expected = expected_sum();
     let wrong = core::sync::atomic::AtomicU64::new(0);
-    let deadline = counter() + duration;
+    let deadline = Deadline::after(duration);
     let timed = on_cpus(cpus, &|_| {
         let outer = rcu::rcu_read_lock();
         let (mut walks, mut bad) = (0u64, 0u64);
         while walks < budget {
-            if walks % DEADLINE_CHECK_EVERY == 0 && counter() >= deadline {
+            if walks % DEADLINE_CHECK_EVERY == 0 && deadline.passed() {
                 break;
             }
             bad += u64::from(p.walk(black_box(list), &outer) != expected);
