@@ -61,7 +61,16 @@ fn image(board: Board) -> PathBuf {
 /// tools/qemu-run with none of the Makefile's machine knobs leaking in from the environment.
 fn qemu_command() -> Command {
     let mut cmd = Command::new(root().join("tools/qemu-run"));
-    for var in ["SMP", "MEM", "CPU", "GIC", "EL2", "BOOTARGS", "RPI_DTB"] {
+    for var in [
+        "SMP",
+        "MEM",
+        "CPU",
+        "GIC",
+        "EL2",
+        "VIRT_OPTS",
+        "BOOTARGS",
+        "RPI_DTB",
+    ] {
         cmd.env_remove(var);
     }
     cmd
@@ -383,6 +392,25 @@ fn virt_el2_entry_drops_to_el1_and_uses_the_smc_conduit() {
         .filter(|l| l.contains("online: MPIDR") && l.contains("entered at EL2"))
         .count();
     assert_eq!(secondaries_at_el2, 3, "{}", run.output);
+    assert_suite_passed(&run);
+}
+
+#[test]
+fn virt_secure_on_leaves_the_secure_only_memory_alone() {
+    // secure=on adds secram@e000000 with status = "disabled": RAM that only the secure world
+    // may touch. Given to the heap, the first write to it aborts.
+    let run = test_run(Board::Virt, &[("SMP", "4"), ("VIRT_OPTS", "secure=on")]);
+    assert!(
+        run.output.contains("boot: memory 0x40000000..0x60000000"),
+        "{}",
+        run.output
+    );
+    assert!(
+        !run.output.contains("boot: memory 0xe000000"),
+        "the disabled secure RAM is not RAM:\n{}",
+        run.output
+    );
+    assert_online(&run, 4, 4);
     assert_suite_passed(&run);
 }
 

@@ -156,7 +156,10 @@ fn visit<'b, 'dt>(
             p.bootargs = args.trim_end_matches('\0');
         }
     } else if depth == 1 && device_type == "memory" {
-        if let Some(reg) = node.property("reg") {
+        // A disabled memory node is RAM that exists but is not ours: QEMU's secure=on lists
+        // the secure world's RAM this way, and a write to it from the normal world aborts.
+        // Linux skips such nodes too.
+        if let Some(reg) = node.property("reg").filter(|_| enabled) {
             for (start, size) in reg_entries(reg.value, parent.address_cells, parent.size_cells) {
                 if !p.memory.push(Region::new(start, size)) {
                     p.note(Problem::Overflow("memory ranges"));

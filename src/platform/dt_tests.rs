@@ -23,6 +23,8 @@ const GICV2_SMP8: &[u8] = include_bytes!("../../tests/data/dtb/virt-gicv2-smp8.d
 const GICV3_SMP4: &[u8] = include_bytes!("../../tests/data/dtb/virt-gicv3-smp4.dtb");
 const GICV3_SMP16: &[u8] = include_bytes!("../../tests/data/dtb/virt-gicv3-smp16.dtb");
 const EL2_SMP4: &[u8] = include_bytes!("../../tests/data/dtb/virt-el2-smp4.dtb");
+/// `-M virt,secure=on`: devices and RAM for the secure world, each with status = "disabled".
+const SECURE_SMP4: &[u8] = include_bytes!("../../tests/data/dtb/virt-secure-smp4.dtb");
 
 /// Every QEMU tree, with its name (for messages) and its `-smp` value.
 const QEMU_TREES: [(&str, &[u8], usize); 7] = [
@@ -486,6 +488,20 @@ fn qemu_memory_is_512mib_at_1gib_and_the_dtb_is_reserved() {
             "{name}"
         );
     }
+}
+
+#[test]
+fn a_disabled_memory_node_is_not_ram() {
+    // secram@e000000: device_type "memory", reg <0 0xe000000 0 0x1000000>, status "disabled",
+    // secure-status "okay". The normal world must not use it; the heap writing there aborts.
+    let p = parse_ok("virt-secure-smp4", SECURE_SMP4, QEMU_DTB_AT, Board::QemuVirt);
+    assert_eq!(
+        p.memory.as_slice(),
+        &[Region::new(0x4000_0000, 0x2000_0000)]
+    );
+    // Its secure-only PL011 (pl011@9040000, also disabled) is not the console either.
+    assert_eq!(p.uart.regs, Region::new(0x0900_0000, 0x1000));
+    assert_sane(&p, &|| "virt-secure-smp4".into());
 }
 
 #[test]
