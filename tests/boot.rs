@@ -502,6 +502,52 @@ fn altered_dtb(name: &str, alter: impl FnOnce(&mut Vec<u8>)) -> PathBuf {
     path
 }
 
+/// The tree QEMU builds for the virt machine `env` describes, dumped now by the QEMU under test
+/// (`-M virt,dumpdtb=`), under a name of the caller's: tests run in parallel.
+fn dumped_dtb(name: &str, env: &[(&str, &str)]) -> PathBuf {
+    let dir = root().join("target/test-dtbs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    let _ = std::fs::remove_file(&path);
+    let out = qemu_command()
+        .args(["--board", "virt", "--timeout", "60", "--dumpdtb"])
+        .arg(&path)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("tools/qemu-run starts");
+    assert!(
+        out.status.success() && path.exists(),
+        "QEMU did not dump its tree: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
+}
+
+#[test]
+fn virt_gicv3_runs_the_suite_on_a_tree_qemu_dumped_and_grew_past_2_mib() {
+    // QEMU pads a dumped tree to 1 MiB; loading it back with -dtb, it makes room to edit it,
+    // and the header's totalsize becomes 2 x (1 MiB + 10000) bytes. All of it is one valid tree.
+    let env = [("SMP", "4"), ("GIC", "3")];
+    let dtb = dumped_dtb("virt-gicv3-smp4-dumped.dtb", &env);
+    let run = boot(Boot {
+        board: Board::Virt,
+        env: &env,
+        bootargs: "test",
+        dtb: Some(dtb),
+        stop_after: None,
+    });
+    assert!(
+        run.output.contains("boot: device tree at 0x"),
+        "{}",
+        run.output
+    );
+    assert!(!run.output.contains("defaults"), "{}", run.output);
+    assert!(run.output.contains("irq: GICv3 with"), "{}", run.output);
+    assert_online(&run, 4, 4);
+    assert_suite_passed(&run);
+}
+
 #[test]
 fn virt_with_a_tree_missing_its_uart_uses_the_default_uart() {
     let dtb = altered_dtb("no-uart.dtb", |b| {

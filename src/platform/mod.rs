@@ -394,14 +394,12 @@ impl<'dt> Platform<'dt> {
 #[cfg(test)]
 mod dt_tests;
 
-/// The largest device tree quartet accepts (real ones are tens of KiB).
-pub const MAX_DTB_SIZE: usize = 2 << 20;
-
 /// Discover the platform from the loader's x0. Runs with the MMU off: no locks, no heap.
 ///
 /// x0 is checked before it is dereferenced: it must be non-zero, 8-byte aligned and inside the
 /// board's RAM window (QEMU raspi4b without -dtb passes 0x100, an ATAGS address), then the blob's
-/// magic and size are checked, then its structure, and only then is it parsed.
+/// magic and how far its blocks reach (`validate::extent`), then its structure, and only then is
+/// it parsed.
 #[cfg(target_os = "none")]
 pub fn discover(x0: usize) -> Platform<'static> {
     let board = Board::compiled();
@@ -420,8 +418,8 @@ pub fn discover(x0: usize) -> Platform<'static> {
     // SAFETY: x0 lies in the board's RAM, which is readable with the MMU off; a header is 40
     // bytes and the window ends far from any hole.
     let header = unsafe { core::slice::from_raw_parts(x0 as *const u8, 40) };
-    let size = match validate::claimed_size(header) {
-        Ok(size) => size,
+    let size = match validate::extent(header) {
+        Ok(extent) => extent.total_size,
         Err(validate::BlobError::BadMagic(_)) => {
             return fallback(Problem::NoDeviceTree { x0: x0 as u64 });
         }
@@ -432,19 +430,10 @@ pub fn discover(x0: usize) -> Platform<'static> {
             });
         }
     };
-    if size > MAX_DTB_SIZE {
-        let error = validate::BlobError::Truncated {
-            total_size: size,
-            available: MAX_DTB_SIZE,
-        };
-        return fallback(Problem::InvalidBlob {
-            x0: x0 as u64,
-            error,
-        });
-    }
-    // SAFETY: `size` bytes from x0 are RAM the loader filled with the tree and handed to us; the
-    // range is reserved from the heap, and after this in-place NOP removal never written again,
-    // so the 'static borrows below stay valid.
+    // SAFETY: `size` bytes from x0 are the blob the loader placed in RAM and handed to us; of
+    // them only the blocks are ever read, and `extent` checked that they lie within
+    // MAX_DTB_DATA of x0. The range is reserved from the heap, and after this in-place NOP
+    // removal never written again, so the 'static borrows below stay valid.
     let blob = unsafe { core::slice::from_raw_parts_mut(x0 as *mut u8, size) };
     // A blob that fails here fails `parse` below with the same error, which is reported there.
     let _ = validate::remove_nops(blob);
