@@ -51,7 +51,11 @@ mod kernel {
         logger::init_early();
 
         // 1. Learn the machine from the device tree (MMU off: no locks, no heap, no logging).
-        let platform = platform::discover(dtb);
+        let facts = platform::CpuFacts {
+            gic_system_registers: cpu::has_gic_system_registers(),
+            entry_el,
+        };
+        let platform = platform::discover(dtb, facts);
         console::set_emergency_uart(platform.uart.regs.start);
 
         // 2. Build the identity map. Drop any cache lines firmware left for our image or the

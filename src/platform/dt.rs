@@ -24,9 +24,19 @@ struct Bus<'a> {
 /// Parse `blob` (located at physical `address`) for `board`. Pieces the tree lacks come from
 /// the board defaults and are recorded in `problems`.
 pub fn parse<'dt>(blob: &'dt [u8], address: u64, board: Board) -> Result<Platform<'dt>, BlobError> {
+    parse_with(blob, address, &Platform::defaults(board))
+}
+
+/// `parse`, with the pieces the tree lacks taken from `defaults` (the board's, as the CPU
+/// corrected them: `Platform::defaults_for`).
+pub fn parse_with<'dt>(
+    blob: &'dt [u8],
+    address: u64,
+    defaults: &Platform<'static>,
+) -> Result<Platform<'dt>, BlobError> {
     validate::validate(blob)?;
     let fdt = Fdt::new(blob).map_err(|_| BlobError::TooShort)?;
-    let defaults = Platform::defaults(board);
+    let board = defaults.board;
     let source = Source::DeviceTree {
         address,
         size: fdt.total_size() as u64,
@@ -49,7 +59,7 @@ pub fn parse<'dt>(blob: &'dt [u8], address: u64, board: Board) -> Result<Platfor
     for r in fdt.memory_reservations() {
         reserve(&mut p, Region::new(r.address() as u64, r.size() as u64));
     }
-    fill_gaps(&mut p, &defaults, uart_found);
+    fill_gaps(&mut p, defaults, uart_found);
     Ok(p)
 }
 
@@ -68,6 +78,7 @@ fn fill_gaps(p: &mut Platform<'_>, defaults: &Platform<'static>, uart_found: boo
     if p.cpus.is_empty() {
         p.cpus = defaults.cpus;
         p.cpus_in_tree = defaults.cpus_in_tree;
+        p.cpus_guessed = defaults.cpus_guessed;
         p.note(Problem::Missing("/cpus node with CPUs in it"));
     }
     if p.cpus_in_tree > MAX_CPUS {

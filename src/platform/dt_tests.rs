@@ -494,7 +494,12 @@ fn qemu_memory_is_512mib_at_1gib_and_the_dtb_is_reserved() {
 fn a_disabled_memory_node_is_not_ram() {
     // secram@e000000: device_type "memory", reg <0 0xe000000 0 0x1000000>, status "disabled",
     // secure-status "okay". The normal world must not use it; the heap writing there aborts.
-    let p = parse_ok("virt-secure-smp4", SECURE_SMP4, QEMU_DTB_AT, Board::QemuVirt);
+    let p = parse_ok(
+        "virt-secure-smp4",
+        SECURE_SMP4,
+        QEMU_DTB_AT,
+        Board::QemuVirt,
+    );
     assert_eq!(
         p.memory.as_slice(),
         &[Region::new(0x4000_0000, 0x2000_0000)]
@@ -673,7 +678,12 @@ fn a_tree_grown_past_2_mib_by_qemu_is_accepted_whole() {
     let extent = super::validate::extent(&grown).expect("a valid header");
     assert_eq!(extent.total_size, total);
     assert!(extent.data_end <= GICV3_SMP4.len(), "{extent:?}");
-    let p = parse_ok("grown virt-gicv3-smp4", &grown, QEMU_DTB_AT, Board::QemuVirt);
+    let p = parse_ok(
+        "grown virt-gicv3-smp4",
+        &grown,
+        QEMU_DTB_AT,
+        Board::QemuVirt,
+    );
     assert_eq!(p.problems.as_slice(), &[]);
     assert_eq!(p.cpus_in_tree, 4);
     assert!(matches!(p.gic, Some(Gic::V3 { .. })));
@@ -1199,6 +1209,126 @@ fn bootargs_handle_odd_spacing_empty_values_and_equals_in_values() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// 4b. Without a tree: what the CPU and PSCI tell instead.
+
+const GICV3_CPU_AT_EL1: CpuFacts = CpuFacts {
+    gic_system_registers: true,
+    entry_el: 1,
+};
+const GICV2_CPU_AT_EL2: CpuFacts = CpuFacts {
+    gic_system_registers: false,
+    entry_el: 2,
+};
+
+/// QEMU's PSCI as the kernel sees it on a machine with `cpus` CPUs (MPIDR = index): CPU 0 is on
+/// (it asks), the others off; an MPIDR no CPU has is INVALID_PARAMETERS.
+fn qemu_affinity_info(cpus: u64) -> impl FnMut(u64) -> i64 {
+    move |mpidr| match mpidr {
+        0 => 0,
+        m if m < cpus => 1,
+        _ => -2,
+    }
+}
+
+#[test]
+fn without_a_tree_the_gic_version_and_psci_conduit_come_from_the_cpu() {
+    // The CPU interface a GICv2 driver writes (0x0801_0000) does not exist on a GICv3 virt: a
+    // guessed GICv2 aborted every CPU there. The GIC the tree would have named is the one
+    // the CPU's ID register announces.
+    let problem = Problem::NoDeviceTree { x0: 0 };
+    let v3 = Platform::fallback(Board::QemuVirt, GICV3_CPU_AT_EL1, problem);
+    let tree_v3 = parse_ok("virt-gicv3-smp4", GICV3_SMP4, QEMU_DTB_AT, Board::QemuVirt);
+    assert_eq!(v3.gic, tree_v3.gic);
+    assert_eq!(v3.psci, Some(PsciConduit::Hvc));
+    let v2 = Platform::fallback(Board::QemuVirt, GICV2_CPU_AT_EL2, problem);
+    let tree_el2 = parse_ok("virt-el2-smp4", EL2_SMP4, QEMU_DTB_AT, Board::QemuVirt);
+    assert_eq!(v2.gic, tree_el2.gic);
+    // Entered at EL2, quartet owns EL2: QEMU answers PSCI as EL3 firmware, through smc.
+    assert_eq!(v2.psci, tree_el2.psci);
+    assert_eq!(v2.psci, Some(PsciConduit::Smc));
+    // Each choice is in the log, after the reason there are choices at all.
+    assert_eq!(v3.problems.as_slice()[0], problem);
+    for (p, words) in [(&v3, ["GICv3", "hvc"]), (&v2, ["GICv2", "smc"])] {
+        for word in words {
+            assert!(
+                p.problems
+                    .as_slice()
+                    .iter()
+                    .any(|q| matches!(q, Problem::FromTheCpu(w) if w.contains(word))),
+                "{word}: {:?}",
+                p.problems
+            );
+        }
+    }
+    // The Pi has a GIC-400 whatever the CPU says, and no PSCI.
+    let pi = Platform::fallback(Board::RaspberryPi4, GICV3_CPU_AT_EL1, problem);
+    assert_eq!(pi.gic, Platform::defaults(Board::RaspberryPi4).gic);
+    assert_eq!(pi.psci, None);
+    assert_eq!(pi.problems.as_slice(), &[problem]);
+}
+
+#[test]
+fn without_a_tree_psci_says_which_candidate_cpus_exist() {
+    let mut p = Platform::fallback(
+        Board::QemuVirt,
+        GICV3_CPU_AT_EL1,
+        Problem::NoDeviceTree { x0: 0 },
+    );
+    assert_eq!(p.cpus.len(), MAX_CPUS, "eight candidates");
+    p.keep_cpus_psci_knows(qemu_affinity_info(4));
+    let mpidrs: Vec<u64> = p.cpus.as_slice().iter().map(|c| c.mpidr).collect();
+    assert_eq!(mpidrs, [0, 1, 2, 3]);
+    // The contract line then says 4/4, not 4/8.
+    assert_eq!(p.cpus_in_tree, 4);
+    assert!(
+        p.problems
+            .as_slice()
+            .contains(&Problem::CpusFromPsci { found: 4, tried: 8 })
+    );
+    // Asked again, nothing is guessed any more: PSCI is not consulted.
+    p.keep_cpus_psci_knows(|_| panic!("asked PSCI about CPUs a list already settled"));
+}
+
+#[test]
+fn psci_that_cannot_tell_leaves_the_candidates_to_cpu_on() {
+    // PSCI 0.1 has no AFFINITY_INFO: NOT_SUPPORTED (-1). Nothing is dropped on its word.
+    let mut p = Platform::defaults(Board::QemuVirt);
+    p.keep_cpus_psci_knows(|_| -1);
+    assert_eq!(p.cpus.len(), MAX_CPUS);
+    assert!(p.problems.is_empty());
+    // And an answer that even the asking CPU is absent is not believed.
+    p.keep_cpus_psci_knows(|_| -2);
+    assert_eq!(p.cpus.len(), MAX_CPUS);
+}
+
+#[test]
+fn a_tree_s_cpu_list_is_never_second_guessed_but_a_missing_one_is() {
+    let mut listed = parse_ok("virt-gicv2-smp2", GICV2_SMP2, QEMU_DTB_AT, Board::QemuVirt);
+    listed.keep_cpus_psci_knows(|_| panic!("asked PSCI about CPUs the tree listed"));
+    assert_eq!(listed.cpus.len(), 2);
+    // A tree whose /cpus was deleted in place: the candidates come from the defaults and are
+    // checked like the defaults' own.
+    let edited = nop_node(GICV2_SMP2, "cpus");
+    let mut p = parse_ok("no cpus", &edited, QEMU_DTB_AT, Board::QemuVirt);
+    p.keep_cpus_psci_knows(qemu_affinity_info(2));
+    assert_eq!(p.cpus.len(), 2);
+    assert_eq!(p.cpus_in_tree, 2);
+}
+
+#[test]
+fn a_tree_without_a_gic_gets_the_gic_the_cpu_announces() {
+    let edited = nop_node(GICV3_SMP4, "intc@8000000");
+    let p = super::dt::parse_with(
+        &edited,
+        QEMU_DTB_AT,
+        &Platform::defaults_for(Board::QemuVirt, GICV3_CPU_AT_EL1),
+    )
+    .unwrap();
+    let tree = parse_ok("virt-gicv3-smp4", GICV3_SMP4, QEMU_DTB_AT, Board::QemuVirt);
+    assert_eq!(p.gic, tree.gic);
+}
+
+// ---------------------------------------------------------------------------------------------
 // 5. What boot prints about each problem.
 
 /// Words each problem's message must contain: what quartet does about it. The match has no
@@ -1211,6 +1341,8 @@ fn consequence(problem: &Problem) -> Option<&'static str> {
         Problem::TooManyCpus { .. } => Some("the rest stay off"),
         Problem::UnknownEnableMethod { .. } => Some("it will stay off"),
         Problem::Overflow(_) => Some("extra ones ignored"),
+        Problem::FromTheCpu(_) => Some("with no device tree to say"),
+        Problem::CpusFromPsci { .. } => Some("starting only those"),
     }
 }
 
@@ -1246,6 +1378,14 @@ fn every_problem_says_what_quartet_does_instead() {
         (
             Problem::Overflow("memory ranges"),
             vec!["more memory ranges"],
+        ),
+        (
+            Problem::FromTheCpu("GICv3 at the QEMU virt addresses"),
+            vec!["GICv3 at the QEMU virt addresses"],
+        ),
+        (
+            Problem::CpusFromPsci { found: 4, tried: 8 },
+            vec!["AFFINITY_INFO knows 4 of MPIDRs 0..7"],
         ),
     ];
     for (problem, details) in problems {

@@ -183,6 +183,10 @@ pub enum Problem {
     UnknownEnableMethod { mpidr: u64 },
     /// More items of a kind than the fixed lists hold.
     Overflow(&'static str),
+    /// With no tree to say it, something read off the CPU instead (described in words).
+    FromTheCpu(&'static str),
+    /// With no tree listing the CPUs, PSCI AFFINITY_INFO said which candidate MPIDRs exist.
+    CpusFromPsci { found: usize, tried: usize },
 }
 
 impl core::fmt::Display for Problem {
@@ -219,6 +223,12 @@ impl core::fmt::Display for Problem {
                 f,
                 "device tree has more {what} than quartet keeps; extra ones ignored"
             ),
+            Problem::FromTheCpu(what) => write!(f, "with no device tree to say: {what}"),
+            Problem::CpusFromPsci { found, tried } => write!(
+                f,
+                "with no device tree listing the CPUs: PSCI AFFINITY_INFO knows {found} of MPIDRs 0..{}; starting only those",
+                tried.saturating_sub(1)
+            ),
         }
     }
 }
@@ -237,6 +247,9 @@ pub struct Platform<'dt> {
     pub cpus: FixedList<CpuDesc, MAX_CPUS>,
     /// CPU nodes in the tree, including ones beyond MAX_CPUS.
     pub cpus_in_tree: usize,
+    /// `cpus` are candidates from the board defaults, not CPUs a tree listed: some may not
+    /// exist (`keep_cpus_psci_knows` asks the firmware).
+    pub cpus_guessed: bool,
     pub psci: Option<PsciConduit>,
     pub uart: Uart,
     pub gic: Option<Gic>,
@@ -263,7 +276,7 @@ impl Platform<'static> {
                 // QEMU's smallest default RAM; the real size is only known from the tree.
                 p.memory.push(Region::new(0x4000_0000, 128 << 20));
                 p.psci = Some(PsciConduit::Hvc);
-                // Unknown CPU count: try the first eight MPIDRs; absent ones are refused by PSCI.
+                // Unknown CPU count: the first eight MPIDRs are candidates, for PSCI to confirm.
                 for mpidr in 0..MAX_CPUS as u64 {
                     p.cpus.push(CpuDesc {
                         mpidr,
@@ -271,6 +284,7 @@ impl Platform<'static> {
                     });
                 }
                 p.cpus_in_tree = MAX_CPUS;
+                p.cpus_guessed = true;
                 p.uart = Uart {
                     regs: Region::new(0x0900_0000, 0x1000),
                     irq: Some(33),
@@ -310,7 +324,94 @@ impl Platform<'static> {
     }
 }
 
+/// What the boot CPU can tell about the machine by itself, for when no tree says it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuFacts {
+    /// ID_AA64PFR0_EL1.GIC: the CPU has the GICv3 system-register interface. A core wired to
+    /// a GICv2 reads 0; QEMU sets it exactly when the machine has a GICv3.
+    pub gic_system_registers: bool,
+    /// The exception level the loader entered the kernel at.
+    pub entry_el: u64,
+}
+
+/// The GICv3 of QEMU virt (`gic-version=3`): distributor and the redistributor frames.
+const VIRT_GICV3: Gic = Gic::V3 {
+    distributor: Region::new(0x0800_0000, 0x1_0000),
+    redistributors: Region::new(0x080a_0000, 0xf6_0000),
+};
+
+impl Platform<'static> {
+    /// The board defaults, corrected by what the CPU says about the machine. On virt the GIC
+    /// version is the CPU's (a GICv2 driver on a GICv3 aborts at its first CPU-interface
+    /// access), and the PSCI conduit follows the entry level: entered at EL2, the kernel owns
+    /// EL2, so only EL3 firmware can answer, through smc.
+    pub fn defaults_for(board: Board, facts: CpuFacts) -> Platform<'static> {
+        let mut p = Platform::defaults(board);
+        if board == Board::QemuVirt {
+            if facts.gic_system_registers {
+                p.gic = Some(VIRT_GICV3);
+            }
+            if facts.entry_el == 2 {
+                p.psci = Some(PsciConduit::Smc);
+            }
+        }
+        p
+    }
+
+    /// The whole description from the defaults, because of `problem`: `defaults_for`, with the
+    /// problem and every choice the CPU made noted for the log.
+    pub fn fallback(board: Board, facts: CpuFacts, problem: Problem) -> Platform<'static> {
+        let mut p = Platform::defaults_for(board, facts);
+        p.note(problem);
+        if board == Board::QemuVirt {
+            p.note(Problem::FromTheCpu(if facts.gic_system_registers {
+                "GICv3 at the QEMU virt addresses, as this CPU has the GICv3 system-register interface"
+            } else {
+                "GICv2 at the QEMU virt addresses, as this CPU has no GICv3 system-register interface"
+            }));
+            p.note(Problem::FromTheCpu(if facts.entry_el == 2 {
+                "PSCI through smc, as quartet was entered at EL2 and only EL3 firmware can answer"
+            } else {
+                "PSCI through hvc, as quartet was entered at EL1"
+            }));
+        }
+        p
+    }
+}
+
 impl<'dt> Platform<'dt> {
+    /// Keep only the guessed CPUs that PSCI knows: AFFINITY_INFO (`affinity_info`, returning
+    /// the PSCI status) answers 0, 1 or 2 (on, off, on its way) for a CPU that exists and
+    /// INVALID_PARAMETERS (-2) for an MPIDR no CPU has. Any other answer means PSCI cannot tell,
+    /// and the candidates stay as they are (CPU_ON then refuses the ones that do not exist).
+    /// Does nothing when a tree listed the CPUs.
+    pub fn keep_cpus_psci_knows(&mut self, mut affinity_info: impl FnMut(u64) -> i64) {
+        if !self.cpus_guessed {
+            return;
+        }
+        let candidates = self.cpus;
+        let mut known = FixedList::<CpuDesc, MAX_CPUS>::default();
+        for cpu in candidates.as_slice() {
+            match affinity_info(cpu.mpidr) {
+                0..=2 => {
+                    known.push(*cpu);
+                }
+                -2 => {}
+                _ => return,
+            }
+        }
+        if known.is_empty() {
+            return; // not even the boot CPU, which is on: PSCI is not telling the truth
+        }
+        self.note(Problem::CpusFromPsci {
+            found: known.len(),
+            tried: candidates.len(),
+        });
+        self.cpus = known;
+        self.cpus_in_tree = known.len();
+        self.cpus_guessed = false;
+    }
+
     /// A platform that knows nothing yet: the start for both the device tree and the defaults.
     pub fn empty(board: Board, source: Source) -> Self {
         Platform {
@@ -321,6 +422,7 @@ impl<'dt> Platform<'dt> {
             reserved: FixedList::default(),
             cpus: FixedList::default(),
             cpus_in_tree: 0,
+            cpus_guessed: false,
             psci: None,
             uart: Uart {
                 regs: Region::default(),
@@ -400,14 +502,24 @@ mod dt_tests;
 /// board's RAM window (QEMU raspi4b without -dtb passes 0x100, an ATAGS address), then the blob's
 /// magic and how far its blocks reach (`validate::extent`), then its structure, and only then is
 /// it parsed.
+///
+/// Whatever no tree says comes from the board defaults as the CPU corrects them (`facts`), and
+/// a CPU list that is only a guess is checked with PSCI before anyone tries to start it.
 #[cfg(target_os = "none")]
-pub fn discover(x0: usize) -> Platform<'static> {
+pub fn discover(x0: usize, facts: CpuFacts) -> Platform<'static> {
+    let mut platform = discover_from_tree(x0, facts);
+    if let Some(conduit) = platform.psci {
+        platform.keep_cpus_psci_knows(|mpidr| {
+            crate::arch::aarch64::psci::affinity_info(conduit, mpidr)
+        });
+    }
+    platform
+}
+
+#[cfg(target_os = "none")]
+fn discover_from_tree(x0: usize, facts: CpuFacts) -> Platform<'static> {
     let board = Board::compiled();
-    let fallback = |problem: Problem| {
-        let mut p = Platform::defaults(board);
-        p.note(problem);
-        p
-    };
+    let fallback = |problem: Problem| Platform::fallback(board, facts, problem);
     let in_ram_window = match board {
         Board::QemuVirt => (0x4000_0000..0x100_0000_0000).contains(&x0),
         Board::RaspberryPi4 => x0 < 0xfc00_0000,
@@ -438,7 +550,7 @@ pub fn discover(x0: usize) -> Platform<'static> {
     // A blob that fails here fails `parse` below with the same error, which is reported there.
     let _ = validate::remove_nops(blob);
     let blob: &'static [u8] = blob;
-    dt::parse(blob, x0 as u64, board).unwrap_or_else(|error| {
+    dt::parse_with(blob, x0 as u64, &Platform::defaults_for(board, facts)).unwrap_or_else(|error| {
         fallback(Problem::InvalidBlob {
             x0: x0 as u64,
             error,

@@ -139,7 +139,11 @@ pub struct Extent {
 /// and the blocks within `MAX_DTB_DATA` of the start.
 pub fn extent(header: &[u8]) -> Result<Extent, BlobError> {
     let total_size = claimed_size(header)?;
-    let h = |i: usize| be32(header, i * 4).map(|v| v as usize).ok_or(BlobError::TooShort);
+    let h = |i: usize| {
+        be32(header, i * 4)
+            .map(|v| v as usize)
+            .ok_or(BlobError::TooShort)
+    };
     let (off_struct, off_strings, off_rsvmap) = (h(2)?, h(3)?, h(4)?);
     let (size_strings, size_struct) = (h(8)?, h(9)?);
     // The reservation block has no size in the header; it ends with an empty entry at least.
