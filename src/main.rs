@@ -104,7 +104,7 @@ mod kernel {
             !platform.has_bootarg("nolockdep") && platform.bootarg_value("bench").is_none(),
         );
         let platform: &'static Platform<'static> = PLATFORM.call_once(|| platform);
-        report_boot(platform, &layout, entry_el, tables_used);
+        report_boot(platform, dtb, &layout, entry_el, tables_used);
 
         // 5. Interrupts: the GIC's distributor, and the handlers every CPU will share. Each CPU
         //    then brings up its own side (smp::interrupts_on_this_cpu), secondaries as they start.
@@ -189,6 +189,7 @@ mod kernel {
 
     fn report_boot(
         p: &Platform<'static>,
+        dtb: usize,
         layout: &KernelLayout,
         entry_el: u64,
         tables_used: usize,
@@ -202,8 +203,13 @@ mod kernel {
             cpu::current_el()
         );
         match p.source {
-            platform::Source::DeviceTree { address, size } => {
+            platform::Source::DeviceTree { address, size } if address == dtb as u64 => {
                 log::info!(target: "boot", "device tree at {address:#x} ({size} bytes)")
+            }
+            platform::Source::DeviceTree { address, size } => {
+                log::info!(target: "boot",
+                    "device tree at {address:#x} ({size} bytes), found at the start of RAM: x0 was {dtb:#x}, as for an ELF kernel"
+                )
             }
             platform::Source::BoardDefaults => {
                 log::warn!(target: "boot", "running on compiled-in {} defaults", p.board.name())

@@ -449,6 +449,39 @@ fn raspi4b_without_a_device_tree_falls_back_to_board_defaults() {
     assert_lines_well_formed(&run);
 }
 
+/// build/virt/quartet.elf, the ELF `make image` leaves beside the Image.
+fn virt_elf() -> PathBuf {
+    let elf = root().join("build/virt/quartet.elf");
+    assert!(
+        elf.exists(),
+        "{} is missing: `make image` writes it",
+        elf.display()
+    );
+    elf
+}
+
+#[test]
+fn virt_gicv3_elf_kernel_finds_its_tree_at_the_start_of_ram_and_runs_the_suite() {
+    // An ELF given to -kernel gets x0 = 0; QEMU writes its tree (1 MiB) at the start of RAM if
+    // it fits below the ELF's lowest load address, and puts -append in it.
+    let mut cmd = qemu_command();
+    cmd.args(["--board", "virt", "--bare-elf"])
+        .arg(virt_elf())
+        .arg("--timeout")
+        .arg(TIMEOUT.as_secs().to_string())
+        .envs([("SMP", "4"), ("GIC", "3"), ("BOOTARGS", "test")]);
+    let run = run_command(cmd, None);
+    assert!(
+        run.output
+            .contains("boot: device tree at 0x40000000 (1048576 bytes), found at the start of RAM"),
+        "{}",
+        run.output
+    );
+    assert!(run.output.contains("irq: GICv3 with"), "{}", run.output);
+    assert_online(&run, 4, 4);
+    assert_suite_passed(&run);
+}
+
 #[test]
 fn virt_with_a_tree_listing_cpus_qemu_lacks_names_the_psci_errors_and_runs_on() {
     // A four-CPU tree on a two-CPU machine: PSCI refuses the two that do not exist, by name,
@@ -556,7 +589,7 @@ fn tree_too_big_to_fit_below_the_elf() -> PathBuf {
 
 #[test]
 fn virt_gicv3_without_any_tree_reads_the_gic_from_the_cpu_and_the_cpus_from_psci() {
-    let elf = root().join("build/virt/quartet.elf");
+    let elf = virt_elf();
     let dtb = tree_too_big_to_fit_below_the_elf();
     let mut s = Session::start_with(
         &[
@@ -572,7 +605,7 @@ fn virt_gicv3_without_any_tree_reads_the_gic_from_the_cpu_and_the_cpus_from_psci
     );
     let boot = s.output.clone();
     for expected in [
-        "no device tree: x0 = 0x0",
+        "no device tree: x0 = 0x0 and none at the start of RAM (0x40000000)",
         "GICv3 at the QEMU virt addresses, as this CPU has the GICv3 system-register interface",
         "PSCI AFFINITY_INFO knows 4 of MPIDRs 0..7",
         "irq: GICv3 with",

@@ -1336,7 +1336,9 @@ fn a_tree_without_a_gic_gets_the_gic_the_cpu_announces() {
 fn consequence(problem: &Problem) -> Option<&'static str> {
     match problem {
         Problem::None => None,
-        Problem::NoDeviceTree { .. } | Problem::InvalidBlob { .. } => Some("using the compiled-in"),
+        Problem::NoDeviceTree { .. }
+        | Problem::NoDeviceTreeAtRamStart { .. }
+        | Problem::InvalidBlob { .. } => Some("using the compiled-in"),
         Problem::Missing(_) | Problem::Unusable(_) => Some("default"),
         Problem::TooManyCpus { .. } => Some("the rest stay off"),
         Problem::UnknownEnableMethod { .. } => Some("it will stay off"),
@@ -1352,6 +1354,18 @@ fn every_problem_says_what_quartet_does_instead() {
     let supports = format!("supports {MAX_CPUS}");
     let problems = [
         (Problem::NoDeviceTree { x0: 0x1234 }, vec!["0x1234", board]),
+        (
+            Problem::NoDeviceTreeAtRamStart {
+                ram_start: 0x4000_0000,
+                kernel_start: 0x4020_0000,
+            },
+            vec![
+                "x0 = 0x0",
+                "0x40000000",
+                "fits below the kernel at 0x40200000",
+                board,
+            ],
+        ),
         (
             Problem::InvalidBlob {
                 x0: 0x4000_0000,

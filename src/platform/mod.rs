@@ -171,6 +171,9 @@ pub enum Problem {
     None,
     /// x0 did not hold the address of a device tree at all.
     NoDeviceTree { x0: u64 },
+    /// x0 was 0 (an ELF kernel) and the start of RAM, where QEMU would have put the tree had it
+    /// fitted below the kernel, holds none either.
+    NoDeviceTreeAtRamStart { ram_start: u64, kernel_start: u64 },
     /// x0 pointed at something that failed validation.
     InvalidBlob { x0: u64, error: validate::BlobError },
     /// A node (described in words) was missing; the board default was used.
@@ -197,6 +200,13 @@ impl core::fmt::Display for Problem {
             Problem::NoDeviceTree { x0 } => write!(
                 f,
                 "no device tree: x0 = {x0:#x} does not point at one; using the compiled-in {board} defaults"
+            ),
+            Problem::NoDeviceTreeAtRamStart {
+                ram_start,
+                kernel_start,
+            } => write!(
+                f,
+                "no device tree: x0 = 0x0 and none at the start of RAM ({ram_start:#x}), where QEMU writes one for an ELF kernel only if it fits below the kernel at {kernel_start:#x}; using the compiled-in {board} defaults"
             ),
             Problem::InvalidBlob { x0, error } => write!(
                 f,
@@ -501,7 +511,7 @@ mod dt_tests;
 /// x0 is checked before it is dereferenced: it must be non-zero, 8-byte aligned and inside the
 /// board's RAM window (QEMU raspi4b without -dtb passes 0x100, an ATAGS address), then the blob's
 /// magic and how far its blocks reach (`validate::extent`), then its structure, and only then is
-/// it parsed.
+/// it parsed. On virt, x0 = 0 means an ELF boot, and the tree is looked for at the start of RAM.
 ///
 /// Whatever no tree says comes from the board defaults as the CPU corrects them (`facts`), and
 /// a CPU list that is only a guess is checked with PSCI before anyone tries to start it.
@@ -516,43 +526,62 @@ pub fn discover(x0: usize, facts: CpuFacts) -> Platform<'static> {
     platform
 }
 
+/// Where QEMU virt puts the device tree for a kernel it passes none to (an ELF given to
+/// `-kernel`): the start of RAM, and only if the whole blob fits below the kernel.
+pub const VIRT_RAM_START: u64 = 0x4000_0000;
+
 #[cfg(target_os = "none")]
 fn discover_from_tree(x0: usize, facts: CpuFacts) -> Platform<'static> {
     let board = Board::compiled();
     let fallback = |problem: Problem| Platform::fallback(board, facts, problem);
-    let in_ram_window = match board {
-        Board::QemuVirt => (0x4000_0000..0x100_0000_0000).contains(&x0),
-        Board::RaspberryPi4 => x0 < 0xfc00_0000,
+    // x0 = 0 on virt: booted as an ELF, which the loader gives no tree in x0. QEMU then writes
+    // the tree at the start of RAM, if it fits below the kernel, and writes nothing otherwise.
+    let at = if x0 == 0 && board == Board::QemuVirt {
+        VIRT_RAM_START as usize
+    } else {
+        x0
     };
-    if x0 == 0 || !x0.is_multiple_of(8) || !in_ram_window {
-        return fallback(Problem::NoDeviceTree { x0: x0 as u64 });
+    let no_tree = || {
+        if at == x0 {
+            Problem::NoDeviceTree { x0: x0 as u64 }
+        } else {
+            Problem::NoDeviceTreeAtRamStart {
+                ram_start: at as u64,
+                kernel_start: crate::arch::aarch64::layout::kernel_layout().kernel_start as u64,
+            }
+        }
+    };
+    let in_ram_window = match board {
+        Board::QemuVirt => (0x4000_0000..0x100_0000_0000).contains(&at),
+        Board::RaspberryPi4 => at < 0xfc00_0000,
+    };
+    if at == 0 || !at.is_multiple_of(8) || !in_ram_window {
+        return fallback(no_tree());
     }
-    // SAFETY: x0 lies in the board's RAM, which is readable with the MMU off; a header is 40
+    // SAFETY: `at` lies in the board's RAM, which is readable with the MMU off; a header is 40
     // bytes and the window ends far from any hole.
-    let header = unsafe { core::slice::from_raw_parts(x0 as *const u8, 40) };
+    let header = unsafe { core::slice::from_raw_parts(at as *const u8, 40) };
     let size = match validate::extent(header) {
         Ok(extent) => extent.total_size,
-        Err(validate::BlobError::BadMagic(_)) => {
-            return fallback(Problem::NoDeviceTree { x0: x0 as u64 });
-        }
+        Err(validate::BlobError::BadMagic(_)) => return fallback(no_tree()),
         Err(error) => {
             return fallback(Problem::InvalidBlob {
-                x0: x0 as u64,
+                x0: at as u64,
                 error,
             });
         }
     };
-    // SAFETY: `size` bytes from x0 are the blob the loader placed in RAM and handed to us; of
-    // them only the blocks are ever read, and `extent` checked that they lie within
-    // MAX_DTB_DATA of x0. The range is reserved from the heap, and after this in-place NOP
-    // removal never written again, so the 'static borrows below stay valid.
-    let blob = unsafe { core::slice::from_raw_parts_mut(x0 as *mut u8, size) };
+    // SAFETY: `size` bytes from `at` are the blob the loader placed in RAM for us; of them only
+    // the blocks are ever read, and `extent` checked that they lie within MAX_DTB_DATA of `at`.
+    // The range is reserved from the heap, and after this in-place NOP removal never written
+    // again, so the 'static borrows below stay valid.
+    let blob = unsafe { core::slice::from_raw_parts_mut(at as *mut u8, size) };
     // A blob that fails here fails `parse` below with the same error, which is reported there.
     let _ = validate::remove_nops(blob);
     let blob: &'static [u8] = blob;
-    dt::parse_with(blob, x0 as u64, &Platform::defaults_for(board, facts)).unwrap_or_else(|error| {
+    dt::parse_with(blob, at as u64, &Platform::defaults_for(board, facts)).unwrap_or_else(|error| {
         fallback(Problem::InvalidBlob {
-            x0: x0 as u64,
+            x0: at as u64,
             error,
         })
     })
