@@ -49,6 +49,15 @@ mod kernel {
                 .start,
         );
         logger::init_early();
+        if entry_el == 3 {
+            // Reached only without a boot protocol (firmware, or QEMU's generic loader with
+            // secure=on): the MMU settings below are EL1's and would not apply to the code
+            // running, and nobody offers PSCI to a guest that owns EL3.
+            log::error!(target: "boot",
+                "entered at EL3, where secure firmware runs: quartet runs at EL1 and leaves only EL2; boot it with -kernel (QEMU enters at EL1, or at EL2 with virtualization=on) or from firmware that enters it at EL2 or EL1; halting"
+            );
+            cpu::halt();
+        }
 
         // 1. Learn the machine from the device tree (MMU off: no locks, no heap, no logging).
         let facts = platform::CpuFacts {

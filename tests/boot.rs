@@ -410,6 +410,27 @@ fn virt_secure_on_leaves_the_secure_only_memory_alone() {
 }
 
 #[test]
+fn virt_secure_on_started_as_firmware_at_el3_says_it_cannot_run_there() {
+    // Without -kernel's boot protocol the CPU starts in its reset state: at EL3 with secure=on.
+    // quartet is an EL1 kernel that leaves only EL2, and QEMU offers no PSCI when the guest owns
+    // EL3, so the honest outcome is a clear refusal, not a silent hang on the first hvc.
+    let mut cmd = qemu_command();
+    cmd.args(["--board", "virt", "--timeout", "60", "--reset-elf"])
+        .arg(virt_elf())
+        .envs([("SMP", "1"), ("VIRT_OPTS", "secure=on")]);
+    let run = run_command(cmd, Some("quartet runs at EL1"));
+    assert!(
+        run.output.contains(
+            "ERROR boot: entered at EL3, where secure firmware runs: quartet runs at EL1"
+        ),
+        "{}",
+        run.output
+    );
+    assert!(!run.output.contains("MMU on"), "{}", run.output);
+    assert_lines_well_formed(&run);
+}
+
+#[test]
 fn raspi4b_spin_table_with_the_real_pi4_device_tree() {
     let run = test_run(Board::Rpi4, &[]);
     assert!(
