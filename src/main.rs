@@ -262,6 +262,12 @@ mod kernel {
             cpu::counter_frequency(),
             p.bootargs
         );
+        if let (Some(gpio), true) = (p.gpio, p.uart.is_present()) {
+            log::info!(target: "console",
+                "GPIO14/15 switched to the PL011 (ALT0, no pulls) in the GPIO block at {:#x}",
+                gpio.start
+            );
+        }
     }
 
     fn init_heap(p: &Platform<'static>, layout: &KernelLayout) {

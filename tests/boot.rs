@@ -448,8 +448,66 @@ fn raspi4b_spin_table_with_the_real_pi4_device_tree() {
         "{}",
         run.output
     );
+    assert!(
+        run.output.contains(
+            "GPIO14/15 switched to the PL011 (ALT0, no pulls) in the GPIO block at 0xfe200000"
+        ),
+        "{}",
+        run.output
+    );
     assert_online(&run, 4, 4);
     assert_suite_passed(&run);
+}
+
+#[test]
+fn raspi4b_with_a_tree_naming_another_board_leaves_the_pi4_gpio_alone() {
+    // The real Pi 4 tree with every "brcm,bcm2711" made "brcm,bcm2712" (the Pi 5's SoC): its
+    // UART and GIC are still described (and where raspi4b has them), but it has no BCM2711
+    // GPIO block any more. The Pi 4's GPIO address must not be written on such a board.
+    let mut blob = std::fs::read(root().join("build/dtb/bcm2711-rpi-4-b.dtb"))
+        .expect("the Pi 4 tree: run tools/setup --rpi-dtb");
+    for (from, to) in [
+        (&b"brcm,bcm2711"[..], &b"brcm,bcm2712"[..]),
+        (b"raspberrypi,4-model-b", b"raspberrypi,5-model-b"),
+        (b"Raspberry Pi 4 Model B", b"Raspberry Pi 5 Model B"),
+    ] {
+        let mut at = 0;
+        while let Some(found) = blob[at..].windows(from.len()).position(|w| w == from) {
+            blob[at + found..at + found + to.len()].copy_from_slice(to);
+            at += found + to.len();
+        }
+    }
+    let dir = root().join("target/test-dtbs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let dtb = dir.join("pi4-named-bcm2712.dtb");
+    std::fs::write(&dtb, &blob).unwrap();
+    let image = image(Board::Rpi4);
+    let s = Session::start_with(
+        &[
+            "--board".as_ref(),
+            "rpi4".as_ref(),
+            "--image".as_ref(),
+            image.as_os_str(),
+            "--dtb".as_ref(),
+            dtb.as_os_str(),
+        ],
+        &[],
+        "",
+    );
+    for expected in [
+        "on Raspberry Pi 5 Model B (Raspberry Pi 4 build)",
+        "device tree has no GPIO controller (brcm,bcm2711-gpio), and its root compatible names a board other than the Raspberry Pi 4",
+        "console PL011 at 0xfe201000",
+        "smp: 4/4 CPUs online",
+    ] {
+        assert!(
+            s.output.contains(expected),
+            "no {expected:?}:\n{}",
+            s.output
+        );
+    }
+    assert!(!s.output.contains("GPIO14/15 switched"), "{}", s.output);
+    assert!(!s.output.contains(" ERROR "), "{}", s.output);
 }
 
 #[test]

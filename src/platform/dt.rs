@@ -48,6 +48,13 @@ pub fn parse_with<'dt>(
     if let Some(model) = root.property("model").and_then(|m| m.as_str()) {
         p.model = model;
     }
+    // A tree that names a board outside the compiled board's family: its missing devices get
+    // no compiled-in address, since on that board the address is something else.
+    let other_board = root.property("compatible").is_some_and(|c| {
+        !c.value
+            .split(|&b| b == 0)
+            .any(|entry| entry == board.family_compatible().as_bytes())
+    });
     // The DTB first, so a tree with more reservations than `reserved` holds cannot push it out:
     // the Platform borrows its strings (model, bootargs), so it must never become heap.
     reserve(&mut p, Region::new(address, fdt.total_size() as u64));
@@ -59,7 +66,7 @@ pub fn parse_with<'dt>(
     for r in fdt.memory_reservations() {
         reserve(&mut p, Region::new(r.address() as u64, r.size() as u64));
     }
-    fill_gaps(&mut p, defaults, uart_found);
+    fill_gaps(&mut p, defaults, uart_found, other_board);
     Ok(p)
 }
 
@@ -69,8 +76,22 @@ fn reserve(p: &mut Platform<'_>, region: Region) {
     }
 }
 
-/// Use the board default for whatever the tree did not provide, and say so.
-fn fill_gaps(p: &mut Platform<'_>, defaults: &Platform<'static>, uart_found: bool) {
+/// Use the board default for whatever the tree did not provide, and say so. On `other_board`
+/// (the tree names a board of another family) MMIO defaults are left out instead: writing a
+/// Pi 4's GPIO address on a Pi 5 reaches whatever the Pi 5 has there.
+fn fill_gaps(
+    p: &mut Platform<'_>,
+    defaults: &Platform<'static>,
+    uart_found: bool,
+    other_board: bool,
+) {
+    let missing = |what| {
+        if other_board {
+            Problem::NotOnThisBoard(what)
+        } else {
+            Problem::Missing(what)
+        }
+    };
     if p.memory.as_slice().iter().all(|r| r.size == 0) {
         p.memory = defaults.memory;
         p.note(Problem::Missing("memory node with a non-zero size"));
@@ -100,14 +121,16 @@ fn fill_gaps(p: &mut Platform<'_>, defaults: &Platform<'static>, uart_found: boo
         }
     }
     if !uart_found {
-        p.uart = defaults.uart;
-        p.note(Problem::Missing(
-            "enabled PL011 UART (compatible arm,pl011)",
-        ));
+        if !other_board {
+            p.uart = defaults.uart;
+        }
+        p.note(missing("enabled PL011 UART (compatible arm,pl011)"));
     }
     if p.gic.is_none() {
-        p.gic = defaults.gic;
-        p.note(Problem::Missing(
+        if !other_board {
+            p.gic = defaults.gic;
+        }
+        p.note(missing(
             "GIC (arm,gic-400, arm,cortex-a15-gic or arm,gic-v3)",
         ));
     }
@@ -127,8 +150,10 @@ fn fill_gaps(p: &mut Platform<'_>, defaults: &Platform<'static>, uart_found: boo
         ));
     }
     if p.board == Board::RaspberryPi4 && p.gpio.is_none() {
-        p.gpio = defaults.gpio;
-        p.note(Problem::Missing("GPIO controller (brcm,bcm2711-gpio)"));
+        if !other_board {
+            p.gpio = defaults.gpio;
+        }
+        p.note(missing("GPIO controller (brcm,bcm2711-gpio)"));
     }
     // A spin-table CPU's release address must never be handed out as heap.
     let releases = p.cpus;

@@ -25,6 +25,8 @@ const GICV3_SMP16: &[u8] = include_bytes!("../../tests/data/dtb/virt-gicv3-smp16
 const EL2_SMP4: &[u8] = include_bytes!("../../tests/data/dtb/virt-el2-smp4.dtb");
 /// `-M virt,secure=on`: devices and RAM for the secure world, each with status = "disabled".
 const SECURE_SMP4: &[u8] = include_bytes!("../../tests/data/dtb/virt-secure-smp4.dtb");
+/// A tree shaped like a Raspberry Pi 5's (bcm2712), written for these tests: pi5-like.dts.
+const PI5_LIKE: &[u8] = include_bytes!("../../tests/data/dtb/pi5-like.dtb");
 
 /// Every QEMU tree, with its name (for messages) and its `-smp` value.
 const QEMU_TREES: [(&str, &[u8], usize); 7] = [
@@ -252,12 +254,23 @@ fn assert_sane(p: &Platform<'_>, context: &dyn Fn() -> String) {
         "{}: no RAM",
         context()
     );
+    // A device may be absent only where a tree of another board lacked it (and said so).
+    let not_on_this_board = |what: &str| {
+        p.problems
+            .as_slice()
+            .iter()
+            .any(|q| matches!(q, Problem::NotOnThisBoard(w) if w.contains(what)))
+    };
     assert!(
-        p.uart.clock_hz != 0,
+        p.uart.clock_hz != 0 || (!p.uart.is_present() && not_on_this_board("UART")),
         "{}: UART clock 0 makes the baud divisor divide by zero",
         context()
     );
-    assert!(p.gic.is_some(), "{}: no GIC", context());
+    assert!(
+        p.gic.is_some() || not_on_this_board("GIC"),
+        "{}: no GIC",
+        context()
+    );
     assert!(p.timer.is_some(), "{}: no timer", context());
     let needs_psci = p
         .cpus
@@ -270,7 +283,11 @@ fn assert_sane(p: &Platform<'_>, context: &dyn Fn() -> String) {
         context()
     );
     if p.board == Board::RaspberryPi4 {
-        assert!(p.gpio.is_some(), "{}: Pi without GPIO", context());
+        assert!(
+            p.gpio.is_some() || not_on_this_board("GPIO"),
+            "{}: Pi without GPIO",
+            context()
+        );
     }
     assert!(
         matches!(p.source, Source::DeviceTree { .. }),
@@ -524,9 +541,9 @@ fn qemu_mmio_regions_are_the_uart_and_gic() {
 }
 
 #[test]
-fn a_qemu_tree_parsed_for_the_pi_keeps_the_tree_and_only_fills_gaps() {
-    // The tree wins over the board; the board only supplies what the tree lacks (here the GPIO
-    // block, which QEMU virt does not have).
+fn a_qemu_tree_parsed_for_the_pi_keeps_the_tree_and_fills_no_mmio_gap() {
+    // The tree wins over the board; the board would supply what the tree lacks (here the GPIO
+    // block, which QEMU virt does not have), but only on a board of its own family.
     let p = parse_ok(
         "virt-gicv2-smp4",
         GICV2_SMP4,
@@ -535,10 +552,14 @@ fn a_qemu_tree_parsed_for_the_pi_keeps_the_tree_and_only_fills_gaps() {
     );
     assert_eq!(p.uart.regs, Region::new(0x0900_0000, 0x1000));
     assert_eq!(p.cpus.len(), 4);
-    assert_eq!(p.gpio, Platform::defaults(Board::RaspberryPi4).gpio);
+    // Not the Pi's GPIO address, though: the tree names another board (linux,dummy-virt), and
+    // on it 0xfe20_0000 is not a GPIO block.
+    assert_eq!(p.gpio, None);
     assert_eq!(
         p.problems.as_slice(),
-        &[Problem::Missing("GPIO controller (brcm,bcm2711-gpio)")]
+        &[Problem::NotOnThisBoard(
+            "GPIO controller (brcm,bcm2711-gpio)"
+        )]
     );
 }
 
@@ -637,6 +658,86 @@ fn pi_tree_memory_of_size_zero_falls_back_to_the_board_default() {
     );
     assert_eq!(p.bootargs, "");
     assert_sane(&p, &|| "bcm2711-rpi-4-b".into());
+}
+
+#[test]
+fn a_pi5_tree_gets_no_pi4_address_for_what_it_lacks() {
+    // The Pi 4 build on a Pi 5: the tree's own devices are used, translated through its /soc
+    // ranges (0x7d001000 -> 0x10_7d00_1000); the BCM2711 GPIO block it lacks must not be
+    // assumed at the Pi 4's 0xfe20_0000, which on this board is something else.
+    let p = parse_ok("pi5-like", PI5_LIKE, PI_DTB_AT, Board::RaspberryPi4);
+    assert_eq!(
+        p.uart,
+        Uart {
+            regs: Region::new(0x10_7d00_1000, 0x200),
+            irq: Some(153),
+            clock_hz: 9_216_000
+        }
+    );
+    assert_eq!(
+        p.gic,
+        Some(Gic::V2 {
+            distributor: Region::new(0x10_7fff_9000, 0x1000),
+            cpu_interface: Region::new(0x10_7fff_a000, 0x2000),
+        })
+    );
+    assert_eq!(p.psci, Some(PsciConduit::Smc));
+    let mpidrs: Vec<u64> = p.cpus.as_slice().iter().map(|c| c.mpidr).collect();
+    assert_eq!(mpidrs, [0x000, 0x100, 0x200, 0x300]);
+    assert_eq!(p.gpio, None, "the Pi 4's GPIO address on a Pi 5");
+    let pi4_gpio = Platform::defaults(Board::RaspberryPi4).gpio.unwrap();
+    assert!(
+        !p.mmio_regions()
+            .as_slice()
+            .iter()
+            .any(|r| r.overlaps(&pi4_gpio)),
+        "{:x?}",
+        p.mmio_regions()
+    );
+    assert_eq!(
+        p.problems.as_slice(),
+        &[Problem::NotOnThisBoard(
+            "GPIO controller (brcm,bcm2711-gpio)"
+        )]
+    );
+}
+
+#[test]
+fn a_pi4_family_tree_without_gpio_still_gets_the_pi4_address() {
+    // Same family (compatible brcm,bcm2711: the 4 B, the 400, the CM4): the default is right.
+    let blob = pi_dtb();
+    let edited = patch_all(&blob, b"brcm,bcm2711-gpio", b"brcm,bcm2711-xpio");
+    let p = parse_ok("rpi4 without gpio", &edited, PI_DTB_AT, Board::RaspberryPi4);
+    assert_eq!(p.gpio, Platform::defaults(Board::RaspberryPi4).gpio);
+    assert!(
+        p.problems
+            .as_slice()
+            .contains(&Problem::Missing("GPIO controller (brcm,bcm2711-gpio)"))
+    );
+}
+
+#[test]
+fn a_tree_of_another_board_without_a_uart_or_gic_gets_no_default_address() {
+    // The Pi 5 tree with its PL011 and GIC-400 renamed: neither the Pi 4's UART nor its GIC
+    // address may be written on it. No console and no interrupts, said in the log, beats
+    // writing to whatever lives at 0xfe20_1000 and 0xff84_1000 on this board.
+    let edited = patch_all(
+        &patch_all(PI5_LIKE, b"arm,pl011", b"arm,xl011"),
+        b"arm,gic-400",
+        b"arm,xic-400",
+    );
+    let p = parse_ok(
+        "pi5-like, no uart or gic",
+        &edited,
+        PI_DTB_AT,
+        Board::RaspberryPi4,
+    );
+    assert_eq!(p.uart.regs, Region::default());
+    assert_eq!(p.gic, None);
+    assert!(p.problems.as_slice().contains(&Problem::NotOnThisBoard(
+        "enabled PL011 UART (compatible arm,pl011)"
+    )));
+    assert!(p.mmio_regions().as_slice().iter().all(|r| r.size == 0));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -856,8 +957,6 @@ fn a_tree_without_a_pl011_gets_the_board_default_uart() {
         ("virt-gicv2-smp4", GICV2_SMP4, Board::QemuVirt),
         ("virt-gicv3-smp4", GICV3_SMP4, Board::QemuVirt),
         ("rpi4", pi.as_slice(), Board::RaspberryPi4),
-        // The default comes from the board asked for, not from the tree.
-        ("virt-gicv2-smp4 as Pi", GICV2_SMP4, Board::RaspberryPi4),
     ] {
         let edited = patch_all(blob, b"arm,pl011", b"arm,xl011");
         let p = parse_ok(name, &edited, QEMU_DTB_AT, board);
@@ -871,6 +970,18 @@ fn a_tree_without_a_pl011_gets_the_board_default_uart() {
         );
         assert_sane(&p, &|| name.into());
     }
+}
+
+#[test]
+fn a_tree_of_another_family_without_a_pl011_gets_no_uart_at_all() {
+    // QEMU's tree given to the Pi build: the Pi 4's UART address means nothing on virt.
+    let edited = patch_all(GICV2_SMP4, b"arm,pl011", b"arm,xl011");
+    let p = parse_ok("virt as Pi", &edited, QEMU_DTB_AT, Board::RaspberryPi4);
+    assert!(!p.uart.is_present(), "{:x?}", p.uart);
+    assert!(p.problems.as_slice().contains(&Problem::NotOnThisBoard(
+        "enabled PL011 UART (compatible arm,pl011)"
+    )));
+    assert_sane(&p, &|| "virt as Pi".into());
 }
 
 #[test]
@@ -1340,6 +1451,7 @@ fn consequence(problem: &Problem) -> Option<&'static str> {
         | Problem::NoDeviceTreeAtRamStart { .. }
         | Problem::InvalidBlob { .. } => Some("using the compiled-in"),
         Problem::Missing(_) | Problem::Unusable(_) => Some("default"),
+        Problem::NotOnThisBoard(_) => Some("none is used"),
         Problem::TooManyCpus { .. } => Some("the rest stay off"),
         Problem::UnknownEnableMethod { .. } => Some("it will stay off"),
         Problem::Overflow(_) => Some("extra ones ignored"),
@@ -1380,6 +1492,14 @@ fn every_problem_says_what_quartet_does_instead() {
         (
             Problem::Unusable("GICv2 reg"),
             vec!["GICv2 reg is unusable", board],
+        ),
+        (
+            Problem::NotOnThisBoard("GPIO controller (brcm,bcm2711-gpio)"),
+            vec![
+                "has no GPIO controller",
+                "names a board other than the",
+                board,
+            ],
         ),
         (
             Problem::TooManyCpus { in_tree: 16 },

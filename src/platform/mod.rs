@@ -103,6 +103,15 @@ impl Board {
             Board::RaspberryPi4 => "Raspberry Pi 4",
         }
     }
+    /// The root `compatible` entry every tree of this board's family has: the boards whose
+    /// devices sit where the compiled-in defaults say (the Pi 4 B, 400 and CM4 all carry
+    /// "brcm,bcm2711"; a Pi 5 carries "brcm,bcm2712").
+    pub fn family_compatible(self) -> &'static str {
+        match self {
+            Board::QemuVirt => "linux,dummy-virt",
+            Board::RaspberryPi4 => "brcm,bcm2711",
+        }
+    }
 }
 
 /// How a CPU is started, from its `enable-method`.
@@ -157,6 +166,14 @@ pub struct Uart {
     pub clock_hz: u32,
 }
 
+impl Uart {
+    /// False when neither the tree nor (on a board of another family) the defaults gave one:
+    /// then there is no console.
+    pub fn is_present(&self) -> bool {
+        self.regs.size != 0
+    }
+}
+
 /// Where the platform description came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
@@ -180,6 +197,9 @@ pub enum Problem {
     Missing(&'static str),
     /// A node was there but unusable (described in words); the board default was used.
     Unusable(&'static str),
+    /// A device (described in words) the tree lacks, on a board whose tree names another
+    /// model: the compiled-in address belongs to a different machine, so none is used.
+    NotOnThisBoard(&'static str),
     /// More CPUs than quartet supports.
     TooManyCpus { in_tree: usize },
     /// A CPU whose enable-method is missing or unknown.
@@ -221,6 +241,10 @@ impl core::fmt::Display for Problem {
                     "device tree's {what} is unusable; using the {board} default"
                 )
             }
+            Problem::NotOnThisBoard(what) => write!(
+                f,
+                "device tree has no {what}, and its root compatible names a board other than the {board} this kernel was built for: none is used, rather than the {board}'s address"
+            ),
             Problem::TooManyCpus { in_tree } => write!(
                 f,
                 "device tree lists {in_tree} CPUs; quartet supports {MAX_CPUS}, the rest stay off"
