@@ -235,6 +235,9 @@ mod kernel {
         for r in p.memory.as_slice() {
             log::info!(target: "boot", "memory {:#x}..{:#x} ({} MiB)", r.start, r.end(), r.size >> 20);
         }
+        for r in p.reserved.as_slice() {
+            log::info!(target: "boot", "reserved {:#x}..{:#x} ({} KiB)", r.start, r.end(), r.size.div_ceil(1024));
+        }
         log::info!(target: "boot",
             "kernel {:#x}..{:#x}: image {} KiB, MMU on with {} page tables, caches on",
             layout.kernel_start,

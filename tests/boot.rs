@@ -455,6 +455,14 @@ fn raspi4b_spin_table_with_the_real_pi4_device_tree() {
         "{}",
         run.output
     );
+    // The armstub page is reserved by the tree's /memreserve/ and by each CPU's release
+    // address: one range, listed once.
+    let armstub = run
+        .output
+        .lines()
+        .filter(|l| l.contains("boot: reserved 0x0..0x1000 (4 KiB)"))
+        .count();
+    assert_eq!(armstub, 1, "{}", run.output);
     assert_online(&run, 4, 4);
     assert_suite_passed(&run);
 }
@@ -701,6 +709,57 @@ fn virt_gicv3_without_any_tree_reads_the_gic_from_the_cpu_and_the_cpus_from_psci
     s.expect("shell: powering off");
     let (status, output) = s.exit_status();
     assert_eq!(status, Some(0), "{output}");
+}
+
+#[test]
+fn virt_notes_a_memory_node_left_at_size_0_and_leaves_it_out() {
+    // The secure=on tree's secram@e000000, enabled and with size 0: a memory node its loader
+    // did not fill in (the Pi's firmware fills memory@0; U-Boot passing on an unfilled copy
+    // leaves the 0), beside memory@40000000, which QEMU fills.
+    let dtb = altered_dtb_of("virt-secure-smp4.dtb", "secram-size-0.dtb", |b| {
+        let node = find_bytes(b, b"secram@e000000\0", 0);
+        let status = find_bytes(b, b"disabled\0", node);
+        b[status..status + 9].copy_from_slice(b"okay\0\0\0\0\0");
+        let reg = find_bytes(
+            b,
+            &[0, 0, 0, 0, 0x0e, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0],
+            node,
+        );
+        b[reg + 12..reg + 16].fill(0);
+    });
+    let image = image(Board::Virt);
+    let s = Session::start_with(
+        &[
+            "--board".as_ref(),
+            "virt".as_ref(),
+            "--image".as_ref(),
+            image.as_os_str(),
+            "--dtb".as_ref(),
+            dtb.as_os_str(),
+        ],
+        &[("SMP", "4")],
+        "",
+    );
+    for expected in [
+        "boot: memory node at 0xe000000 has size 0: firmware that fills in the size",
+        "boot: memory 0x40000000..0x60000000 (512 MiB)",
+        "smp: 4/4 CPUs online",
+    ] {
+        assert!(
+            s.output.contains(expected),
+            "no {expected:?}:\n{}",
+            s.output
+        );
+    }
+    assert!(!s.output.contains("memory 0xe000000"), "{}", s.output);
+}
+
+/// Where `needle` first occurs in `haystack` at or after `from`.
+fn find_bytes(haystack: &[u8], needle: &[u8], from: usize) -> usize {
+    from + haystack[from..]
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap_or_else(|| panic!("{needle:?} not found"))
 }
 
 #[test]

@@ -70,9 +70,41 @@ pub fn parse_with<'dt>(
     Ok(p)
 }
 
+/// Add `region` to the reserved ranges, as one range with any it overlaps or touches: trees name
+/// the same range several times (the Pi's armstub page is a /memreserve/ and the page of four
+/// cpu-release-addr values), and the list is short and should read as the set it is.
 fn reserve(p: &mut Platform<'_>, region: Region) {
-    if region.size > 0 && !p.reserved.push(region) {
-        p.note(Problem::Overflow("reserved memory ranges"));
+    if region.size == 0 {
+        return;
+    }
+    // The list never holds two ranges that touch, so the ranges `region` touches are all that
+    // can join it: their union cannot reach any other.
+    let touches = |r: &Region| r.start <= region.end() && region.start <= r.end();
+    let mut merged = region;
+    let mut first = None;
+    let mut i = 0;
+    while i < p.reserved.len() {
+        let r = p.reserved.as_slice()[i];
+        if !touches(&r) {
+            i += 1;
+            continue;
+        }
+        let start = merged.start.min(r.start);
+        merged = Region::new(start, merged.end().max(r.end()) - start);
+        if first.is_none() {
+            first = Some(i);
+            i += 1;
+        } else {
+            p.reserved.remove(i);
+        }
+    }
+    match first {
+        Some(at) => p.reserved.as_mut_slice()[at] = merged,
+        None => {
+            if !p.reserved.push(region) {
+                p.note(Problem::Overflow("reserved memory ranges"));
+            }
+        }
     }
 }
 
@@ -92,7 +124,7 @@ fn fill_gaps(
             Problem::Missing(what)
         }
     };
-    if p.memory.as_slice().iter().all(|r| r.size == 0) {
+    if p.memory.is_empty() {
         p.memory = defaults.memory;
         p.note(Problem::Missing("memory node with a non-zero size"));
     }
@@ -197,7 +229,11 @@ fn visit<'b, 'dt>(
         // Linux skips such nodes too.
         if let Some(reg) = node.property("reg").filter(|_| enabled) {
             for (start, size) in reg_entries(reg.value, parent.address_cells, parent.size_cells) {
-                if !p.memory.push(Region::new(start, size)) {
+                if size == 0 {
+                    // The Pi's firmware writes the size in; a tree passed on without it is
+                    // worth a line in the log, not a 0-byte "RAM" range.
+                    p.note(Problem::MemoryLeftEmpty { at: start });
+                } else if !p.memory.push(Region::new(start, size)) {
                     p.note(Problem::Overflow("memory ranges"));
                 }
             }

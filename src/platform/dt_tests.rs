@@ -642,6 +642,75 @@ fn pi_tree_reserves_the_spin_table_page_memreserve_and_itself() {
 }
 
 #[test]
+fn reserved_ranges_are_listed_once_however_often_the_tree_names_them() {
+    // The armstub page is named five times: /memreserve/ 0x0 0x1000, and the page of each of
+    // the four cpu-release-addr values.
+    let blob = pi_dtb();
+    let p = parse_ok("bcm2711-rpi-4-b", &blob, PI_DTB_AT, Board::RaspberryPi4);
+    let reserved = p.reserved.as_slice();
+    let armstub = Region::new(0, 0x1000);
+    assert_eq!(
+        reserved.iter().filter(|r| r.overlaps(&armstub)).count(),
+        1,
+        "{reserved:x?}"
+    );
+    for (i, a) in reserved.iter().enumerate() {
+        for b in &reserved[i + 1..] {
+            assert!(
+                a.end() < b.start || b.end() < a.start,
+                "{a:x?} and {b:x?} overlap or touch: {reserved:x?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn overlapping_and_touching_reservations_become_one_range() {
+    let edited = with_memreserves(
+        GICV2_SMP4,
+        &[
+            (0x4800_1000, 0x2000),
+            (0x4800_0000, 0x1000), // touches the first
+            (0x4800_0800, 0x100),  // inside
+            (0x4800_2800, 0x1800), // overlaps the end
+            (0x5000_0000, 0x1000), // apart
+        ],
+    );
+    let p = parse_ok("merging memreserves", &edited, QEMU_DTB_AT, Board::QemuVirt);
+    assert_eq!(
+        p.reserved.as_slice(),
+        &[
+            Region::new(QEMU_DTB_AT, edited.len() as u64),
+            Region::new(0x4800_0000, 0x4000),
+            Region::new(0x5000_0000, 0x1000),
+        ]
+    );
+}
+
+#[test]
+fn a_memory_range_of_size_zero_beside_real_ram_is_left_out_and_noted() {
+    // The secure tree's secram node, enabled and with its size zeroed: a memory node a loader
+    // left unfilled, next to the RAM QEMU filled in.
+    let mut edited = SECURE_SMP4.to_vec();
+    let status = find_prop(SECURE_SMP4, "secram@e000000", "status");
+    edited[status.value..status.value + status.len].copy_from_slice(b"okay\0\0\0\0\0");
+    let reg = find_prop(SECURE_SMP4, "secram@e000000", "reg");
+    put_be32(&mut edited, reg.value + 12, 0);
+    let p = parse_ok("secram of size 0", &edited, QEMU_DTB_AT, Board::QemuVirt);
+    assert_eq!(
+        p.memory.as_slice(),
+        &[Region::new(0x4000_0000, 0x2000_0000)]
+    );
+    assert!(
+        p.problems
+            .as_slice()
+            .contains(&Problem::MemoryLeftEmpty { at: 0x0e00_0000 }),
+        "{:?}",
+        p.problems
+    );
+}
+
+#[test]
 fn pi_tree_memory_of_size_zero_falls_back_to_the_board_default() {
     let blob = pi_dtb();
     let p = parse_ok("bcm2711-rpi-4-b", &blob, PI_DTB_AT, Board::RaspberryPi4);
@@ -651,10 +720,14 @@ fn pi_tree_memory_of_size_zero_falls_back_to_the_board_default() {
         Platform::defaults(Board::RaspberryPi4).memory.as_slice()
     );
     assert_eq!(p.memory.as_slice(), &[Region::new(0, 0x3b40_0000)]);
-    // And that is the tree's only shortcoming.
+    // And that is the tree's only shortcoming, said twice: which node was left empty (by the
+    // loader that passed the tree on unfilled), and what RAM quartet assumes instead.
     assert_eq!(
         p.problems.as_slice(),
-        &[Problem::Missing("memory node with a non-zero size")]
+        &[
+            Problem::MemoryLeftEmpty { at: 0 },
+            Problem::Missing("memory node with a non-zero size")
+        ]
     );
     assert_eq!(p.bootargs, "");
     assert_sane(&p, &|| "bcm2711-rpi-4-b".into());
@@ -1455,6 +1528,7 @@ fn consequence(problem: &Problem) -> Option<&'static str> {
         Problem::TooManyCpus { .. } => Some("the rest stay off"),
         Problem::UnknownEnableMethod { .. } => Some("it will stay off"),
         Problem::Overflow(_) => Some("extra ones ignored"),
+        Problem::MemoryLeftEmpty { .. } => Some("left out"),
         Problem::FromTheCpu(_) => Some("with no device tree to say"),
         Problem::CpusFromPsci { .. } => Some("starting only those"),
     }
@@ -1512,6 +1586,10 @@ fn every_problem_says_what_quartet_does_instead() {
         (
             Problem::Overflow("memory ranges"),
             vec!["more memory ranges"],
+        ),
+        (
+            Problem::MemoryLeftEmpty { at: 0 },
+            vec!["at 0x0 has size 0", "fills in the size"],
         ),
         (
             Problem::FromTheCpu("GICv3 at the QEMU virt addresses"),

@@ -70,6 +70,16 @@ impl<T: Copy + Default, const N: usize> FixedList<T, N> {
     pub fn as_slice(&self) -> &[T] {
         &self.items[..self.len]
     }
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        &mut self.items[..self.len]
+    }
+    /// Remove the item at `index`, keeping the order of the rest.
+    pub fn remove(&mut self, index: usize) {
+        if index < self.len {
+            self.items.copy_within(index + 1..self.len, index);
+            self.len -= 1;
+        }
+    }
     pub fn len(&self) -> usize {
         self.len
     }
@@ -206,6 +216,9 @@ pub enum Problem {
     UnknownEnableMethod { mpidr: u64 },
     /// More items of a kind than the fixed lists hold.
     Overflow(&'static str),
+    /// A memory range of size 0 at `at`: the Raspberry Pi's firmware fills the size in, and a
+    /// tree passed on unfilled (by U-Boot from its own copy, say) still has the 0.
+    MemoryLeftEmpty { at: u64 },
     /// With no tree to say it, something read off the CPU instead (described in words).
     FromTheCpu(&'static str),
     /// With no tree listing the CPUs, PSCI AFFINITY_INFO said which candidate MPIDRs exist.
@@ -256,6 +269,10 @@ impl core::fmt::Display for Problem {
             Problem::Overflow(what) => write!(
                 f,
                 "device tree has more {what} than quartet keeps; extra ones ignored"
+            ),
+            Problem::MemoryLeftEmpty { at } => write!(
+                f,
+                "memory node at {at:#x} has size 0: firmware that fills in the size (the Raspberry Pi's does) left it empty; that range is left out"
             ),
             Problem::FromTheCpu(what) => write!(f, "with no device tree to say: {what}"),
             Problem::CpusFromPsci { found, tried } => write!(
