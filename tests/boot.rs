@@ -3,7 +3,9 @@
 //! Each run goes through tools/qemu-run (the same script `make run` uses) with a timeout, so a
 //! hang fails the test instead of stalling CI. The contract lines checked are the ones the
 //! kernel promises: `smp: N/M CPUs online` exactly once, and in test mode one `test ...` line per
-//! test closed by `N passed, M failed`, with QEMU's exit status 0 only when M is 0.
+//! test closed by `N passed, M failed`, with QEMU's exit status 0 only when M is 0. A run that
+//! does not end by itself (the shell) is watched until the shell's prompt, never only until the
+//! `smp:` line: a crash just after that line would go unseen.
 //!
 //! The images must be built first: `make test` does that (`make image rpi4`).
 
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 /// test's host load made it slow (the litmus lockstep, since fixed), so a hang must take 4 min
 /// to be declared one. The suite as a whole stays far inside CI's limit either way.
 const TIMEOUT: Duration = Duration::from_secs(240);
-/// What the contract line contains; runs without test mode stop once they print it.
+/// What the contract line contains.
 const CONTRACT: &str = " CPUs online (counter";
 
 #[derive(Clone, Copy, PartialEq)]
@@ -32,8 +34,6 @@ struct Boot<'a> {
     env: &'a [(&'a str, &'a str)],
     bootargs: &'a str,
     dtb: Option<PathBuf>,
-    /// Stop as soon as a line contains this (for runs that do not power off by themselves).
-    stop_after: Option<&'a str>,
 }
 
 struct Run {
@@ -95,7 +95,7 @@ fn boot(b: Boot<'_>) -> Run {
     for (k, v) in b.env {
         cmd.env(k, v);
     }
-    run_command(cmd, b.stop_after)
+    run_command(cmd, None)
 }
 
 fn run_command(mut cmd: Command, stop_after: Option<&str>) -> Run {
@@ -285,7 +285,6 @@ fn test_run(board: Board, env: &[(&str, &str)]) -> Run {
         env,
         bootargs: "test",
         dtb: None,
-        stop_after: None,
     })
 }
 
@@ -520,13 +519,19 @@ fn raspi4b_with_a_tree_naming_another_board_leaves_the_pi4_gpio_alone() {
 
 #[test]
 fn raspi4b_without_a_device_tree_falls_back_to_board_defaults() {
-    let run = boot(Boot {
-        board: Board::Rpi4,
-        env: &[],
-        bootargs: "",
-        dtb: Some(PathBuf::from("none")),
-        stop_after: Some(CONTRACT),
-    });
+    let image = image(Board::Rpi4);
+    let run = boot_to_prompt(
+        &[
+            "--board".as_ref(),
+            "rpi4".as_ref(),
+            "--image".as_ref(),
+            image.as_os_str(),
+            "--dtb".as_ref(),
+            "none".as_ref(),
+        ],
+        &[],
+        "",
+    );
     assert!(
         run.output.contains("no device tree: x0 = 0x100"),
         "{}",
@@ -651,7 +656,6 @@ fn virt_gicv3_runs_the_suite_on_a_tree_qemu_dumped_and_grew_past_2_mib() {
         env: &env,
         bootargs: "test",
         dtb: Some(dtb),
-        stop_after: None,
     });
     assert!(
         run.output.contains("boot: device tree at 0x"),
@@ -772,13 +776,19 @@ fn virt_with_a_tree_missing_its_uart_uses_the_default_uart() {
         b[at + 4] = b'x';
     });
     // The tree lists 4 CPUs, so QEMU must offer 4 too.
-    let run = boot(Boot {
-        board: Board::Virt,
-        env: &[("SMP", "4")],
-        bootargs: "",
-        dtb: Some(dtb),
-        stop_after: Some(CONTRACT),
-    });
+    let image = image(Board::Virt);
+    let run = boot_to_prompt(
+        &[
+            "--board".as_ref(),
+            "virt".as_ref(),
+            "--image".as_ref(),
+            image.as_os_str(),
+            "--dtb".as_ref(),
+            dtb.as_os_str(),
+        ],
+        &[("SMP", "4")],
+        "",
+    );
     assert!(
         run.output.contains("device tree has no enabled PL011 UART"),
         "{}",
@@ -800,7 +810,6 @@ fn a_fault_is_reported_in_words_and_ends_the_run() {
         env: &[],
         bootargs: "demo=fault",
         dtb: None,
-        stop_after: None,
     });
     for expected in [
         "Synchronous (current EL, SPx) exception: Data Abort from the same EL",
@@ -832,7 +841,6 @@ fn a_stack_overflow_is_caught_by_the_guard_page_and_reported_from_the_emergency_
         env: &[],
         bootargs: "demo=overflow",
         dtb: None,
-        stop_after: None,
     });
     for expected in [
         "write access to FAR",
@@ -859,13 +867,7 @@ fn a_stack_overflow_is_caught_by_the_guard_page_and_reported_from_the_emergency_
 
 #[test]
 fn a_quiet_log_level_still_prints_the_contract_line() {
-    let run = boot(Boot {
-        board: Board::Virt,
-        env: &[],
-        bootargs: "loglevel=warn",
-        dtb: None,
-        stop_after: Some(CONTRACT),
-    });
+    let run = virt_to_prompt(&[], "loglevel=warn");
     assert_online(&run, 4, 4);
     assert!(
         !run.output.contains(" INFO  boot:"),
@@ -881,7 +883,6 @@ fn an_allocation_failure_names_its_size_and_ends_the_run() {
         env: &[],
         bootargs: "demo=oom",
         dtb: None,
-        stop_after: None,
     });
     assert!(
         run.output
@@ -901,13 +902,7 @@ fn an_allocation_failure_names_its_size_and_ends_the_run() {
 
 #[test]
 fn interactive_boot_reaches_the_contract_line_quickly_in_guest_time() {
-    let run = boot(Boot {
-        board: Board::Virt,
-        env: &[("SMP", "4")],
-        bootargs: "",
-        dtb: None,
-        stop_after: Some(CONTRACT),
-    });
+    let run = virt_to_prompt(&[("SMP", "4")], "");
     assert_online(&run, 4, 4);
     // The counter value is printed so the boot time can be read off; check it is the real one.
     let line = run.output.lines().find(|l| l.contains(CONTRACT)).unwrap();
@@ -953,7 +948,6 @@ fn bench_quick_prints_one_result_per_lock_and_cpu_count_and_tools_bench_reads_th
         env: &[("SMP", "4"), ("CPU", "max")],
         bootargs: "bench benchquick",
         dtb: None,
-        stop_after: None,
     });
     assert_eq!(
         run.status,
@@ -1193,6 +1187,33 @@ impl Session {
     }
 }
 
+/// Boot with these tools/qemu-run arguments until the shell's prompt, and return what was
+/// printed before it as a Run (then the machine is stopped). A boot test that stopped at the
+/// `smp:` line could not see a crash just after it; one that waits for the prompt does.
+fn boot_to_prompt(args: &[&std::ffi::OsStr], env: &[(&str, &str)], bootargs: &str) -> Run {
+    let s = Session::start_with(args, env, bootargs);
+    let before_prompt = s.seen - PROMPT.len();
+    Run {
+        output: s.output[..before_prompt].to_string(),
+        status: None,
+    }
+}
+
+/// `boot_to_prompt` on QEMU virt with the Image.
+fn virt_to_prompt(env: &[(&str, &str)], bootargs: &str) -> Run {
+    let image = image(Board::Virt);
+    boot_to_prompt(
+        &[
+            "--board".as_ref(),
+            "virt".as_ref(),
+            "--image".as_ref(),
+            image.as_os_str(),
+        ],
+        env,
+        bootargs,
+    )
+}
+
 #[test]
 fn shell_lists_commands_rejects_bogus_ones_runs_tests_and_powers_off() {
     let mut s = Session::start(&[("SMP", "4")], "");
@@ -1375,7 +1396,6 @@ fn fatal_demo(name: &str) -> Run {
         env: &[("SMP", "4")],
         bootargs: &bootargs,
         dtb: None,
-        stop_after: None,
     });
     assert_eq!(
         run.status,
