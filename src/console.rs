@@ -30,7 +30,13 @@ pub fn set_emergency_uart(base: u64) {
 }
 
 /// Program the UART (and on the Pi route it to the header pins) and make it the console.
+/// Without a UART (a tree of another board that names none) there is no console, and the
+/// emergency path is silenced too: no address is better than another board's.
 pub fn init(platform: &Platform<'_>) {
+    if !platform.uart.is_present() {
+        set_emergency_uart(0);
+        return;
+    }
     if let Some(gpio) = platform.gpio {
         // SAFETY: the GPIO block is in the identity map as Device memory (mm/paging.rs).
         unsafe { bcm2711_gpio::route_uart0_to_header(gpio.start as usize) };

@@ -49,9 +49,22 @@ mod kernel {
                 .start,
         );
         logger::init_early();
+        if entry_el == 3 {
+            // Reached only without a boot protocol (firmware, or QEMU's generic loader with
+            // secure=on): the MMU settings below are EL1's and would not apply to the code
+            // running, and nobody offers PSCI to a guest that owns EL3.
+            log::error!(target: "boot",
+                "entered at EL3, where secure firmware runs: quartet runs at EL1 and leaves only EL2; boot it with -kernel (QEMU enters at EL1, or at EL2 with virtualization=on) or from firmware that enters it at EL2 or EL1; halting"
+            );
+            cpu::halt();
+        }
 
         // 1. Learn the machine from the device tree (MMU off: no locks, no heap, no logging).
-        let platform = platform::discover(dtb);
+        let facts = platform::CpuFacts {
+            gic_system_registers: cpu::has_gic_system_registers(),
+            entry_el,
+        };
+        let platform = platform::discover(dtb, facts);
         console::set_emergency_uart(platform.uart.regs.start);
 
         // 2. Build the identity map. Drop any cache lines firmware left for our image or the
@@ -100,7 +113,7 @@ mod kernel {
             !platform.has_bootarg("nolockdep") && platform.bootarg_value("bench").is_none(),
         );
         let platform: &'static Platform<'static> = PLATFORM.call_once(|| platform);
-        report_boot(platform, &layout, entry_el, tables_used);
+        report_boot(platform, dtb, &layout, entry_el, tables_used);
 
         // 5. Interrupts: the GIC's distributor, and the handlers every CPU will share. Each CPU
         //    then brings up its own side (smp::interrupts_on_this_cpu), secondaries as they start.
@@ -185,6 +198,7 @@ mod kernel {
 
     fn report_boot(
         p: &Platform<'static>,
+        dtb: usize,
         layout: &KernelLayout,
         entry_el: u64,
         tables_used: usize,
@@ -198,8 +212,13 @@ mod kernel {
             cpu::current_el()
         );
         match p.source {
-            platform::Source::DeviceTree { address, size } => {
+            platform::Source::DeviceTree { address, size } if address == dtb as u64 => {
                 log::info!(target: "boot", "device tree at {address:#x} ({size} bytes)")
+            }
+            platform::Source::DeviceTree { address, size } => {
+                log::info!(target: "boot",
+                    "device tree at {address:#x} ({size} bytes), found at the start of RAM: x0 was {dtb:#x}, as for an ELF kernel"
+                )
             }
             platform::Source::BoardDefaults => {
                 log::warn!(target: "boot", "running on compiled-in {} defaults", p.board.name())
@@ -215,6 +234,9 @@ mod kernel {
         }
         for r in p.memory.as_slice() {
             log::info!(target: "boot", "memory {:#x}..{:#x} ({} MiB)", r.start, r.end(), r.size >> 20);
+        }
+        for r in p.reserved.as_slice() {
+            log::info!(target: "boot", "reserved {:#x}..{:#x} ({} KiB)", r.start, r.end(), r.size.div_ceil(1024));
         }
         log::info!(target: "boot",
             "kernel {:#x}..{:#x}: image {} KiB, MMU on with {} page tables, caches on",
@@ -243,6 +265,12 @@ mod kernel {
             cpu::counter_frequency(),
             p.bootargs
         );
+        if let (Some(gpio), true) = (p.gpio, p.uart.is_present()) {
+            log::info!(target: "console",
+                "GPIO14/15 switched to the PL011 (ALT0, no pulls) in the GPIO block at {:#x}",
+                gpio.start
+            );
+        }
     }
 
     fn init_heap(p: &Platform<'static>, layout: &KernelLayout) {

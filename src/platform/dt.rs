@@ -24,9 +24,19 @@ struct Bus<'a> {
 /// Parse `blob` (located at physical `address`) for `board`. Pieces the tree lacks come from
 /// the board defaults and are recorded in `problems`.
 pub fn parse<'dt>(blob: &'dt [u8], address: u64, board: Board) -> Result<Platform<'dt>, BlobError> {
+    parse_with(blob, address, &Platform::defaults(board))
+}
+
+/// `parse`, with the pieces the tree lacks taken from `defaults` (the board's, as the CPU
+/// corrected them: `Platform::defaults_for`).
+pub fn parse_with<'dt>(
+    blob: &'dt [u8],
+    address: u64,
+    defaults: &Platform<'static>,
+) -> Result<Platform<'dt>, BlobError> {
     validate::validate(blob)?;
     let fdt = Fdt::new(blob).map_err(|_| BlobError::TooShort)?;
-    let defaults = Platform::defaults(board);
+    let board = defaults.board;
     let source = Source::DeviceTree {
         address,
         size: fdt.total_size() as u64,
@@ -38,6 +48,13 @@ pub fn parse<'dt>(blob: &'dt [u8], address: u64, board: Board) -> Result<Platfor
     if let Some(model) = root.property("model").and_then(|m| m.as_str()) {
         p.model = model;
     }
+    // A tree that names a board outside the compiled board's family: its missing devices get
+    // no compiled-in address, since on that board the address is something else.
+    let other_board = root.property("compatible").is_some_and(|c| {
+        !c.value
+            .split(|&b| b == 0)
+            .any(|entry| entry == board.family_compatible().as_bytes())
+    });
     // The DTB first, so a tree with more reservations than `reserved` holds cannot push it out:
     // the Platform borrows its strings (model, bootargs), so it must never become heap.
     reserve(&mut p, Region::new(address, fdt.total_size() as u64));
@@ -49,25 +66,72 @@ pub fn parse<'dt>(blob: &'dt [u8], address: u64, board: Board) -> Result<Platfor
     for r in fdt.memory_reservations() {
         reserve(&mut p, Region::new(r.address() as u64, r.size() as u64));
     }
-    fill_gaps(&mut p, &defaults, uart_found);
+    fill_gaps(&mut p, defaults, uart_found, other_board);
     Ok(p)
 }
 
+/// Add `region` to the reserved ranges, as one range with any it overlaps or touches: trees name
+/// the same range several times (the Pi's armstub page is a /memreserve/ and the page of four
+/// cpu-release-addr values), and the list is short and should read as the set it is.
 fn reserve(p: &mut Platform<'_>, region: Region) {
-    if region.size > 0 && !p.reserved.push(region) {
-        p.note(Problem::Overflow("reserved memory ranges"));
+    if region.size == 0 {
+        return;
+    }
+    // The list never holds two ranges that touch, so the ranges `region` touches are all that
+    // can join it: their union cannot reach any other.
+    let touches = |r: &Region| r.start <= region.end() && region.start <= r.end();
+    let mut merged = region;
+    let mut first = None;
+    let mut i = 0;
+    while i < p.reserved.len() {
+        let r = p.reserved.as_slice()[i];
+        if !touches(&r) {
+            i += 1;
+            continue;
+        }
+        let start = merged.start.min(r.start);
+        merged = Region::new(start, merged.end().max(r.end()) - start);
+        if first.is_none() {
+            first = Some(i);
+            i += 1;
+        } else {
+            p.reserved.remove(i);
+        }
+    }
+    match first {
+        Some(at) => p.reserved.as_mut_slice()[at] = merged,
+        None => {
+            if !p.reserved.push(region) {
+                p.note(Problem::Overflow("reserved memory ranges"));
+            }
+        }
     }
 }
 
-/// Use the board default for whatever the tree did not provide, and say so.
-fn fill_gaps(p: &mut Platform<'_>, defaults: &Platform<'static>, uart_found: bool) {
-    if p.memory.as_slice().iter().all(|r| r.size == 0) {
+/// Use the board default for whatever the tree did not provide, and say so. On `other_board`
+/// (the tree names a board of another family) MMIO defaults are left out instead: writing a
+/// Pi 4's GPIO address on a Pi 5 reaches whatever the Pi 5 has there.
+fn fill_gaps(
+    p: &mut Platform<'_>,
+    defaults: &Platform<'static>,
+    uart_found: bool,
+    other_board: bool,
+) {
+    let missing = |what| {
+        if other_board {
+            Problem::NotOnThisBoard(what)
+        } else {
+            Problem::Missing(what)
+        }
+    };
+    if p.memory.is_empty() {
         p.memory = defaults.memory;
         p.note(Problem::Missing("memory node with a non-zero size"));
     }
     if p.cpus.is_empty() {
         p.cpus = defaults.cpus;
         p.cpus_in_tree = defaults.cpus_in_tree;
+        p.cpus_guessed = defaults.cpus_guessed;
         p.note(Problem::Missing("/cpus node with CPUs in it"));
     }
     if p.cpus_in_tree > MAX_CPUS {
@@ -89,14 +153,16 @@ fn fill_gaps(p: &mut Platform<'_>, defaults: &Platform<'static>, uart_found: boo
         }
     }
     if !uart_found {
-        p.uart = defaults.uart;
-        p.note(Problem::Missing(
-            "enabled PL011 UART (compatible arm,pl011)",
-        ));
+        if !other_board {
+            p.uart = defaults.uart;
+        }
+        p.note(missing("enabled PL011 UART (compatible arm,pl011)"));
     }
     if p.gic.is_none() {
-        p.gic = defaults.gic;
-        p.note(Problem::Missing(
+        if !other_board {
+            p.gic = defaults.gic;
+        }
+        p.note(missing(
             "GIC (arm,gic-400, arm,cortex-a15-gic or arm,gic-v3)",
         ));
     }
@@ -116,8 +182,10 @@ fn fill_gaps(p: &mut Platform<'_>, defaults: &Platform<'static>, uart_found: boo
         ));
     }
     if p.board == Board::RaspberryPi4 && p.gpio.is_none() {
-        p.gpio = defaults.gpio;
-        p.note(Problem::Missing("GPIO controller (brcm,bcm2711-gpio)"));
+        if !other_board {
+            p.gpio = defaults.gpio;
+        }
+        p.note(missing("GPIO controller (brcm,bcm2711-gpio)"));
     }
     // A spin-table CPU's release address must never be handed out as heap.
     let releases = p.cpus;
@@ -156,9 +224,16 @@ fn visit<'b, 'dt>(
             p.bootargs = args.trim_end_matches('\0');
         }
     } else if depth == 1 && device_type == "memory" {
-        if let Some(reg) = node.property("reg") {
+        // A disabled memory node is RAM that exists but is not ours: QEMU's secure=on lists
+        // the secure world's RAM this way, and a write to it from the normal world aborts.
+        // Linux skips such nodes too.
+        if let Some(reg) = node.property("reg").filter(|_| enabled) {
             for (start, size) in reg_entries(reg.value, parent.address_cells, parent.size_cells) {
-                if !p.memory.push(Region::new(start, size)) {
+                if size == 0 {
+                    // The Pi's firmware writes the size in; a tree passed on without it is
+                    // worth a line in the log, not a 0-byte "RAM" range.
+                    p.note(Problem::MemoryLeftEmpty { at: start });
+                } else if !p.memory.push(Region::new(start, size)) {
                     p.note(Problem::Overflow("memory ranges"));
                 }
             }

@@ -70,6 +70,16 @@ impl<T: Copy + Default, const N: usize> FixedList<T, N> {
     pub fn as_slice(&self) -> &[T] {
         &self.items[..self.len]
     }
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        &mut self.items[..self.len]
+    }
+    /// Remove the item at `index`, keeping the order of the rest.
+    pub fn remove(&mut self, index: usize) {
+        if index < self.len {
+            self.items.copy_within(index + 1..self.len, index);
+            self.len -= 1;
+        }
+    }
     pub fn len(&self) -> usize {
         self.len
     }
@@ -101,6 +111,15 @@ impl Board {
         match self {
             Board::QemuVirt => "QEMU virt",
             Board::RaspberryPi4 => "Raspberry Pi 4",
+        }
+    }
+    /// The root `compatible` entry every tree of this board's family has: the boards whose
+    /// devices sit where the compiled-in defaults say (the Pi 4 B, 400 and CM4 all carry
+    /// "brcm,bcm2711"; a Pi 5 carries "brcm,bcm2712").
+    pub fn family_compatible(self) -> &'static str {
+        match self {
+            Board::QemuVirt => "linux,dummy-virt",
+            Board::RaspberryPi4 => "brcm,bcm2711",
         }
     }
 }
@@ -157,6 +176,14 @@ pub struct Uart {
     pub clock_hz: u32,
 }
 
+impl Uart {
+    /// False when neither the tree nor (on a board of another family) the defaults gave one:
+    /// then there is no console.
+    pub fn is_present(&self) -> bool {
+        self.regs.size != 0
+    }
+}
+
 /// Where the platform description came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
@@ -171,18 +198,31 @@ pub enum Problem {
     None,
     /// x0 did not hold the address of a device tree at all.
     NoDeviceTree { x0: u64 },
+    /// x0 was 0 (an ELF kernel) and the start of RAM, where QEMU would have put the tree had it
+    /// fitted below the kernel, holds none either.
+    NoDeviceTreeAtRamStart { ram_start: u64, kernel_start: u64 },
     /// x0 pointed at something that failed validation.
     InvalidBlob { x0: u64, error: validate::BlobError },
     /// A node (described in words) was missing; the board default was used.
     Missing(&'static str),
     /// A node was there but unusable (described in words); the board default was used.
     Unusable(&'static str),
+    /// A device (described in words) the tree lacks, on a board whose tree names another
+    /// model: the compiled-in address belongs to a different machine, so none is used.
+    NotOnThisBoard(&'static str),
     /// More CPUs than quartet supports.
     TooManyCpus { in_tree: usize },
     /// A CPU whose enable-method is missing or unknown.
     UnknownEnableMethod { mpidr: u64 },
     /// More items of a kind than the fixed lists hold.
     Overflow(&'static str),
+    /// A memory range of size 0 at `at`: the Raspberry Pi's firmware fills the size in, and a
+    /// tree passed on unfilled (by U-Boot from its own copy, say) still has the 0.
+    MemoryLeftEmpty { at: u64 },
+    /// With no tree to say it, something read off the CPU instead (described in words).
+    FromTheCpu(&'static str),
+    /// With no tree listing the CPUs, PSCI AFFINITY_INFO said which candidate MPIDRs exist.
+    CpusFromPsci { found: usize, tried: usize },
 }
 
 impl core::fmt::Display for Problem {
@@ -193,6 +233,13 @@ impl core::fmt::Display for Problem {
             Problem::NoDeviceTree { x0 } => write!(
                 f,
                 "no device tree: x0 = {x0:#x} does not point at one; using the compiled-in {board} defaults"
+            ),
+            Problem::NoDeviceTreeAtRamStart {
+                ram_start,
+                kernel_start,
+            } => write!(
+                f,
+                "no device tree: x0 = 0x0 and none at the start of RAM ({ram_start:#x}), where QEMU writes one for an ELF kernel only if it fits below the kernel at {kernel_start:#x}; using the compiled-in {board} defaults"
             ),
             Problem::InvalidBlob { x0, error } => write!(
                 f,
@@ -207,6 +254,10 @@ impl core::fmt::Display for Problem {
                     "device tree's {what} is unusable; using the {board} default"
                 )
             }
+            Problem::NotOnThisBoard(what) => write!(
+                f,
+                "device tree has no {what}, and its root compatible names a board other than the {board} this kernel was built for: none is used, rather than the {board}'s address"
+            ),
             Problem::TooManyCpus { in_tree } => write!(
                 f,
                 "device tree lists {in_tree} CPUs; quartet supports {MAX_CPUS}, the rest stay off"
@@ -218,6 +269,16 @@ impl core::fmt::Display for Problem {
             Problem::Overflow(what) => write!(
                 f,
                 "device tree has more {what} than quartet keeps; extra ones ignored"
+            ),
+            Problem::MemoryLeftEmpty { at } => write!(
+                f,
+                "memory node at {at:#x} has size 0: firmware that fills in the size (the Raspberry Pi's does) left it empty; that range is left out"
+            ),
+            Problem::FromTheCpu(what) => write!(f, "with no device tree to say: {what}"),
+            Problem::CpusFromPsci { found, tried } => write!(
+                f,
+                "with no device tree listing the CPUs: PSCI AFFINITY_INFO knows {found} of MPIDRs 0..{}; starting only those",
+                tried.saturating_sub(1)
             ),
         }
     }
@@ -237,6 +298,9 @@ pub struct Platform<'dt> {
     pub cpus: FixedList<CpuDesc, MAX_CPUS>,
     /// CPU nodes in the tree, including ones beyond MAX_CPUS.
     pub cpus_in_tree: usize,
+    /// `cpus` are candidates from the board defaults, not CPUs a tree listed: some may not
+    /// exist (`keep_cpus_psci_knows` asks the firmware).
+    pub cpus_guessed: bool,
     pub psci: Option<PsciConduit>,
     pub uart: Uart,
     pub gic: Option<Gic>,
@@ -263,7 +327,7 @@ impl Platform<'static> {
                 // QEMU's smallest default RAM; the real size is only known from the tree.
                 p.memory.push(Region::new(0x4000_0000, 128 << 20));
                 p.psci = Some(PsciConduit::Hvc);
-                // Unknown CPU count: try the first eight MPIDRs; absent ones are refused by PSCI.
+                // Unknown CPU count: the first eight MPIDRs are candidates, for PSCI to confirm.
                 for mpidr in 0..MAX_CPUS as u64 {
                     p.cpus.push(CpuDesc {
                         mpidr,
@@ -271,6 +335,7 @@ impl Platform<'static> {
                     });
                 }
                 p.cpus_in_tree = MAX_CPUS;
+                p.cpus_guessed = true;
                 p.uart = Uart {
                     regs: Region::new(0x0900_0000, 0x1000),
                     irq: Some(33),
@@ -310,7 +375,94 @@ impl Platform<'static> {
     }
 }
 
+/// What the boot CPU can tell about the machine by itself, for when no tree says it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuFacts {
+    /// ID_AA64PFR0_EL1.GIC: the CPU has the GICv3 system-register interface. A core wired to
+    /// a GICv2 reads 0; QEMU sets it exactly when the machine has a GICv3.
+    pub gic_system_registers: bool,
+    /// The exception level the loader entered the kernel at.
+    pub entry_el: u64,
+}
+
+/// The GICv3 of QEMU virt (`gic-version=3`): distributor and the redistributor frames.
+const VIRT_GICV3: Gic = Gic::V3 {
+    distributor: Region::new(0x0800_0000, 0x1_0000),
+    redistributors: Region::new(0x080a_0000, 0xf6_0000),
+};
+
+impl Platform<'static> {
+    /// The board defaults, corrected by what the CPU says about the machine. On virt the GIC
+    /// version is the CPU's (a GICv2 driver on a GICv3 aborts at its first CPU-interface
+    /// access), and the PSCI conduit follows the entry level: entered at EL2, the kernel owns
+    /// EL2, so only EL3 firmware can answer, through smc.
+    pub fn defaults_for(board: Board, facts: CpuFacts) -> Platform<'static> {
+        let mut p = Platform::defaults(board);
+        if board == Board::QemuVirt {
+            if facts.gic_system_registers {
+                p.gic = Some(VIRT_GICV3);
+            }
+            if facts.entry_el == 2 {
+                p.psci = Some(PsciConduit::Smc);
+            }
+        }
+        p
+    }
+
+    /// The whole description from the defaults, because of `problem`: `defaults_for`, with the
+    /// problem and every choice the CPU made noted for the log.
+    pub fn fallback(board: Board, facts: CpuFacts, problem: Problem) -> Platform<'static> {
+        let mut p = Platform::defaults_for(board, facts);
+        p.note(problem);
+        if board == Board::QemuVirt {
+            p.note(Problem::FromTheCpu(if facts.gic_system_registers {
+                "GICv3 at the QEMU virt addresses, as this CPU has the GICv3 system-register interface"
+            } else {
+                "GICv2 at the QEMU virt addresses, as this CPU has no GICv3 system-register interface"
+            }));
+            p.note(Problem::FromTheCpu(if facts.entry_el == 2 {
+                "PSCI through smc, as quartet was entered at EL2 and only EL3 firmware can answer"
+            } else {
+                "PSCI through hvc, as quartet was entered at EL1"
+            }));
+        }
+        p
+    }
+}
+
 impl<'dt> Platform<'dt> {
+    /// Keep only the guessed CPUs that PSCI knows: AFFINITY_INFO (`affinity_info`, returning
+    /// the PSCI status) answers 0, 1 or 2 (on, off, on its way) for a CPU that exists and
+    /// INVALID_PARAMETERS (-2) for an MPIDR no CPU has. Any other answer means PSCI cannot tell,
+    /// and the candidates stay as they are (CPU_ON then refuses the ones that do not exist).
+    /// Does nothing when a tree listed the CPUs.
+    pub fn keep_cpus_psci_knows(&mut self, mut affinity_info: impl FnMut(u64) -> i64) {
+        if !self.cpus_guessed {
+            return;
+        }
+        let candidates = self.cpus;
+        let mut known = FixedList::<CpuDesc, MAX_CPUS>::default();
+        for cpu in candidates.as_slice() {
+            match affinity_info(cpu.mpidr) {
+                0..=2 => {
+                    known.push(*cpu);
+                }
+                -2 => {}
+                _ => return,
+            }
+        }
+        if known.is_empty() {
+            return; // not even the boot CPU, which is on: PSCI is not telling the truth
+        }
+        self.note(Problem::CpusFromPsci {
+            found: known.len(),
+            tried: candidates.len(),
+        });
+        self.cpus = known;
+        self.cpus_in_tree = known.len();
+        self.cpus_guessed = false;
+    }
+
     /// A platform that knows nothing yet: the start for both the device tree and the defaults.
     pub fn empty(board: Board, source: Source) -> Self {
         Platform {
@@ -321,6 +473,7 @@ impl<'dt> Platform<'dt> {
             reserved: FixedList::default(),
             cpus: FixedList::default(),
             cpus_in_tree: 0,
+            cpus_guessed: false,
             psci: None,
             uart: Uart {
                 regs: Region::default(),
@@ -394,64 +547,82 @@ impl<'dt> Platform<'dt> {
 #[cfg(test)]
 mod dt_tests;
 
-/// The largest device tree quartet accepts (real ones are tens of KiB).
-pub const MAX_DTB_SIZE: usize = 2 << 20;
-
 /// Discover the platform from the loader's x0. Runs with the MMU off: no locks, no heap.
 ///
 /// x0 is checked before it is dereferenced: it must be non-zero, 8-byte aligned and inside the
 /// board's RAM window (QEMU raspi4b without -dtb passes 0x100, an ATAGS address), then the blob's
-/// magic and size are checked, then its structure, and only then is it parsed.
+/// magic and how far its blocks reach (`validate::extent`), then its structure, and only then is
+/// it parsed. On virt, x0 = 0 means an ELF boot, and the tree is looked for at the start of RAM.
+///
+/// Whatever no tree says comes from the board defaults as the CPU corrects them (`facts`), and
+/// a CPU list that is only a guess is checked with PSCI before anyone tries to start it.
 #[cfg(target_os = "none")]
-pub fn discover(x0: usize) -> Platform<'static> {
+pub fn discover(x0: usize, facts: CpuFacts) -> Platform<'static> {
+    let mut platform = discover_from_tree(x0, facts);
+    if let Some(conduit) = platform.psci {
+        platform.keep_cpus_psci_knows(|mpidr| {
+            crate::arch::aarch64::psci::affinity_info(conduit, mpidr)
+        });
+    }
+    platform
+}
+
+/// Where QEMU virt puts the device tree for a kernel it passes none to (an ELF given to
+/// `-kernel`): the start of RAM, and only if the whole blob fits below the kernel.
+pub const VIRT_RAM_START: u64 = 0x4000_0000;
+
+#[cfg(target_os = "none")]
+fn discover_from_tree(x0: usize, facts: CpuFacts) -> Platform<'static> {
     let board = Board::compiled();
-    let fallback = |problem: Problem| {
-        let mut p = Platform::defaults(board);
-        p.note(problem);
-        p
+    let fallback = |problem: Problem| Platform::fallback(board, facts, problem);
+    // x0 = 0 on virt: booted as an ELF, which the loader gives no tree in x0. QEMU then writes
+    // the tree at the start of RAM, if it fits below the kernel, and writes nothing otherwise.
+    let at = if x0 == 0 && board == Board::QemuVirt {
+        VIRT_RAM_START as usize
+    } else {
+        x0
+    };
+    let no_tree = || {
+        if at == x0 {
+            Problem::NoDeviceTree { x0: x0 as u64 }
+        } else {
+            Problem::NoDeviceTreeAtRamStart {
+                ram_start: at as u64,
+                kernel_start: crate::arch::aarch64::layout::kernel_layout().kernel_start as u64,
+            }
+        }
     };
     let in_ram_window = match board {
-        Board::QemuVirt => (0x4000_0000..0x100_0000_0000).contains(&x0),
-        Board::RaspberryPi4 => x0 < 0xfc00_0000,
+        Board::QemuVirt => (0x4000_0000..0x100_0000_0000).contains(&at),
+        Board::RaspberryPi4 => at < 0xfc00_0000,
     };
-    if x0 == 0 || !x0.is_multiple_of(8) || !in_ram_window {
-        return fallback(Problem::NoDeviceTree { x0: x0 as u64 });
+    if at == 0 || !at.is_multiple_of(8) || !in_ram_window {
+        return fallback(no_tree());
     }
-    // SAFETY: x0 lies in the board's RAM, which is readable with the MMU off; a header is 40
+    // SAFETY: `at` lies in the board's RAM, which is readable with the MMU off; a header is 40
     // bytes and the window ends far from any hole.
-    let header = unsafe { core::slice::from_raw_parts(x0 as *const u8, 40) };
-    let size = match validate::claimed_size(header) {
-        Ok(size) => size,
-        Err(validate::BlobError::BadMagic(_)) => {
-            return fallback(Problem::NoDeviceTree { x0: x0 as u64 });
-        }
+    let header = unsafe { core::slice::from_raw_parts(at as *const u8, 40) };
+    let size = match validate::extent(header) {
+        Ok(extent) => extent.total_size,
+        Err(validate::BlobError::BadMagic(_)) => return fallback(no_tree()),
         Err(error) => {
             return fallback(Problem::InvalidBlob {
-                x0: x0 as u64,
+                x0: at as u64,
                 error,
             });
         }
     };
-    if size > MAX_DTB_SIZE {
-        let error = validate::BlobError::Truncated {
-            total_size: size,
-            available: MAX_DTB_SIZE,
-        };
-        return fallback(Problem::InvalidBlob {
-            x0: x0 as u64,
-            error,
-        });
-    }
-    // SAFETY: `size` bytes from x0 are RAM the loader filled with the tree and handed to us; the
-    // range is reserved from the heap, and after this in-place NOP removal never written again,
-    // so the 'static borrows below stay valid.
-    let blob = unsafe { core::slice::from_raw_parts_mut(x0 as *mut u8, size) };
+    // SAFETY: `size` bytes from `at` are the blob the loader placed in RAM for us; of them only
+    // the blocks are ever read, and `extent` checked that they lie within MAX_DTB_DATA of `at`.
+    // The range is reserved from the heap, and after this in-place NOP removal never written
+    // again, so the 'static borrows below stay valid.
+    let blob = unsafe { core::slice::from_raw_parts_mut(at as *mut u8, size) };
     // A blob that fails here fails `parse` below with the same error, which is reported there.
     let _ = validate::remove_nops(blob);
     let blob: &'static [u8] = blob;
-    dt::parse(blob, x0 as u64, board).unwrap_or_else(|error| {
+    dt::parse_with(blob, at as u64, &Platform::defaults_for(board, facts)).unwrap_or_else(|error| {
         fallback(Problem::InvalidBlob {
-            x0: x0 as u64,
+            x0: at as u64,
             error,
         })
     })

@@ -43,6 +43,12 @@ pub enum BlobError {
     },
     TooDeep,
     Unbalanced,
+    /// The header puts the blocks further from the start than quartet reads before it knows
+    /// where RAM ends (`MAX_DTB_DATA`).
+    BlocksTooFar {
+        data_end: usize,
+        limit: usize,
+    },
 }
 
 impl core::fmt::Display for BlobError {
@@ -86,6 +92,10 @@ impl core::fmt::Display for BlobError {
             }
             BlobError::TooDeep => write!(f, "nodes nested deeper than {MAX_DEPTH}"),
             BlobError::Unbalanced => write!(f, "node begin/end tokens do not balance"),
+            BlobError::BlocksTooFar { data_end, limit } => write!(
+                f,
+                "its header puts the blocks up to byte {data_end}, past the {limit} bytes quartet reads before it knows where RAM ends"
+            ),
         }
     }
 }
@@ -97,12 +107,67 @@ fn be32(b: &[u8], at: usize) -> Option<u32> {
 }
 
 /// The header's `totalsize`, after checking the magic: how many bytes the blob claims.
-pub fn claimed_size(header: &[u8]) -> Result<usize, BlobError> {
+fn claimed_size(header: &[u8]) -> Result<usize, BlobError> {
     let magic = be32(header, 0).ok_or(BlobError::TooShort)?;
     if magic != FDT_MAGIC {
         return Err(BlobError::BadMagic(magic));
     }
     Ok(be32(header, 4).ok_or(BlobError::TooShort)? as usize)
+}
+
+/// How far into a blob its blocks reach at most, for any tree quartet accepts.
+///
+/// This bounds what is read, not what the tree may claim: a blob's `totalsize` may include free
+/// space after its blocks, which libfdt leaves so the tree can be edited in place. QEMU, given a
+/// tree with `-dtb`, doubles it that way: its own 1 MiB dump comes back as 2 x (1 MiB + 10000)
+/// bytes, of which 8 KiB are the tree. The free space is never read. The blocks are read with the
+/// MMU off, before the tree has said where RAM ends, so a header that points further than this
+/// is taken for damage rather than followed off the end of RAM. Real trees' blocks are tens of
+/// KiB; the Pi 4's are 40 KiB.
+pub const MAX_DTB_DATA: usize = 2 << 20;
+
+/// What the header says about a blob's size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Extent {
+    /// `totalsize`: the blob with any free space after its blocks.
+    pub total_size: usize,
+    /// Where the last of its blocks ends: what parsing reads.
+    pub data_end: usize,
+}
+
+/// Check a header before anything past it is read: the magic, the blocks inside `totalsize`,
+/// and the blocks within `MAX_DTB_DATA` of the start.
+pub fn extent(header: &[u8]) -> Result<Extent, BlobError> {
+    let total_size = claimed_size(header)?;
+    let h = |i: usize| {
+        be32(header, i * 4)
+            .map(|v| v as usize)
+            .ok_or(BlobError::TooShort)
+    };
+    let (off_struct, off_strings, off_rsvmap) = (h(2)?, h(3)?, h(4)?);
+    let (size_strings, size_struct) = (h(8)?, h(9)?);
+    // The reservation block has no size in the header; it ends with an empty entry at least.
+    let data_end = [
+        (off_struct, size_struct),
+        (off_strings, size_strings),
+        (off_rsvmap, 16),
+        (0, HEADER_SIZE),
+    ]
+    .iter()
+    .map(|&(off, size)| off.saturating_add(size))
+    .max()
+    .unwrap_or(HEADER_SIZE);
+    if data_end > MAX_DTB_DATA {
+        return Err(BlobError::BlocksTooFar {
+            data_end,
+            limit: MAX_DTB_DATA,
+        });
+    }
+    // Blocks past `totalsize` are found by `validate`, which names the block.
+    Ok(Extent {
+        total_size,
+        data_end,
+    })
 }
 
 /// Check the whole blob. On success, `fdt` can parse it without panicking.
@@ -156,7 +221,7 @@ fn check(blob: &[u8], nops: NopPolicy) -> Result<(usize, usize), BlobError> {
     if blob.len() < HEADER_SIZE {
         return Err(BlobError::TooShort);
     }
-    let total = claimed_size(blob)?;
+    let total = extent(blob)?.total_size;
     if total > blob.len() || total < HEADER_SIZE {
         return Err(BlobError::Truncated {
             total_size: total,
@@ -178,7 +243,8 @@ fn check(blob: &[u8], nops: NopPolicy) -> Result<(usize, usize), BlobError> {
     if !in_bounds(off_strings, size_strings) {
         return Err(BlobError::BlockOutOfBounds("strings"));
     }
-    validate_reservations(blob, off_rsvmap)?;
+    // Its end is not in the header: the walk stops where `extent` promised reading stops.
+    validate_reservations(&blob[..total.min(MAX_DTB_DATA)], off_rsvmap)?;
     let structure = &blob[off_struct..off_struct + size_struct];
     let strings = &blob[off_strings..off_strings + size_strings];
     validate_structure(structure, strings, nops)?;

@@ -515,12 +515,9 @@ fn mem(sh: &mut Shell, _: &[&str]) -> Outcome {
     for r in p.memory.as_slice() {
         region_line(sh, "RAM", *r, "from the device tree");
     }
-    let reserved = p.reserved.as_slice();
-    for (i, r) in reserved.iter().enumerate() {
-        // The Pi's tree reserves its spin-table page several times over; show it once.
-        if !reserved[..i].contains(r) {
-            region_line(sh, "reserved", *r, "never handed out");
-        }
+    // The platform keeps each reserved range once, however often the tree names it.
+    for r in p.reserved.as_slice() {
+        region_line(sh, "reserved", *r, "never handed out");
     }
     let l = layout::kernel_layout();
     let image = Region::new(

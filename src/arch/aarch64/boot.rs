@@ -71,7 +71,7 @@ core::arch::global_asm!(
 _start:
     b       primary_entry               // code0
     .long   0                           // code1
-    .quad   0x80000                     // text_offset: both boards load us 512 KiB into RAM
+    .quad   KERNEL_TEXT_OFFSET          // text_offset from RAM base (build.rs: virt 2 MiB, Pi 512 KiB)
     .quad   __image_size                // image_size, BSS and stacks included
     .quad   0x2                         // flags: little-endian, 4 KiB pages, 2 MiB-aligned base
     .quad   0, 0, 0                     // res2..res4

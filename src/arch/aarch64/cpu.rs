@@ -170,3 +170,14 @@ pub fn has_lse_atomics() -> bool {
     unsafe { core::arch::asm!("mrs {0}, id_aa64isar0_el1", out(reg) isar0) };
     (isar0 >> 20) & 0xf >= 2
 }
+
+/// True if the CPU has the GICv3 system-register CPU interface (ID_AA64PFR0_EL1.GIC != 0).
+///
+/// A core wired to a GICv2 (the Pi 4's GIC-400) reads 0 here; QEMU sets the field only when
+/// the machine has a GICv3. So without a device tree this tells which GIC the machine has.
+pub fn has_gic_system_registers() -> bool {
+    let pfr0: u64;
+    // SAFETY: reading an ID register has no side effects.
+    unsafe { core::arch::asm!("mrs {0}, id_aa64pfr0_el1", out(reg) pfr0) };
+    (pfr0 >> 24) & 0xf != 0
+}

@@ -8,6 +8,8 @@ use crate::platform::PsciConduit;
 
 pub const PSCI_VERSION: u32 = 0x8400_0000;
 pub const CPU_ON_64: u32 = 0xc400_0003;
+/// AFFINITY_INFO (SMC64): is the CPU with this MPIDR on, off or on its way?
+pub const AFFINITY_INFO_64: u32 = 0xc400_0004;
 /// PSCI 0.2 SYSTEM_RESET.
 const SYSTEM_RESET: u32 = 0x8400_0009;
 pub const SYSTEM_OFF: u32 = 0x8400_0008;
@@ -59,6 +61,12 @@ pub fn cpu_on(
         0 => Ok(()),
         e => Err(PsciError(e)),
     }
+}
+
+/// AFFINITY_INFO for the single CPU `mpidr` (affinity level 0): 0 ON, 1 OFF, 2 ON_PENDING, or
+/// a negative status; INVALID_PARAMETERS (-2) means no CPU has that MPIDR.
+pub fn affinity_info(conduit: PsciConduit, mpidr: u64) -> i64 {
+    call(conduit, AFFINITY_INFO_64, mpidr, 0, 0)
 }
 
 /// The PSCI version as (major, minor).

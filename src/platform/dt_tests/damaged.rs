@@ -21,6 +21,66 @@ fn every_truncation_is_rejected_by_size() {
     }
 }
 
+/// `blob` with free space after its blocks, `total_size` in all: what libfdt's fdt_open_into
+/// makes of a tree so it can be edited in place (QEMU does it to every -dtb file).
+fn with_free_space(blob: &[u8], total_size: usize) -> Vec<u8> {
+    let mut grown = blob.to_vec();
+    grown.resize(total_size, 0);
+    put_be32(&mut grown, 4, total_size as u32);
+    grown
+}
+
+#[test]
+fn a_tree_grown_past_2_mib_by_qemu_is_accepted_whole() {
+    // QEMU's dump is padded to 1 MiB; passed back with -dtb it becomes 2 x (1 MiB + 10000)
+    // bytes, a header with totalsize 0x204e20 over 8 KiB of tree.
+    let total = 2 * ((1 << 20) + 10000);
+    let grown = with_free_space(GICV3_SMP4, total);
+    let extent = super::validate::extent(&grown).expect("a valid header");
+    assert_eq!(extent.total_size, total);
+    assert!(extent.data_end <= GICV3_SMP4.len(), "{extent:?}");
+    let p = parse_ok(
+        "grown virt-gicv3-smp4",
+        &grown,
+        QEMU_DTB_AT,
+        Board::QemuVirt,
+    );
+    assert_eq!(p.problems.as_slice(), &[]);
+    assert_eq!(p.cpus_in_tree, 4);
+    assert!(matches!(p.gic, Some(Gic::V3 { .. })));
+    // All of it is the loader's blob: reserved whole, free space included.
+    assert_eq!(
+        p.source,
+        Source::DeviceTree {
+            address: QEMU_DTB_AT,
+            size: total as u64
+        }
+    );
+    assert_eq!(
+        p.reserved.as_slice(),
+        &[Region::new(QEMU_DTB_AT, total as u64)]
+    );
+}
+
+#[test]
+fn blocks_beyond_what_quartet_reads_are_refused_by_the_header_alone() {
+    // A header whose strings block starts 3 MiB in: the bytes there are never touched (the
+    // header is all `extent` reads), and the reason is the distance, not a truncation.
+    let mut far = GICV2_SMP4.to_vec();
+    put_be32(&mut far, 4, 4 << 20);
+    put_be32(&mut far, 12, 3 << 20);
+    let error = BlobError::BlocksTooFar {
+        data_end: (3 << 20) + be32(GICV2_SMP4, 32) as usize,
+        limit: super::validate::MAX_DTB_DATA,
+    };
+    assert_eq!(super::validate::extent(&far[..40]), Err(error));
+    assert_eq!(
+        parse(&far, QEMU_DTB_AT, Board::QemuVirt).map(|_| ()),
+        Err(error)
+    );
+    assert!(error.to_string().contains("before it knows where RAM ends"));
+}
+
 #[test]
 fn truncation_with_a_matching_header_never_panics() {
     // Firmware that copies a tree into a too-small buffer and fixes up the header to match: the
@@ -157,8 +217,6 @@ fn a_tree_without_a_pl011_gets_the_board_default_uart() {
         ("virt-gicv2-smp4", GICV2_SMP4, Board::QemuVirt),
         ("virt-gicv3-smp4", GICV3_SMP4, Board::QemuVirt),
         ("rpi4", pi.as_slice(), Board::RaspberryPi4),
-        // The default comes from the board asked for, not from the tree.
-        ("virt-gicv2-smp4 as Pi", GICV2_SMP4, Board::RaspberryPi4),
     ] {
         let edited = patch_all(blob, b"arm,pl011", b"arm,xl011");
         let p = parse_ok(name, &edited, QEMU_DTB_AT, board);
@@ -172,6 +230,18 @@ fn a_tree_without_a_pl011_gets_the_board_default_uart() {
         );
         assert_sane(&p, &|| name.into());
     }
+}
+
+#[test]
+fn a_tree_of_another_family_without_a_pl011_gets_no_uart_at_all() {
+    // QEMU's tree given to the Pi build: the Pi 4's UART address means nothing on virt.
+    let edited = patch_all(GICV2_SMP4, b"arm,pl011", b"arm,xl011");
+    let p = parse_ok("virt as Pi", &edited, QEMU_DTB_AT, Board::RaspberryPi4);
+    assert!(!p.uart.is_present(), "{:x?}", p.uart);
+    assert!(p.problems.as_slice().contains(&Problem::NotOnThisBoard(
+        "enabled PL011 UART (compatible arm,pl011)"
+    )));
+    assert_sane(&p, &|| "virt as Pi".into());
 }
 
 #[test]

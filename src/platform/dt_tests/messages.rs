@@ -8,11 +8,17 @@ use super::*;
 fn consequence(problem: &Problem) -> Option<&'static str> {
     match problem {
         Problem::None => None,
-        Problem::NoDeviceTree { .. } | Problem::InvalidBlob { .. } => Some("using the compiled-in"),
+        Problem::NoDeviceTree { .. }
+        | Problem::NoDeviceTreeAtRamStart { .. }
+        | Problem::InvalidBlob { .. } => Some("using the compiled-in"),
         Problem::Missing(_) | Problem::Unusable(_) => Some("default"),
+        Problem::NotOnThisBoard(_) => Some("none is used"),
         Problem::TooManyCpus { .. } => Some("the rest stay off"),
         Problem::UnknownEnableMethod { .. } => Some("it will stay off"),
         Problem::Overflow(_) => Some("extra ones ignored"),
+        Problem::MemoryLeftEmpty { .. } => Some("left out"),
+        Problem::FromTheCpu(_) => Some("with no device tree to say"),
+        Problem::CpusFromPsci { .. } => Some("starting only those"),
     }
 }
 
@@ -22,6 +28,18 @@ fn every_problem_says_what_quartet_does_instead() {
     let supports = format!("supports {MAX_CPUS}");
     let problems = [
         (Problem::NoDeviceTree { x0: 0x1234 }, vec!["0x1234", board]),
+        (
+            Problem::NoDeviceTreeAtRamStart {
+                ram_start: 0x4000_0000,
+                kernel_start: 0x4020_0000,
+            },
+            vec![
+                "x0 = 0x0",
+                "0x40000000",
+                "fits below the kernel at 0x40200000",
+                board,
+            ],
+        ),
         (
             Problem::InvalidBlob {
                 x0: 0x4000_0000,
@@ -38,6 +56,14 @@ fn every_problem_says_what_quartet_does_instead() {
             vec!["GICv2 reg is unusable", board],
         ),
         (
+            Problem::NotOnThisBoard("GPIO controller (brcm,bcm2711-gpio)"),
+            vec![
+                "has no GPIO controller",
+                "names a board other than the",
+                board,
+            ],
+        ),
+        (
             Problem::TooManyCpus { in_tree: 16 },
             vec!["16 CPUs", &supports],
         ),
@@ -48,6 +74,18 @@ fn every_problem_says_what_quartet_does_instead() {
         (
             Problem::Overflow("memory ranges"),
             vec!["more memory ranges"],
+        ),
+        (
+            Problem::MemoryLeftEmpty { at: 0 },
+            vec!["at 0x0 has size 0", "fills in the size"],
+        ),
+        (
+            Problem::FromTheCpu("GICv3 at the QEMU virt addresses"),
+            vec!["GICv3 at the QEMU virt addresses"],
+        ),
+        (
+            Problem::CpusFromPsci { found: 4, tried: 8 },
+            vec!["AFFINITY_INFO knows 4 of MPIDRs 0..7"],
         ),
     ];
     for (problem, details) in problems {
@@ -95,6 +133,10 @@ fn every_blob_error_names_the_damage() {
         BlobError::BadCells { offset: 8 },
         BlobError::TooDeep,
         BlobError::Unbalanced,
+        BlobError::BlocksTooFar {
+            data_end: 3 << 20,
+            limit: 2 << 20,
+        },
     ];
     for e in errors {
         let text = e.to_string();

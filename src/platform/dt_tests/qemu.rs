@@ -163,6 +163,25 @@ fn qemu_memory_is_512mib_at_1gib_and_the_dtb_is_reserved() {
 }
 
 #[test]
+fn a_disabled_memory_node_is_not_ram() {
+    // secram@e000000: device_type "memory", reg <0 0xe000000 0 0x1000000>, status "disabled",
+    // secure-status "okay". The normal world must not use it; the heap writing there aborts.
+    let p = parse_ok(
+        "virt-secure-smp4",
+        SECURE_SMP4,
+        QEMU_DTB_AT,
+        Board::QemuVirt,
+    );
+    assert_eq!(
+        p.memory.as_slice(),
+        &[Region::new(0x4000_0000, 0x2000_0000)]
+    );
+    // Its secure-only PL011 (pl011@9040000, also disabled) is not the console either.
+    assert_eq!(p.uart.regs, Region::new(0x0900_0000, 0x1000));
+    assert_sane(&p, &|| "virt-secure-smp4".into());
+}
+
+#[test]
 fn qemu_mmio_regions_are_the_uart_and_gic() {
     let p = parse_ok("virt-gicv3-smp4", GICV3_SMP4, QEMU_DTB_AT, Board::QemuVirt);
     assert_eq!(
@@ -177,9 +196,9 @@ fn qemu_mmio_regions_are_the_uart_and_gic() {
 }
 
 #[test]
-fn a_qemu_tree_parsed_for_the_pi_keeps_the_tree_and_only_fills_gaps() {
-    // The tree wins over the board; the board only supplies what the tree lacks (here the GPIO
-    // block, which QEMU virt does not have).
+fn a_qemu_tree_parsed_for_the_pi_keeps_the_tree_and_fills_no_mmio_gap() {
+    // The tree wins over the board; the board would supply what the tree lacks (here the GPIO
+    // block, which QEMU virt does not have), but only on a board of its own family.
     let p = parse_ok(
         "virt-gicv2-smp4",
         GICV2_SMP4,
@@ -188,9 +207,13 @@ fn a_qemu_tree_parsed_for_the_pi_keeps_the_tree_and_only_fills_gaps() {
     );
     assert_eq!(p.uart.regs, Region::new(0x0900_0000, 0x1000));
     assert_eq!(p.cpus.len(), 4);
-    assert_eq!(p.gpio, Platform::defaults(Board::RaspberryPi4).gpio);
+    // Not the Pi's GPIO address, though: the tree names another board (linux,dummy-virt), and
+    // on it 0xfe20_0000 is not a GPIO block.
+    assert_eq!(p.gpio, None);
     assert_eq!(
         p.problems.as_slice(),
-        &[Problem::Missing("GPIO controller (brcm,bcm2711-gpio)")]
+        &[Problem::NotOnThisBoard(
+            "GPIO controller (brcm,bcm2711-gpio)"
+        )]
     );
 }
