@@ -874,7 +874,6 @@ fn an_interrupt_below_a_threads_stack_reports_the_overflow_once_and_stops() {
         env: &[],
         bootargs: "demo=task-overflow",
         dtb: None,
-        stop_after: None,
     });
     for expected in [
         "ERROR exception: IRQ (current EL, SPx) exception",
