@@ -13,12 +13,12 @@
 //! each CPU's count of callbacks queued with its count of callbacks run.
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::Rcu;
 use crate::config::MAX_CPUS;
-use crate::percpu;
+use crate::percpu::{self, CacheAligned};
 use crate::sync::IrqSafeSpinLock;
+use crate::sync::shim::{AtomicU64, Ordering, const_unless_loom};
 
 /// What runs after the grace period: it gets back the head passed to `call_rcu`, and usually
 /// recovers the enclosing object from it (see [`RcuHead::container`]).
@@ -90,19 +90,33 @@ pub(super) struct CallbackQueue {
 }
 
 impl CallbackQueue {
-    #[track_caller]
-    pub(super) const fn new() -> Self {
-        CallbackQueue {
-            list: IrqSafeSpinLock::named(
-                "rcu callbacks",
-                CallbackList {
-                    first: core::ptr::null_mut(),
-                    last: core::ptr::null_mut(),
-                },
-            ),
-            queued: AtomicU64::new(0),
-            invoked: AtomicU64::new(0),
+    const_unless_loom! {
+        #[track_caller]
+        pub(super) const fn new() -> Self {
+            CallbackQueue {
+                list: IrqSafeSpinLock::named(
+                    "rcu callbacks",
+                    CallbackList {
+                        first: core::ptr::null_mut(),
+                        last: core::ptr::null_mut(),
+                    },
+                ),
+                queued: AtomicU64::new(0),
+                invoked: AtomicU64::new(0),
+            }
         }
+    }
+
+    /// One queue per CPU.
+    #[cfg(not(loom))]
+    pub(super) const fn per_cpu() -> [CacheAligned<CallbackQueue>; MAX_CPUS] {
+        [const { CacheAligned(CallbackQueue::new()) }; MAX_CPUS]
+    }
+
+    /// One queue per CPU (loom's atomics are built at run time, inside the model).
+    #[cfg(loom)]
+    pub(super) fn per_cpu() -> [CacheAligned<CallbackQueue>; MAX_CPUS] {
+        core::array::from_fn(|_| CacheAligned(CallbackQueue::new()))
     }
 }
 
@@ -265,21 +279,27 @@ impl Rcu {
     /// Wait until every callback queued before the call has run; `report` speaks for the
     /// waiter's CPU meanwhile.
     fn barrier_with(&self, report: impl Fn()) {
+        let goal = self.barrier_goal();
+        while !self.barrier_reached(&goal) {
+            report();
+            self.wait();
+        }
+    }
+
+    /// What `rcu_barrier` waits for: each CPU's count of callbacks queued so far.
+    pub(super) fn barrier_goal(&self) -> [u64; MAX_CPUS] {
         let mut goal = [0u64; MAX_CPUS];
         for (g, q) in goal.iter_mut().zip(self.callbacks.iter()) {
             *g = q.queued.load(Ordering::Acquire);
         }
-        loop {
-            let all_ran = goal
-                .iter()
-                .zip(self.callbacks.iter())
-                .all(|(&g, q)| q.invoked.load(Ordering::Acquire) >= g);
-            if all_ran {
-                return;
-            }
-            report();
-            self.wait();
-        }
+        goal
+    }
+
+    /// True once every CPU has run as many callbacks as `goal` says were queued on it.
+    pub(super) fn barrier_reached(&self, goal: &[u64; MAX_CPUS]) -> bool {
+        goal.iter()
+            .zip(self.callbacks.iter())
+            .all(|(&g, q)| q.invoked.load(Ordering::Acquire) >= g)
     }
 }
 

@@ -84,7 +84,7 @@ impl Rcu {
                 gp_seq: AtomicU64::new(0),
                 cpus: AtomicU64::new(0),
                 nesting: PerCpu::new([const { CacheAligned(AtomicU32::new(0)) }; MAX_CPUS]),
-                callbacks: PerCpu::new([const { CacheAligned(CallbackQueue::new()) }; MAX_CPUS]),
+                callbacks: PerCpu::new(CallbackQueue::per_cpu()),
                 wait_hook: PlainAtomicPtr::new(core::ptr::null_mut()),
             }
         }
