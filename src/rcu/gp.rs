@@ -292,9 +292,12 @@ impl Rcu {
 
     /// Wait for a full grace period, on behalf of the calling CPU (if it has a per-CPU id yet).
     pub fn synchronize(&self) {
+        // Preemption off while checking, so that the CPU checked is the one we are on.
+        preempt::preempt_disable();
         if let Some(cpu) = percpu::current_id() {
             self.assert_not_reading(cpu, "synchronize_rcu");
         }
+        preempt::preempt_enable();
         // The caller may be preempted and moved to another CPU while it waits, so each report
         // is for the CPU it is on at that moment, made with preemption off: a CPU only ever
         // speaks for itself.
