@@ -280,6 +280,10 @@ impl Rcu {
             });
         if online == 0 {
             self.end_grace_period();
+        } else {
+            // A CPU without a working interrupt interface idles in WFE, and no tick ends that
+            // wait: without an event it would sleep through the grace period it owes a report.
+            crate::arch::send_event();
         }
         true
     }
@@ -486,6 +490,23 @@ mod tests {
         assert!(rcu.start_grace_period());
         on_thread(|| rcu.note_quiescent_state(0));
         assert!(rcu.is_done(target));
+    }
+
+    /// A CPU without a working interrupt interface idles in WFE, which only an event ends:
+    /// a grace period that starts while it sleeps must wake it, or it never reports.
+    #[test]
+    fn starting_a_grace_period_sends_an_event() {
+        let rcu = Rcu::new();
+        rcu.cpu_online(0);
+        rcu.cpu_online(1);
+        on_thread(|| {
+            let before = crate::arch::host::events_sent();
+            assert!(rcu.start_grace_period());
+            assert!(
+                crate::arch::host::events_sent() > before,
+                "a grace period started without SEV: CPUs waiting in WFE sleep through it"
+            );
+        });
     }
 
     #[test]
