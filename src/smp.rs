@@ -504,9 +504,13 @@ pub mod ipi {
             return Err(CallError::WouldDeadlock);
         }
         let gic = crate::drivers::gic::get().ok_or(CallError::NoInterrupts)?;
+        // The lock first: holding it keeps preemption off, so the CPU read below is the one
+        // this call runs on to the end. A task preempted and moved between the two would run
+        // the old CPU's `f(me)` where it now is, and IPI its new CPU too: `f` twice there,
+        // never on the CPU it named.
+        let _one_at_a_time = CALL_FUNCTION_LOCK.lock();
         let me = percpu::this_cpu().id;
         let targets = || super::online_cpus().filter(move |&id| id != me && cpus & (1 << id) != 0);
-        let _one_at_a_time = CALL_FUNCTION_LOCK.lock();
         let call = FunctionCall {
             f,
             pending: AtomicUsize::new(targets().count()),
