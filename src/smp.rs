@@ -9,7 +9,10 @@
 //!
 //! A started CPU brings up its interrupts and waits in `secondary_idle_loop` on a per-CPU
 //! mailbox; `on_each_cpu` posts a call there and wakes the CPU with an IPI (or SEV, for a CPU
-//! without interrupts). The `ipi` module below sends SGIs and runs functions on other CPUs.
+//! without interrupts). A posted call runs in the idle loop with preemption disabled and must
+//! not sleep or yield: the idle loop is what a CPU runs when no task wants it, so a call that
+//! gave the CPU away would not get it back while any task kept it busy. The `ipi` module below
+//! sends SGIs and runs functions on other CPUs.
 
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -283,8 +286,52 @@ static MAILBOX: PerCpu<AtomicUsize> =
     PerCpu::new([const { CacheAligned(AtomicUsize::new(0)) }; MAX_CPUS]);
 /// One call in flight at a time.
 static CALL_LOCK: SpinLock<()> = SpinLock::new(());
+/// Per CPU: it is running its share of an `on_each_cpu` call.
+static RUNNING_POSTED_CALL: PerCpu<AtomicBool> =
+    PerCpu::new([const { CacheAligned(AtomicBool::new(false)) }; MAX_CPUS]);
+
+/// Run this CPU's share of a posted call: preemption off (nothing may take the CPU from it),
+/// and marked, so that an attempt to sleep says what went wrong.
+fn run_posted_share(f: &(dyn Fn(usize) + Sync), me: usize) {
+    crate::sync::preempt::preempt_disable();
+    RUNNING_POSTED_CALL
+        .for_cpu(me)
+        .store(true, Ordering::Relaxed);
+    f(me);
+    RUNNING_POSTED_CALL
+        .for_cpu(me)
+        .store(false, Ordering::Relaxed);
+    crate::sync::preempt::preempt_enable();
+}
+
+/// Why the calling flow may not sleep because it runs its CPU's share of an `on_each_cpu`
+/// call, if it does. `what` names the attempt ("sleep", "a sleeping lock", ...).
+pub fn sleep_refused_in_posted_call(what: &str) -> Option<alloc::string::String> {
+    let me = percpu::current_id()?;
+    RUNNING_POSTED_CALL
+        .for_cpu(me)
+        .load(Ordering::Relaxed)
+        .then(|| {
+            alloc::format!(
+                "{what} in work posted with on_each_cpu on cpu{me}: posted work runs in the \
+                 CPU's idle loop with preemption disabled and must not sleep or yield (the idle \
+                 loop would not get the CPU back while a task kept it busy); for work that \
+                 sleeps, spawn a task pinned to the CPU"
+            )
+        })
+}
+
+/// Panic, saying why, if the calling flow runs posted work (the scheduler's sleep and yield
+/// and the sleeping locks' `might_sleep` call this).
+pub fn refuse_sleep_in_posted_call(what: &str) {
+    if let Some(why) = sleep_refused_in_posted_call(what) {
+        panic!("{why}");
+    }
+}
 
 /// Run `f(cpu_id)` on every online CPU, this one included, and return when all have finished.
+/// Each CPU runs `f` with preemption disabled: it must not sleep or yield (that panics, saying
+/// so); work that sleeps belongs in tasks pinned to each CPU.
 ///
 /// # Panics
 /// On a CPU other than the boot CPU: the others run posted calls from their idle loop, and the
@@ -314,7 +361,7 @@ pub fn on_each_cpu(f: &(dyn Fn(usize) + Sync)) {
     // Idle CPUs with interrupts sleep in WFI, which only an interrupt ends; the others in WFE.
     ipi::send(ipi::Ipi::Reschedule, sleeping_in_wfi);
     cpu::send_event();
-    f(me);
+    run_posted_share(f, me);
     percpu::this_cpu().calls_run.fetch_add(1, Ordering::Relaxed);
     let mut warned_at = cpu::counter();
     // `call` is borrowed by the targets until `pending` reaches 0, so this wait cannot give up;
@@ -345,12 +392,12 @@ pub fn secondary_idle_loop() -> ! {
             crate::task::idle_once(|| mailbox.load(Ordering::Acquire) != 0);
             continue;
         }
-        // A call may sleep (wait for a task, rcu_barrier): the scheduler must have started.
+        // A call may spawn tasks or wait in rcu_barrier: the scheduler must have started.
         crate::task::start_secondary_if_ready(me.id);
         // SAFETY: the poster keeps the Call alive until `pending` drops to 0, which happens
         // only after our last use of it below.
         let call = unsafe { &*(posted as *const Call<'_>) };
-        (call.f)(me.id);
+        run_posted_share(call.f, me.id);
         me.calls_run.fetch_add(1, Ordering::Relaxed);
         mailbox.store(0, Ordering::Relaxed);
         call.pending.fetch_sub(1, Ordering::Release);
@@ -504,9 +551,13 @@ pub mod ipi {
             return Err(CallError::WouldDeadlock);
         }
         let gic = crate::drivers::gic::get().ok_or(CallError::NoInterrupts)?;
+        // The lock first: holding it keeps preemption off, so the CPU read below is the one
+        // this call runs on to the end. A task preempted and moved between the two would run
+        // the old CPU's `f(me)` where it now is, and IPI its new CPU too: `f` twice there,
+        // never on the CPU it named.
+        let _one_at_a_time = CALL_FUNCTION_LOCK.lock();
         let me = percpu::this_cpu().id;
         let targets = || super::online_cpus().filter(move |&id| id != me && cpus & (1 << id) != 0);
-        let _one_at_a_time = CALL_FUNCTION_LOCK.lock();
         let call = FunctionCall {
             f,
             pending: AtomicUsize::new(targets().count()),

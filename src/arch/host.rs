@@ -56,8 +56,20 @@ pub fn wait_for_event() {
     loom::thread::yield_now();
 }
 
-/// Nothing to wake on the host: waiters spin.
-pub fn send_event() {}
+std::thread_local! {
+    static EVENTS_SENT: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Nothing to wake on the host (waiters spin), but the thread counts its events, so that a
+/// test can check that code which must wake CPUs waiting in WFE sends one.
+pub fn send_event() {
+    EVENTS_SENT.with(|n| n.set(n.get() + 1));
+}
+
+/// How many events this thread has sent.
+pub fn events_sent() -> u64 {
+    EVENTS_SENT.with(|n| n.get())
+}
 
 static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
 

@@ -48,6 +48,14 @@ pub static TESTS: &[KTest] = &[
         name: "sched_process_list_torture_with_real_tasks",
         run: process_list_torture,
     },
+    KTest {
+        name: "sched_posted_work_is_not_preempted_on_its_cpu",
+        run: posted_work_keeps_its_cpu,
+    },
+    KTest {
+        name: "sched_posted_work_may_not_sleep",
+        run: posted_work_may_not_sleep,
+    },
 ];
 
 /// A CPU-bound job: `rounds` steps of a 64-bit mixing function, so the result proves every
@@ -479,28 +487,42 @@ fn process_list_torture(_: &Platform<'static>) -> Result<(), String> {
     };
     let me = percpu::this_cpu().id;
     one_round(me)?;
+    // What the run allocates for its own bookkeeping, before the heap is measured (it is
+    // still alive when the heap is measured again).
+    let failures: Arc<[AtomicU32; crate::config::MAX_CPUS]> =
+        Arc::new([const { AtomicU32::new(0) }; crate::config::MAX_CPUS]);
+    let walked = Arc::new(AtomicU64::new(0));
+    let mut drivers = Vec::with_capacity(crate::config::MAX_CPUS);
     task::settle_reaped();
     let heap = &crate::HEAP;
     let in_use = heap.bytes_in_use();
-    let failures: [core::sync::atomic::AtomicU32; crate::config::MAX_CPUS] =
-        [const { AtomicU32::new(0) }; crate::config::MAX_CPUS];
-    let walked = AtomicU64::new(0);
-    // The others run their share from their idle loops; this CPU runs its own outside the call
-    // (it would sleep in `wait`, and the call lock is a spin lock).
-    smp::on_each_cpu(&|cpu| {
-        if cpu != me {
-            match one_round(cpu) {
-                Ok(w) => {
-                    walked.fetch_add(w, Ordering::Relaxed);
+    // Each other CPU runs its share in a task pinned there (it sleeps in `wait`, which work
+    // posted with `on_each_cpu` may not); this CPU runs its own.
+    for cpu in smp::online_cpus().filter(|&c| c != me) {
+        let (failures, walked) = (failures.clone(), walked.clone());
+        let driver = spawn_with(
+            "proclist-driver",
+            CpuMask::only(cpu),
+            Policy::RoundRobin,
+            move || {
+                match one_round(cpu) {
+                    Ok(w) => {
+                        walked.fetch_add(w, Ordering::Relaxed);
+                    }
+                    Err(why) => {
+                        log::error!("cpu{cpu}: {why}");
+                        failures[cpu].fetch_add(1, Ordering::Relaxed);
+                    }
                 }
-                Err(why) => {
-                    log::error!("cpu{cpu}: {why}");
-                    failures[cpu].fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
-    });
+                0
+            },
+        )?;
+        drivers.push(driver);
+    }
     walked.fetch_add(one_round(me)?, Ordering::Relaxed);
+    for &pid in &drivers {
+        ensure!(wait(pid)? == 0, "driver {pid} exited non-zero");
+    }
     let failed: u32 = failures.iter().map(|f| f.load(Ordering::Relaxed)).sum();
     ensure!(failed == 0, "{failed} CPU(s) failed (see the errors above)");
     task::settle_reaped();
@@ -522,5 +544,121 @@ fn process_list_torture(_: &Platform<'static>) -> Result<(), String> {
         leaked == 0,
         "{leaked} bytes still in use after every task was reaped and freed"
     );
+    Ok(())
+}
+
+/// Work posted with `on_each_cpu` runs in the target CPU's idle loop. Here it queues a
+/// CPU-bound round-robin task on its own CPU, then works through three ticks. The idle loop
+/// is what a CPU runs when no task wants it, so if the task could take the CPU from the
+/// posted work, the work would not get it back until the task ended: the task must not run
+/// on that CPU before the posted work is done.
+fn posted_work_keeps_its_cpu(_: &Platform<'static>) -> Result<(), String> {
+    /// The hog's budget, in chunks of 10 000 mixing rounds: far more than three ticks' work.
+    const HOG_CHUNKS: u64 = 400;
+    const WORK_CHUNK_LIMIT: u64 = 1_000_000;
+    let me = percpu::this_cpu().id;
+    let Some(target) = smp::online_cpus().find(|&c| c != me && smp::interrupts_ready(c)) else {
+        log::warn!("no second CPU with interrupts; posted-work preemption test skipped");
+        return Ok(());
+    };
+    let work_done = Arc::new(AtomicBool::new(false));
+    // Chunks the hog ran while the posted work on its CPU was not finished.
+    let hog_chunks_first = Arc::new(AtomicU64::new(0));
+    let hog_pid = AtomicU64::new(0);
+    let spawn_failed = AtomicBool::new(false);
+    let ticks_seen = AtomicU64::new(0);
+    smp::on_each_cpu(&|cpu| {
+        if cpu != target {
+            return;
+        }
+        let (done, first) = (work_done.clone(), hog_chunks_first.clone());
+        let spawned = spawn_with("hog", CpuMask::only(cpu), Policy::RoundRobin, move || {
+            for _ in 0..HOG_CHUNKS {
+                if done.load(Ordering::Acquire) {
+                    break;
+                }
+                core::hint::black_box(churn(7, 10_000, &|| {}));
+                first.fetch_add(1, Ordering::Relaxed);
+            }
+            0
+        });
+        match spawned {
+            Ok(pid) => hog_pid.store(u64::from(pid), Ordering::Relaxed),
+            Err(_) => {
+                spawn_failed.store(true, Ordering::Relaxed);
+                return;
+            }
+        }
+        let start = crate::irq::tick::ticks_on(cpu);
+        for _ in 0..WORK_CHUNK_LIMIT {
+            if crate::irq::tick::ticks_on(cpu) >= start + 3 {
+                break;
+            }
+            core::hint::black_box(churn(3, 1_000, &|| {}));
+        }
+        ticks_seen.store(crate::irq::tick::ticks_on(cpu) - start, Ordering::Relaxed);
+        work_done.store(true, Ordering::Release);
+    });
+    ensure!(
+        !spawn_failed.load(Ordering::Relaxed),
+        "cpu{target} could not spawn the hog"
+    );
+    ensure!(
+        wait(hog_pid.load(Ordering::Relaxed) as Pid)? == 0,
+        "the hog exited non-zero"
+    );
+    let first = hog_chunks_first.load(Ordering::Relaxed);
+    log::info!(
+        "cpu{target}: posted work saw {} ticks; the task it queued ran {first} of {HOG_CHUNKS} chunks before the work was done",
+        ticks_seen.load(Ordering::Relaxed)
+    );
+    ensure!(
+        first == 0,
+        "a task queued on cpu{target} took the CPU from work posted with on_each_cpu and ran {first} of its {HOG_CHUNKS} chunks before the work got the CPU back"
+    );
+    Ok(())
+}
+
+/// Work posted with `on_each_cpu` may not sleep or yield, on any CPU: a switch is refused
+/// there, and the refusal `sleep`, `yield_now` and the sleeping locks would panic with says
+/// why. (The panic itself would end the test run, so this asks for the reason instead.)
+fn posted_work_may_not_sleep(_: &Platform<'static>) -> Result<(), String> {
+    let me = percpu::this_cpu().id;
+    let refused: [AtomicU32; crate::config::MAX_CPUS] =
+        [const { AtomicU32::new(0) }; crate::config::MAX_CPUS];
+    let example: crate::sync::SpinLock<Option<String>> =
+        crate::sync::SpinLock::named("ktest refusal text", None);
+    smp::on_each_cpu(&|cpu| {
+        let switch_refused = task::switch_allowed().is_err() && !task::can_sleep();
+        let why = smp::sleep_refused_in_posted_call("sleep");
+        let says_why = why
+            .as_deref()
+            .is_some_and(|w| w.contains("on_each_cpu") && w.contains(&format!("cpu{cpu}")));
+        refused[cpu].store(
+            u32::from(switch_refused) | u32::from(says_why) << 1,
+            Ordering::Relaxed,
+        );
+        if cpu != me {
+            let mut slot = example.lock();
+            if slot.is_none() {
+                *slot = why;
+            }
+        }
+    });
+    for cpu in smp::online_cpus() {
+        let r = refused[cpu].load(Ordering::Relaxed);
+        ensure!(r & 1 != 0, "cpu{cpu}: posted work could switch tasks");
+        ensure!(
+            r & 2 != 0,
+            "cpu{cpu}: no refusal naming on_each_cpu and the CPU for posted work"
+        );
+    }
+    ensure!(
+        smp::sleep_refused_in_posted_call("sleep").is_none(),
+        "cpu{me}: still refused after the call returned"
+    );
+    if let Some(why) = example.lock().take() {
+        log::info!("refused as it should be: {why}");
+    }
     Ok(())
 }

@@ -68,9 +68,23 @@ pub static TESTS: &[KTest] = &[
 /// The tests here check exact interleavings on one CPU, so their threads stay on this CPU and
 /// are not time-sliced: pinned, FIFO.
 fn spawn(name: &str, f: impl FnOnce() -> i32 + Send + 'static) -> Result<Pid, String> {
-    let here = CpuMask::only(percpu::this_cpu().id);
-    task::spawn_with(name, DEFAULT_STACK_SIZE, here, Policy::Fifo, f)
-        .map_err(|e| format!("spawn {name}: {e}"))
+    spawn_pinned(name, percpu::this_cpu().id, f)
+}
+
+/// A FIFO thread pinned to `cpu`.
+fn spawn_pinned(
+    name: &str,
+    cpu: usize,
+    f: impl FnOnce() -> i32 + Send + 'static,
+) -> Result<Pid, String> {
+    task::spawn_with(
+        name,
+        DEFAULT_STACK_SIZE,
+        CpuMask::only(cpu),
+        Policy::Fifo,
+        f,
+    )
+    .map_err(|e| format!("spawn {name}: {e}"))
 }
 
 fn wait(pid: Pid) -> Result<i32, String> {
@@ -572,15 +586,14 @@ fn irq_state_per_task(_: &Platform<'static>) -> Result<(), String> {
 fn threads_on_every_cpu(_: &Platform<'static>) -> Result<(), String> {
     const ROUNDS: u64 = 20;
     // Per CPU: 1 when its threads ran as expected, 2.. a failure code.
-    let outcome: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+    let outcome: Arc<[AtomicU64; MAX_CPUS]> = Arc::new([const { AtomicU64::new(0) }; MAX_CPUS]);
     let mut before = [0u64; MAX_CPUS];
     for id in smp::online_cpus() {
         before[id] = task::cpu_switches(id);
     }
-    let pair = |cpu: usize| {
+    let pair = |cpu: usize, outcome: &[AtomicU64; MAX_CPUS]| {
         let trace = Arc::new(AtomicU64::new(0));
-        // Both threads start together: on a secondary the spawner is the idle task, which the
-        // first spawn preempts at once, and a thread started alone would yield to nobody.
+        // Both threads start together: a thread started alone would yield to nobody.
         let start = Arc::new(task::Completion::new());
         let mut pids = [0; 2];
         for (n, pid) in pids.iter_mut().enumerate() {
@@ -630,23 +643,28 @@ fn threads_on_every_cpu(_: &Platform<'static>) -> Result<(), String> {
         };
         outcome[cpu].store(code, Ordering::Relaxed);
     };
-    // The others run theirs from their idle loops. This CPU runs its own outside the call:
-    // `on_each_cpu` holds its call lock while running the caller's share, and a switch with a
-    // lock held is refused (task_switch_refused_while_holding_a_lock).
+    // Each other CPU's pair is started by a driver task pinned there: the driver waits for
+    // its threads, and work posted with `on_each_cpu` may not sleep. This CPU runs its own.
     let me = percpu::this_cpu().id;
-    smp::on_each_cpu(&|cpu| {
-        if cpu != me {
-            pair(cpu);
-        }
-    });
-    pair(me);
+    let mut drivers = Vec::new();
+    for cpu in smp::online_cpus().filter(|&c| c != me) {
+        let outcome = outcome.clone();
+        drivers.push(spawn_pinned(&format!("pairs-{cpu}"), cpu, move || {
+            pair(cpu, &outcome);
+            0
+        })?);
+    }
+    pair(me, &outcome);
+    for pid in drivers {
+        ensure!(wait(pid)? == 0, "driver {pid} exited non-zero");
+    }
     for id in smp::online_cpus() {
         let code = outcome[id].load(Ordering::Relaxed);
         ensure!(
             code == 1,
             "cpu{id}: {}",
             match code {
-                0 => "never ran the call",
+                0 => "its driver never ran",
                 2 => "spawn failed",
                 3 => "a pinned thread found itself on another CPU",
                 4 => "a thread did not exit with 0",

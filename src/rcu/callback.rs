@@ -6,19 +6,37 @@
 //! allocated: the head carries the list link, the function and the grace period it waits for.
 //!
 //! Each CPU queues on its own list (IRQ-safe, because the tick takes callbacks off it), in
-//! order, so the grace periods the list waits for never decrease along it. The kernel's tick
-//! calls [`Rcu::process_callbacks`], which runs the ready prefix with the list unlocked (a
-//! callback may queue again) and starts a grace period when callbacks are waiting and none is
-//! running. `rcu_barrier` waits until every callback queued before it has run, by comparing
-//! each CPU's count of callbacks queued with its count of callbacks run.
+//! order, so the grace periods the list waits for never decrease along it.
+//! [`Rcu::process_callbacks`] runs the ready prefix with the list unlocked (a callback may
+//! queue again) and starts a grace period when callbacks are waiting and none is running.
+//!
+//! Three flows call it for the same CPU: the tick (hardirq), the idle loop and an
+//! `rcu_barrier` waiter (both in process context with IRQs on). Any of them may be interrupted
+//! by the tick in the middle of a callback, so a CPU's callbacks would run re-entrantly unless
+//! something forbids it. Something must: `rcu_barrier` waits until each CPU's count of
+//! callbacks run reaches its count of callbacks queued before the barrier, and that count
+//! proves "everything queued before me has run" only if the callbacks of one CPU run one at a
+//! time in list order. A tick that ran later callbacks while an interrupted flow still held an
+//! earlier batch would bring the count to its goal with part of that batch not run yet, and the
+//! barrier's caller would free what those callbacks use. So each CPU has an `invoking` flag:
+//! the flow that sets it runs its batch with preemption off, so that it cannot be switched
+//! away holding it; a flow that finds it set (an interrupt inside that batch) only starts
+//! grace periods, and leaves what became ready meanwhile to the next call after the holder is
+//! done: the next tick at the latest.
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicU64, Ordering};
+
+#[cfg(not(loom))]
+use core::sync::atomic::AtomicBool;
+#[cfg(loom)]
+use loom::sync::atomic::AtomicBool;
 
 use super::Rcu;
 use crate::config::MAX_CPUS;
-use crate::percpu;
+use crate::percpu::{self, CacheAligned};
 use crate::sync::IrqSafeSpinLock;
+use crate::sync::preempt;
+use crate::sync::shim::{AtomicU64, Ordering, const_unless_loom};
 
 /// What runs after the grace period: it gets back the head passed to `call_rcu`, and usually
 /// recovers the enclosing object from it (see [`RcuHead::container`]).
@@ -87,22 +105,39 @@ pub(super) struct CallbackQueue {
     queued: AtomicU64,
     /// Callbacks ever run from this CPU, counted after each one returns.
     invoked: AtomicU64,
+    /// Some flow on this CPU is running a batch of its callbacks (see the module comment).
+    invoking: AtomicBool,
 }
 
 impl CallbackQueue {
-    #[track_caller]
-    pub(super) const fn new() -> Self {
-        CallbackQueue {
-            list: IrqSafeSpinLock::named(
-                "rcu callbacks",
-                CallbackList {
-                    first: core::ptr::null_mut(),
-                    last: core::ptr::null_mut(),
-                },
-            ),
-            queued: AtomicU64::new(0),
-            invoked: AtomicU64::new(0),
+    const_unless_loom! {
+        #[track_caller]
+        pub(super) const fn new() -> Self {
+            CallbackQueue {
+                list: IrqSafeSpinLock::named(
+                    "rcu callbacks",
+                    CallbackList {
+                        first: core::ptr::null_mut(),
+                        last: core::ptr::null_mut(),
+                    },
+                ),
+                queued: AtomicU64::new(0),
+                invoked: AtomicU64::new(0),
+                invoking: AtomicBool::new(false),
+            }
         }
+    }
+
+    /// One queue per CPU.
+    #[cfg(not(loom))]
+    pub(super) const fn per_cpu() -> [CacheAligned<CallbackQueue>; MAX_CPUS] {
+        [const { CacheAligned(CallbackQueue::new()) }; MAX_CPUS]
+    }
+
+    /// One queue per CPU (loom's atomics are built at run time, inside the model).
+    #[cfg(loom)]
+    pub(super) fn per_cpu() -> [CacheAligned<CallbackQueue>; MAX_CPUS] {
+        core::array::from_fn(|_| CacheAligned(CallbackQueue::new()))
     }
 }
 
@@ -153,49 +188,88 @@ impl Rcu {
     }
 
     /// Run `cpu`'s callbacks whose grace period is over, and start a grace period if others
-    /// are waiting and none is running. Returns how many ran. The kernel calls this from the
-    /// tick (and idle) on `cpu` itself; callbacks then run in interrupt context, so they must
-    /// be short and must not sleep.
+    /// are waiting and none is running. Returns how many ran: 0 also when another flow on
+    /// `cpu` is running a batch (this call interrupted it), because callbacks of one CPU never
+    /// run re-entrantly.
+    ///
+    /// The kernel calls this on `cpu` itself, from the tick (hardirq), the idle loop and
+    /// `rcu_barrier` (process context, IRQs on). Callbacks therefore run with preemption
+    /// disabled and sometimes in interrupt context: they must be short, must not sleep, and a
+    /// lock they take must be IRQ-safe.
     pub fn process_callbacks(&self, cpu: usize) -> usize {
         let q = self.callbacks.for_cpu(cpu);
-        let (mut ready, waiting) = {
-            let mut list = q.list.lock();
-            if list.first.is_null() {
-                return 0;
-            }
-            let done = self.gp_seq();
-            let ready = list.first;
-            let mut last_ready: *mut RcuHead = core::ptr::null_mut();
-            let mut p = list.first;
-            // SAFETY: every head on the list is alive (call_rcu_on's contract) and only this
-            // list, under its lock, touches its fields.
-            unsafe {
-                while !p.is_null() && (*(*p).inner.get()).target <= done {
-                    last_ready = p;
-                    p = (*(*p).inner.get()).next;
-                }
-                list.first = p;
-                if p.is_null() {
-                    list.last = core::ptr::null_mut();
-                }
-                if !last_ready.is_null() {
-                    (*(*last_ready).inner.get()).next = core::ptr::null_mut();
-                }
-            }
-            let ready = if last_ready.is_null() {
-                core::ptr::null_mut()
-            } else {
-                ready
-            };
-            (ready, !p.is_null())
-        };
+        // Preemption off before the claim: a flow switched away while it holds the claim would
+        // leave this CPU's callbacks to wait until it runs again.
+        preempt::preempt_disable();
+        let claimed = q
+            .invoking
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok();
+        let (ready, waiting) = self.take_ready(q, claimed);
         if waiting && !self.gp_in_progress() {
             self.start_grace_period();
         }
+        let ran = if claimed {
+            let ran = Self::invoke(q, ready);
+            // Release: whoever claims next sees every callback of this batch done.
+            q.invoking.store(false, Ordering::Release);
+            ran
+        } else {
+            0
+        };
+        preempt::preempt_enable();
+        ran
+    }
+
+    /// Under `q`'s lock: detach the ready prefix if `take` (the caller holds the claim), and
+    /// say whether callbacks not yet ready remain (they need a grace period).
+    fn take_ready(&self, q: &CallbackQueue, take: bool) -> (*mut RcuHead, bool) {
+        let mut list = q.list.lock();
+        if list.first.is_null() {
+            return (core::ptr::null_mut(), false);
+        }
+        let done = self.gp_seq();
+        if !take {
+            // Targets never decrease along the list: the last one has the latest.
+            // SAFETY: `last` is a queued head, alive by its call_rcu's contract, read under
+            // the list lock.
+            let latest = unsafe { (*(*list.last).inner.get()).target };
+            return (core::ptr::null_mut(), latest > done);
+        }
+        let ready = list.first;
+        let mut last_ready: *mut RcuHead = core::ptr::null_mut();
+        let mut p = list.first;
+        // SAFETY: every head on the list is alive (call_rcu_on's contract) and only this
+        // list, under its lock, touches its fields.
+        unsafe {
+            while !p.is_null() && (*(*p).inner.get()).target <= done {
+                last_ready = p;
+                p = (*(*p).inner.get()).next;
+            }
+            list.first = p;
+            if p.is_null() {
+                list.last = core::ptr::null_mut();
+            }
+            if !last_ready.is_null() {
+                (*(*last_ready).inner.get()).next = core::ptr::null_mut();
+            }
+        }
+        let ready = if last_ready.is_null() {
+            core::ptr::null_mut()
+        } else {
+            ready
+        };
+        (ready, !p.is_null())
+    }
+
+    /// Run the detached batch starting at `ready`, in order, counting each callback after it
+    /// returns. The caller holds `q`'s claim.
+    fn invoke(q: &CallbackQueue, mut ready: *mut RcuHead) -> usize {
         let mut ran = 0;
         while !ready.is_null() {
-            // SAFETY: `ready` was detached from the list above, so this loop is its only user;
-            // read the link and function before the callback, which may free or requeue it.
+            // SAFETY: `ready` was detached from the list by our caller, so this loop is its
+            // only user; read the link and function before the callback, which may free or
+            // requeue it.
             let (next, func) = unsafe {
                 let inner = &*(*ready).inner.get();
                 (inner.next, inner.func)
@@ -222,21 +296,31 @@ impl Rcu {
     /// Wait until every callback queued (on any CPU) before this call has run, on behalf of
     /// the calling CPU.
     pub fn barrier(&self) {
+        // Preemption off while checking, so that the CPU checked is the one we are on.
+        preempt::preempt_disable();
         if let Some(cpu) = percpu::current_id() {
             assert!(
                 self.nesting(cpu) == 0,
                 "rcu_barrier inside an RCU read-side critical section on cpu{cpu}"
             );
+            // The holder of a CPU's claim runs with preemption off, so a flow that finds its
+            // own CPU claimed is that holder: a callback, or an interrupt inside one.
+            assert!(
+                !self.callbacks.for_cpu(cpu).invoking.load(Ordering::Relaxed),
+                "rcu_barrier from an RCU callback on cpu{cpu}: it would wait for its own batch \
+                 forever"
+            );
         }
+        preempt::preempt_enable();
         // As in `synchronize`: the waiter may be moved between CPUs, so it speaks for the CPU
         // it is on at each moment, with preemption off.
         self.barrier_with(|| {
-            crate::sync::preempt::preempt_disable();
+            preempt::preempt_disable();
             if let Some(cpu) = percpu::current_id() {
                 self.note_quiescent_state(cpu);
                 self.process_callbacks(cpu);
             }
-            crate::sync::preempt::preempt_enable();
+            preempt::preempt_enable();
         });
     }
 
@@ -264,22 +348,32 @@ impl Rcu {
 
     /// Wait until every callback queued before the call has run; `report` speaks for the
     /// waiter's CPU meanwhile.
+    ///
+    /// Counting is enough because each CPU runs its callbacks one batch at a time, in list
+    /// order (the `invoking` claim): once `invoked` reaches the `queued` count taken here, the
+    /// first that many callbacks of the list, the ones queued before this call, have returned.
     fn barrier_with(&self, report: impl Fn()) {
+        let goal = self.barrier_goal();
+        while !self.barrier_reached(&goal) {
+            report();
+            self.wait();
+        }
+    }
+
+    /// What `rcu_barrier` waits for: each CPU's count of callbacks queued so far.
+    pub(super) fn barrier_goal(&self) -> [u64; MAX_CPUS] {
         let mut goal = [0u64; MAX_CPUS];
         for (g, q) in goal.iter_mut().zip(self.callbacks.iter()) {
             *g = q.queued.load(Ordering::Acquire);
         }
-        loop {
-            let all_ran = goal
-                .iter()
-                .zip(self.callbacks.iter())
-                .all(|(&g, q)| q.invoked.load(Ordering::Acquire) >= g);
-            if all_ran {
-                return;
-            }
-            report();
-            self.wait();
-        }
+        goal
+    }
+
+    /// True once every CPU has run as many callbacks as `goal` says were queued on it.
+    pub(super) fn barrier_reached(&self, goal: &[u64; MAX_CPUS]) -> bool {
+        goal.iter()
+            .zip(self.callbacks.iter())
+            .all(|(&g, q)| q.invoked.load(Ordering::Acquire) >= g)
     }
 }
 
@@ -407,6 +501,101 @@ mod tests {
             });
         });
     }
+
+    /// A callback that stays inside until the test lets it go, like a flow that is interrupted
+    /// or preempted in the middle of a callback.
+    struct Gate {
+        head: RcuHead,
+        entered: AtomicBool,
+        release: AtomicBool,
+    }
+
+    unsafe fn wait_at_the_gate(head: *mut RcuHead) {
+        // SAFETY: only the `head` of a live `Gate` is queued with this callback.
+        let gate = unsafe { &*RcuHead::container::<Gate>(head, core::mem::offset_of!(Gate, head)) };
+        gate.entered.store(true, Ordering::Release);
+        while !gate.release.load(Ordering::Acquire) {
+            std::thread::yield_now();
+        }
+    }
+
+    /// Set by the wait hook: the barrier has taken its goal and is waiting.
+    static BARRIER_IS_WAITING: AtomicBool = AtomicBool::new(false);
+
+    /// The re-entrancy hazard: cpu0's idle loop has taken the batch [gate, after] off cpu0's
+    /// list and is stuck inside `gate` (interrupted, or preempted) when cpu0's tick runs two
+    /// callbacks queued after `rcu_barrier` began. Counting those two must not let the barrier
+    /// return while `after`, queued before it, has not run.
+    #[test]
+    fn barrier_waits_for_a_batch_another_flow_on_the_cpu_is_running() {
+        fn note_barrier_waiting() {
+            BARRIER_IS_WAITING.store(true, Ordering::Release);
+            std::thread::yield_now();
+        }
+        let rcu = Rcu::new();
+        rcu.set_wait_hook(note_barrier_waiting);
+        rcu.cpu_online(0);
+        let gate = Gate {
+            head: RcuHead::new(),
+            entered: AtomicBool::new(false),
+            release: AtomicBool::new(false),
+        };
+        let after = obj(1);
+        let late: Vec<Obj> = (2..4).map(obj).collect();
+        // SAFETY: every object outlives the scope below, in which each callback runs.
+        unsafe {
+            rcu.call_rcu_on(0, &gate.head, wait_at_the_gate);
+            rcu.call_rcu_on(0, &after.head, mark_freed);
+        }
+        // One grace period, without running anything: both callbacks are ready.
+        assert!(rcu.start_grace_period());
+        assert!(rcu.note_quiescent_state(0));
+        let returned = AtomicBool::new(false);
+        let after_ran_when_barrier_returned = AtomicU32::new(u32::MAX);
+        std::thread::scope(|s| {
+            // cpu0's idle loop: takes [gate, after] and runs them.
+            s.spawn(|| rcu.process_callbacks(0));
+            // A task elsewhere calls rcu_barrier once the idle loop is inside `gate`.
+            s.spawn(|| {
+                while !gate.entered.load(Ordering::Acquire) {
+                    std::thread::yield_now();
+                }
+                rcu.barrier_on(None);
+                after_ran_when_barrier_returned
+                    .store(after.freed.load(Ordering::Acquire), Ordering::Release);
+                returned.store(true, Ordering::Release);
+            });
+            // cpu0's tick: two callbacks queued after the barrier's goal, then ticks. Bounded:
+            // 200 ticks, or until the barrier returns; then the gate opens.
+            s.spawn(|| {
+                while !BARRIER_IS_WAITING.load(Ordering::Acquire) {
+                    std::thread::yield_now();
+                }
+                for o in &late {
+                    // SAFETY: as above.
+                    unsafe { rcu.call_rcu_on(0, &o.head, mark_freed) };
+                }
+                for _ in 0..200 {
+                    if returned.load(Ordering::Acquire) {
+                        break;
+                    }
+                    rcu.tick(0);
+                    std::thread::yield_now();
+                }
+                gate.release.store(true, Ordering::Release);
+            });
+        });
+        assert_eq!(
+            after_ran_when_barrier_returned.load(Ordering::Acquire),
+            1,
+            "rcu_barrier returned before a callback queued before it had run"
+        );
+        // Tidy up: the late callbacks run too.
+        while rcu.callbacks_pending(0) > 0 {
+            rcu.tick(0);
+        }
+        assert!(late.iter().all(|o| o.freed.load(Ordering::Relaxed) == 1));
+    }
 }
 
 /// Loom models (`make loom`): the same reader as in src/rcu/gp.rs, against a writer that frees
@@ -448,5 +637,92 @@ mod tests {
     #[should_panic(expected = "Causality violation")]
     fn loom_rcu_broken_call_rcu_is_caught() {
         reader_never_sees_freed_data(BrokenRcu::new, call_rcu_then_tick::<BrokenRcu>);
+    }
+
+    struct Flagged {
+        head: RcuHead,
+        ran: AtomicBool,
+    }
+
+    fn flagged() -> *mut Flagged {
+        Box::into_raw(Box::new(Flagged {
+            head: RcuHead::new(),
+            ran: AtomicBool::new(false),
+        }))
+    }
+
+    unsafe fn mark_ran(head: *mut RcuHead) {
+        // SAFETY: only the `head` of a live `Flagged` is queued with this callback.
+        let f =
+            unsafe { &*RcuHead::container::<Flagged>(head, core::mem::offset_of!(Flagged, head)) };
+        f.ran.store(true, Ordering::Release);
+    }
+
+    /// cpu0's idle loop runs a ready batch [first, second] while cpu0's tick (another flow:
+    /// it interrupts the idle loop) queues one more callback and ticks twice, enough for a
+    /// grace period to start and end. `rcu_barrier`'s exit condition, checked at every point
+    /// loom chooses, must never hold before both callbacks queued before it have run.
+    ///
+    /// The barrier itself is not run here: it spins, and loom, which may pick any thread
+    /// after a yield without counting a preemption, would explore two spinning flows forever.
+    #[test]
+    fn loom_rcu_barrier_waits_for_a_batch_in_progress() {
+        loom::model(|| {
+            let rcu = loom::sync::Arc::new(Rcu::new());
+            rcu.cpu_online(0);
+            let (first, second, late) = (flagged(), flagged(), flagged());
+            // SAFETY: the three live until the end of the model, and each is queued once.
+            unsafe {
+                rcu.call_rcu_on(0, &(*first).head, mark_ran);
+                rcu.call_rcu_on(0, &(*second).head, mark_ran);
+            }
+            assert!(rcu.start_grace_period());
+            assert!(rcu.note_quiescent_state(0));
+            // rcu_barrier called now: it waits for `first` and `second`.
+            let goal = rcu.barrier_goal();
+            let idle = {
+                let rcu = rcu.clone();
+                loom::thread::spawn(move || {
+                    rcu.process_callbacks(0);
+                })
+            };
+            let tick = {
+                let rcu = rcu.clone();
+                let late = late as usize;
+                loom::thread::spawn(move || {
+                    // SAFETY: as above.
+                    unsafe { rcu.call_rcu_on(0, &(*(late as *mut Flagged)).head, mark_ran) };
+                    rcu.tick(0);
+                    rcu.tick(0);
+                })
+            };
+            // SAFETY: both live until the end of the model.
+            let (a, b) = unsafe { (&*first, &*second) };
+            for _ in 0..2 {
+                if rcu.barrier_reached(&goal) {
+                    assert!(
+                        a.ran.load(Ordering::Acquire) && b.ran.load(Ordering::Acquire),
+                        "rcu_barrier would return before a callback queued before it had run"
+                    );
+                }
+            }
+            idle.join().unwrap();
+            tick.join().unwrap();
+            assert!(
+                rcu.barrier_reached(&goal),
+                "both ran once every flow is done"
+            );
+            // `late` may still be queued: run it before its memory goes.
+            // SAFETY: lives until the end of the model.
+            while !unsafe { &*late }.ran.load(Ordering::Acquire) {
+                rcu.tick(0);
+            }
+            // SAFETY: from Box::into_raw; every callback has run, so nothing refers to them.
+            unsafe {
+                drop(Box::from_raw(first));
+                drop(Box::from_raw(second));
+                drop(Box::from_raw(late));
+            }
+        });
     }
 }

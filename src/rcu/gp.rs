@@ -84,7 +84,7 @@ impl Rcu {
                 gp_seq: AtomicU64::new(0),
                 cpus: AtomicU64::new(0),
                 nesting: PerCpu::new([const { CacheAligned(AtomicU32::new(0)) }; MAX_CPUS]),
-                callbacks: PerCpu::new([const { CacheAligned(CallbackQueue::new()) }; MAX_CPUS]),
+                callbacks: PerCpu::new(CallbackQueue::per_cpu()),
                 wait_hook: PlainAtomicPtr::new(core::ptr::null_mut()),
             }
         }
@@ -280,6 +280,10 @@ impl Rcu {
             });
         if online == 0 {
             self.end_grace_period();
+        } else {
+            // A CPU without a working interrupt interface idles in WFE, and no tick ends that
+            // wait: without an event it would sleep through the grace period it owes a report.
+            crate::arch::send_event();
         }
         true
     }
@@ -292,9 +296,12 @@ impl Rcu {
 
     /// Wait for a full grace period, on behalf of the calling CPU (if it has a per-CPU id yet).
     pub fn synchronize(&self) {
+        // Preemption off while checking, so that the CPU checked is the one we are on.
+        preempt::preempt_disable();
         if let Some(cpu) = percpu::current_id() {
             self.assert_not_reading(cpu, "synchronize_rcu");
         }
+        preempt::preempt_enable();
         // The caller may be preempted and moved to another CPU while it waits, so each report
         // is for the CPU it is on at that moment, made with preemption off: a CPU only ever
         // speaks for itself.
@@ -483,6 +490,23 @@ mod tests {
         assert!(rcu.start_grace_period());
         on_thread(|| rcu.note_quiescent_state(0));
         assert!(rcu.is_done(target));
+    }
+
+    /// A CPU without a working interrupt interface idles in WFE, which only an event ends:
+    /// a grace period that starts while it sleeps must wake it, or it never reports.
+    #[test]
+    fn starting_a_grace_period_sends_an_event() {
+        let rcu = Rcu::new();
+        rcu.cpu_online(0);
+        rcu.cpu_online(1);
+        on_thread(|| {
+            let before = crate::arch::host::events_sent();
+            assert!(rcu.start_grace_period());
+            assert!(
+                crate::arch::host::events_sent() > before,
+                "a grace period started without SEV: CPUs waiting in WFE sleep through it"
+            );
+        });
     }
 
     #[test]

@@ -33,8 +33,10 @@
 //!    with a scheduler, a hook that sleeps. Without it, waiters spin with `cpu_relax`.
 //! 3. **Timer tick, on each CPU, in the handler**: `rcu::rcu_tick(id)`. It reports a
 //!    quiescent state unless the tick interrupted a reader (it checks the nesting count
-//!    itself), and runs that CPU's ready `call_rcu` callbacks in IRQ context.
-//! 4. **Idle loop, before each WFI**: `rcu::rcu_idle(id)`.
+//!    itself), and runs that CPU's ready `call_rcu` callbacks in IRQ context, unless it
+//!    interrupted a flow of the same CPU that is running them (callbacks never nest).
+//! 4. **Idle loop, before each WFI**: `rcu::rcu_idle(id)`. It runs ready callbacks too, with
+//!    preemption off, so callbacks must never sleep, wherever they run.
 //! 5. **Context switch (once the scheduler exists), before switching**:
 //!    `rcu::rcu_context_switch(id)`. It panics if the outgoing task is inside a reader.
 //!    Preemption must respect the preempt count, which `rcu_read_lock` raises.

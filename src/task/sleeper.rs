@@ -59,6 +59,7 @@ impl Sleeper for KernelSleeper {
             "a sleeping lock taken in interrupt context (preempt count {count:#x}): an interrupt \
              handler cannot sleep; use an IrqSafeSpinLock"
         );
+        crate::smp::refuse_sleep_in_posted_call("a sleeping lock");
         // IRQs masked counts only on a CPU that takes interrupts at all (without a GIC every
         // task runs masked).
         let masked = crate::arch::irqflags::irqs_disabled()

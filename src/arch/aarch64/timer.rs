@@ -14,6 +14,7 @@ use aarch64_cpu::registers::{
 pub fn arm_in(ticks: u64) {
     CNTV_CVAL_EL0.set(CNTVCT_EL0.get().wrapping_add(ticks));
     CNTV_CTL_EL0.write(CNTV_CTL_EL0::ENABLE::SET + CNTV_CTL_EL0::IMASK::CLEAR);
+    settle();
 }
 
 /// Fire `ticks` after the previous deadline, not after now: a late handler does not make the
@@ -25,7 +26,18 @@ pub fn rearm_periodic(ticks: u64) {
         arm_in(ticks);
     } else {
         CNTV_CVAL_EL0.set(next);
+        settle();
     }
+}
+
+/// Make a new compare value take effect before the handler goes on. A write to a system
+/// register is only guaranteed to be seen by later instructions after a context
+/// synchronisation event; without the ISB the timer may still be asserting its (level)
+/// interrupt from the old deadline when the handler writes EOI, the GIC then finds it pending
+/// again, and the CPU takes the same tick twice. QEMU applies the write at once, so only real
+/// hardware can show the double tick.
+fn settle() {
+    super::barrier::isb();
 }
 
 /// Stop the timer (and its interrupt).

@@ -32,8 +32,9 @@
 //! one would make exits slow; the callbacks batch up and run from the tick.
 //!
 //! The payload is dropped in that callback (as Linux drops a task through
-//! `delayed_put_task_struct`), which means in the tick's interrupt context: a payload's `Drop`
-//! must be safe there (freeing heap memory is: the heap's lock is IRQ-safe) and must not sleep.
+//! `delayed_put_task_struct`), which means with preemption off, from the tick's interrupt
+//! handler, the idle loop or an `rcu_barrier` waiter: a payload's `Drop` must be safe in
+//! interrupt context (freeing heap memory is: the heap's lock is IRQ-safe) and must not sleep.
 //!
 //! # Catching a reader the grace period missed
 //! With the `rcu-poison` feature (on by default, off in the benchmark kernel) the callback
@@ -124,7 +125,7 @@ pub struct ProcessList<T: Send + Sync + 'static, R: ListRcu = GlobalRcu> {
     rcu: R,
     list: RcuList<ProcNode<T>>,
     /// Writers' lock; it also guards the quarantine. Plain, not IRQ-safe: writers run in
-    /// process context, and the callbacks (which do run in interrupt context) never take it.
+    /// process context, and the callbacks (which may run in interrupt context) never take it.
     /// Test-and-test-and-set, not the default ticket lock: a FIFO lock hands over to the next
     /// waiter in line even when its CPU is not running, and under QEMU (four vCPUs on two
     /// host cores) each hand-over could then wait for a host time slice: the torture test,

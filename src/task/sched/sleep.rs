@@ -88,6 +88,7 @@ pub fn prepare_to_sleep() {
 /// Before the boot CPU's idle task exists (nothing would run meanwhile), and wherever
 /// `yield_now` would panic.
 pub fn sleep() {
+    crate::smp::refuse_sleep_in_posted_call("sleep");
     let cpu = percpu::this_cpu().id;
     assert!(
         READY.load(Ordering::Acquire) && !SCHED.for_cpu(cpu).idle.load(Ordering::Acquire).is_null(),
@@ -95,8 +96,8 @@ pub fn sleep() {
     );
     if current().is_idle() {
         // The idle task is what a CPU runs when everything else sleeps, so it cannot sleep
-        // itself (an idle loop running a cross-CPU call may wait for something). It lets the
-        // queued tasks run and returns; its caller re-checks its condition and comes back.
+        // itself (posted calls, which run in it, were refused above). It lets the queued
+        // tasks run and returns; its caller re-checks its condition and comes back.
         yield_now();
         crate::arch::cpu_relax();
         return;

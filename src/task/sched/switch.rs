@@ -40,6 +40,7 @@ use crate::task::state::TaskState;
 /// # Panics
 /// If switching is not allowed here (see `switch_allowed`), or a stack canary is damaged.
 pub fn yield_now() {
+    crate::smp::refuse_sleep_in_posted_call("yield_now");
     schedule(Reason::Yield);
 }
 
