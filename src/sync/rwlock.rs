@@ -10,6 +10,7 @@
 //! holder would make every other task on its CPU that wants the lock spin until the next tick.
 
 use core::cell::UnsafeCell;
+use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -45,7 +46,10 @@ impl<T> RwLock<T> {
                     .compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
-                    return ReadGuard { lock: self };
+                    return ReadGuard {
+                        lock: self,
+                        _not_send: PhantomData,
+                    };
                 }
             } else {
                 wait::wait_while_u32(&self.state, s);
@@ -60,7 +64,12 @@ impl<T> RwLock<T> {
                 .state
                 .compare_exchange_weak(0, WRITER, Ordering::Acquire, Ordering::Relaxed)
             {
-                Ok(_) => return WriteGuard { lock: self },
+                Ok(_) => {
+                    return WriteGuard {
+                        lock: self,
+                        _not_send: PhantomData,
+                    };
+                }
                 Err(s) => wait::wait_while_u32(&self.state, s),
             }
         }
@@ -72,8 +81,28 @@ impl<T> RwLock<T> {
     }
 }
 
+/// A reader's access; leaves on drop. Not `Send`: it re-enables preemption, which must happen
+/// in the task that disabled it.
+///
+/// ```compile_fail
+/// # use quartet::sync::RwLock;
+/// fn must_be_send<T: Send>(_: &T) {}
+/// let lock = RwLock::new(0u32);
+/// let guard = lock.read();
+/// must_be_send(&guard); // error: the guard cannot be sent between threads safely
+/// ```
+///
+/// ```
+/// # use quartet::sync::RwLock;
+/// fn must_be_send<T: Send>(_: &T) {}
+/// let lock = RwLock::new(0u32);
+/// let guard = lock.read();
+/// must_be_send(&lock); // the lock and the data may move; only the guard may not
+/// must_be_send(&*guard);
+/// ```
 pub struct ReadGuard<'a, T> {
     lock: &'a RwLock<T>,
+    _not_send: PhantomData<*const ()>,
 }
 
 impl<T> Deref for ReadGuard<'_, T> {
@@ -91,8 +120,27 @@ impl<T> Drop for ReadGuard<'_, T> {
     }
 }
 
+/// The writer's access; unlocks on drop. Not `Send`, for the reason `ReadGuard` is not.
+///
+/// ```compile_fail
+/// # use quartet::sync::RwLock;
+/// fn must_be_send<T: Send>(_: &T) {}
+/// let lock = RwLock::new(0u32);
+/// let guard = lock.write();
+/// must_be_send(&guard); // error: the guard cannot be sent between threads safely
+/// ```
+///
+/// ```
+/// # use quartet::sync::RwLock;
+/// fn must_be_send<T: Send>(_: &T) {}
+/// let lock = RwLock::new(0u32);
+/// let guard = lock.write();
+/// must_be_send(&lock); // the lock and the data may move; only the guard may not
+/// must_be_send(&*guard);
+/// ```
 pub struct WriteGuard<'a, T> {
     lock: &'a RwLock<T>,
+    _not_send: PhantomData<*const ()>,
 }
 
 impl<T> Deref for WriteGuard<'_, T> {
