@@ -39,8 +39,11 @@ run-rpi4: setup-rpi4 rpi4
 ## make test: host unit tests, loom models, lint, both kernels, then the QEMU boot tests.
 test: setup-rpi4 unit loom lint image rpi4 qemu-tests
 
+## make unit: the host unit tests, then the doc tests (`--lib` alone skips doc tests, and the
+## compile_fail ones are what proves a spin-lock guard cannot leave its CPU).
 unit:
 	cargo test --target $(HOST) --lib
+	cargo test --target $(HOST) --doc
 
 ## make loom: model-check the subtle lock algorithms (ticket, MCS, seqlock) with loom.
 ## Preemption bound 3 keeps the whole run to a few minutes on two cores.

@@ -22,7 +22,7 @@ mod kernel {
     use quartet::arch::aarch64::boot::SecondaryBootBlock;
     use quartet::arch::aarch64::layout::{self, KernelLayout};
     use quartet::arch::aarch64::pagetable::Table;
-    use quartet::arch::aarch64::{atomic, cpu, exception, mmu};
+    use quartet::arch::aarch64::{atomic, cpu, exception, mmu, timer};
     use quartet::config::PAGE_TABLE_POOL;
     use quartet::platform::{self, Platform, Problem, Region};
     use quartet::{HEAP, console, ktest, logger, mm, percpu, power, smp};
@@ -87,6 +87,8 @@ mod kernel {
         // the console; we run identity-mapped, so the next instruction is where we expect it.
         unsafe { mmu::enable(&mmu_config) };
         exception::install();
+        // WFE also wakes every ~100 us, so a wait whose wake-up never comes is short.
+        timer::enable_event_stream();
         // The CPU decides how atomics are done: one LSE instruction, or an LL/SC loop.
         atomic::select(cpu::has_lse_atomics() && !platform.has_bootarg("nolse"));
 
@@ -193,6 +195,8 @@ mod kernel {
 
     #[unsafe(no_mangle)]
     extern "C" fn secondary_main(block: &SecondaryBootBlock, entry_el: u64) -> ! {
+        // Before anything waits in WFE, as on the boot CPU.
+        timer::enable_event_stream();
         smp::secondary_started(block, entry_el)
     }
 

@@ -117,21 +117,52 @@ pub mod atomic {
     }
 }
 
-/// On the host, waiting for a change is a spin hint.
+/// On the host, waiting for a change is a spin hint: it returns at once, as WFE does under
+/// QEMU's multi-threaded TCG, and every caller looks again.
+///
+/// That hides one kind of bug: a wait on a value that nobody will ever change. On the target
+/// such a WFE sleeps until some unrelated event. So a test can ask, for its own thread, for the
+/// target's behaviour instead: after `sleep_like_wfe(looks)`, a wait returns only once the word
+/// differs from the value it was given, as a WFE that only a store to the word can wake (no
+/// interrupt, no SEV, no event stream). A wait that sees no change in `looks` looks panics.
 pub mod wait {
-    use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU32};
+    use core::fmt::LowerHex;
+    use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, Ordering};
+    use std::cell::Cell;
 
-    fn relax() {
-        super::cpu_relax();
+    std::thread_local! {
+        static WFE_LOOKS: Cell<Option<u32>> = const { Cell::new(None) };
     }
-    pub fn wait_while_u8(_: &AtomicU8, _: u8) {
-        relax()
+
+    /// From now on, on this thread, waits return only when the word changes (see above).
+    pub fn sleep_like_wfe(looks: u32) {
+        WFE_LOOKS.with(|l| l.set(Some(looks)));
     }
-    pub fn wait_while_u16(_: &AtomicU16, _: u16) {
-        relax()
+
+    fn wait<V: PartialEq + Copy + LowerHex>(name: &str, load: impl Fn() -> V, old: V) {
+        let Some(looks) = WFE_LOOKS.with(|l| l.get()) else {
+            return super::cpu_relax();
+        };
+        for _ in 0..looks {
+            if load() != old {
+                return;
+            }
+            super::cpu_relax();
+        }
+        panic!(
+            "{name}: the word stayed {old:#x} for {looks} looks; nothing else wakes this wait, so \
+             on the target the CPU sleeps in WFE until some unrelated event"
+        );
     }
-    pub fn wait_while_u32(_: &AtomicU32, _: u32) {
-        relax()
+
+    pub fn wait_while_u8(p: &AtomicU8, old: u8) {
+        wait("wait_while_u8", || p.load(Ordering::Relaxed), old)
+    }
+    pub fn wait_while_u16(p: &AtomicU16, old: u16) {
+        wait("wait_while_u16", || p.load(Ordering::Relaxed), old)
+    }
+    pub fn wait_while_u32(p: &AtomicU32, old: u32) {
+        wait("wait_while_u32", || p.load(Ordering::Relaxed), old)
     }
 }
 

@@ -9,7 +9,8 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use super::KTest;
-use crate::arch::aarch64::{cpu, layout, mmu};
+use crate::arch::aarch64::{cpu, layout, mmu, timer};
+use crate::config::MAX_CPUS;
 use crate::ensure;
 use crate::percpu;
 use crate::platform::Platform;
@@ -51,6 +52,10 @@ pub static TESTS: &[KTest] = &[
     KTest {
         name: "counter_runs_forward_on_every_cpu",
         run: counter_forward,
+    },
+    KTest {
+        name: "event_stream_wakes_wfe_on_every_cpu",
+        run: event_stream_everywhere,
     },
     KTest {
         name: "log_from_every_cpu",
@@ -266,6 +271,42 @@ fn counter_forward(_: &Platform<'static>) -> Result<(), String> {
         }
     });
     verdicts.check("counter frequency zero or counter ran backwards")
+}
+
+/// Every CPU runs the timer's event stream, at the period chosen from CNTFRQ, so a WFE whose
+/// wake-up never comes costs about 100 us instead of lasting until the next interrupt.
+fn event_stream_everywhere(_: &Platform<'static>) -> Result<(), String> {
+    let hz = cpu::counter_frequency();
+    let expected = timer::event_stream_period(timer::event_stream_bit(hz));
+    // 0: the stream is off on that CPU.
+    let periods = [const { AtomicU64::new(0) }; MAX_CPUS];
+    smp::on_each_cpu(&|id| {
+        periods[id].store(
+            timer::event_stream_period_here().unwrap_or(0),
+            Ordering::Relaxed,
+        );
+    });
+    for id in smp::online_cpus() {
+        let period = periods[id].load(Ordering::Relaxed);
+        ensure!(
+            period != 0,
+            "cpu{id}: the event stream is off (CNTKCTL_EL1.EVNTEN clear)"
+        );
+        ensure!(
+            period == expected,
+            "cpu{id}: an event every {period} ticks, expected {expected} at {hz} Hz"
+        );
+    }
+    let us = expected * 1_000_000 / hz;
+    ensure!(
+        (50..=200).contains(&us),
+        "an event every {us} us at {hz} Hz: expected about 100"
+    );
+    log::info!(target: "timer",
+        "event stream on every CPU ({} online): an event every {expected} ticks ({us} us)",
+        smp::online_cpus().count()
+    );
+    Ok(())
 }
 
 fn log_from_every_cpu(_: &Platform<'static>) -> Result<(), String> {

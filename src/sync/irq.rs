@@ -139,7 +139,28 @@ impl<T: ?Sized, R: RawSpinLock> IrqSafeSpinLock<T, R> {
 
 /// Unlocks, then restores this CPU's IRQ state, in that order: re-enabling first would let an
 /// interrupt in while the lock is still held, the very deadlock the type exists to prevent.
+///
+/// Not `Send`, like the `SpinLockGuard` inside it, and for one more reason: dropped on another
+/// CPU it would pop that CPU's IRQ nesting and leave this one's IRQs masked.
+///
+/// ```compile_fail
+/// # use quartet::sync::IrqSafeSpinLock;
+/// fn must_be_send<T: Send>(_: &T) {}
+/// let lock: IrqSafeSpinLock<u32> = IrqSafeSpinLock::new(0);
+/// let guard = lock.lock();
+/// must_be_send(&guard); // error: the guard cannot be sent between threads safely
+/// ```
+///
+/// ```
+/// # use quartet::sync::IrqSafeSpinLock;
+/// fn must_be_send<T: Send>(_: &T) {}
+/// let lock: IrqSafeSpinLock<u32> = IrqSafeSpinLock::new(0);
+/// let guard = lock.lock();
+/// must_be_send(&lock); // the lock and the data may move; only the guard may not
+/// must_be_send(&*guard);
+/// ```
 pub struct IrqSafeGuard<'a, T: ?Sized, R: RawSpinLock> {
+    /// Not `Send` because this is not.
     guard: core::mem::ManuallyDrop<SpinLockGuard<'a, T, R>>,
 }
 

@@ -20,7 +20,7 @@
 //! before the scheduler), which never migrates, uses the CPU's slot below. Before per-CPU
 //! setup the task word is 0 and the count reads 0 and ignores changes.
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, Ordering, compiler_fence};
 
 use crate::config::MAX_CPUS;
 use crate::percpu::{CacheAligned, PerCpu};
@@ -37,6 +37,13 @@ static COUNT: PerCpu<AtomicU32> =
 
 /// Only the running task changes its count, and only from its own context (an interrupt that
 /// changes it restores it before returning), so relaxed plain arithmetic is enough.
+///
+/// As far as the CPU goes, that is. The compiler is another matter: it may move ordinary and
+/// relaxed accesses past each other, and past a lock's acquire or release in the direction
+/// those allow, since nothing tells it that an interrupt on this CPU reads the count between
+/// any two instructions. So every change of the count is also a compiler barrier (Linux's
+/// `barrier()` in `preempt_disable`): raising it is finished before anything after it starts,
+/// and lowering it starts only after everything before it. It costs no instruction.
 ///
 /// One `mrs` finds the count, because every spin lock's fast path comes through here: under
 /// QEMU, looking the CPU up through its per-CPU area instead cost 60 ns a lock.
@@ -71,10 +78,14 @@ fn add(delta: u32) {
             Ordering::Relaxed,
         );
     }
+    // Whatever follows (a lock's spin, a per-CPU access) stays after the raised count.
+    compiler_fence(Ordering::SeqCst);
 }
 
 #[inline(always)]
 fn sub(delta: u32) {
+    // Whatever came before (a lock's release, a per-CPU access) stays before the count drops.
+    compiler_fence(Ordering::SeqCst);
     if let Some(c) = mine() {
         let v = c.load(Ordering::Relaxed);
         debug_assert!(v >= delta, "preempt count underflow: {v:#x} - {delta:#x}");

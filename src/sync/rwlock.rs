@@ -10,6 +10,7 @@
 //! holder would make every other task on its CPU that wants the lock spin until the next tick.
 
 use core::cell::UnsafeCell;
+use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -40,12 +41,11 @@ impl<T> RwLock<T> {
         loop {
             let s = self.state.load(Ordering::Relaxed);
             if s & WRITER == 0 {
-                if self
-                    .state
-                    .compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    return ReadGuard { lock: self };
+                if self.try_exchange(s, s + 1).is_ok() {
+                    return ReadGuard {
+                        lock: self,
+                        _not_send: PhantomData,
+                    };
                 }
             } else {
                 wait::wait_while_u32(&self.state, s);
@@ -56,14 +56,34 @@ impl<T> RwLock<T> {
     pub fn write(&self) -> WriteGuard<'_, T> {
         preempt::preempt_disable();
         loop {
-            match self
-                .state
-                .compare_exchange_weak(0, WRITER, Ordering::Acquire, Ordering::Relaxed)
-            {
-                Ok(_) => return WriteGuard { lock: self },
+            match self.try_exchange(0, WRITER) {
+                Ok(_) => {
+                    return WriteGuard {
+                        lock: self,
+                        _not_send: PhantomData,
+                    };
+                }
+                // The exchange failed on a free word: a spurious failure, not a holder. Waiting
+                // for the word to change would wait for a store nobody is going to make.
+                Err(0) => continue,
                 Err(s) => wait::wait_while_u32(&self.state, s),
             }
         }
+    }
+
+    /// One attempt to move the word from `current` to `new`, acquiring on success. It is
+    /// `compare_exchange_weak`: on LL/SC one LDAXR/STXR pair with no retry, so it may fail while
+    /// the word still holds `current` (an exception between the two clears the monitor). x86
+    /// hosts never fail that way, so host tests can ask for such failures (`tests::spurious`).
+    #[inline(always)]
+    fn try_exchange(&self, current: u32, new: u32) -> Result<(), u32> {
+        #[cfg(all(test, not(loom)))]
+        if tests::spurious::fail_now() {
+            return Err(current);
+        }
+        self.state
+            .compare_exchange_weak(current, new, Ordering::Acquire, Ordering::Relaxed)
+            .map(|_| ())
     }
 
     /// Readers inside right now (for statistics and tests).
@@ -72,8 +92,28 @@ impl<T> RwLock<T> {
     }
 }
 
+/// A reader's access; leaves on drop. Not `Send`: it re-enables preemption, which must happen
+/// in the task that disabled it.
+///
+/// ```compile_fail
+/// # use quartet::sync::RwLock;
+/// fn must_be_send<T: Send>(_: &T) {}
+/// let lock = RwLock::new(0u32);
+/// let guard = lock.read();
+/// must_be_send(&guard); // error: the guard cannot be sent between threads safely
+/// ```
+///
+/// ```
+/// # use quartet::sync::RwLock;
+/// fn must_be_send<T: Send>(_: &T) {}
+/// let lock = RwLock::new(0u32);
+/// let guard = lock.read();
+/// must_be_send(&lock); // the lock and the data may move; only the guard may not
+/// must_be_send(&*guard);
+/// ```
 pub struct ReadGuard<'a, T> {
     lock: &'a RwLock<T>,
+    _not_send: PhantomData<*const ()>,
 }
 
 impl<T> Deref for ReadGuard<'_, T> {
@@ -91,8 +131,27 @@ impl<T> Drop for ReadGuard<'_, T> {
     }
 }
 
+/// The writer's access; unlocks on drop. Not `Send`, for the reason `ReadGuard` is not.
+///
+/// ```compile_fail
+/// # use quartet::sync::RwLock;
+/// fn must_be_send<T: Send>(_: &T) {}
+/// let lock = RwLock::new(0u32);
+/// let guard = lock.write();
+/// must_be_send(&guard); // error: the guard cannot be sent between threads safely
+/// ```
+///
+/// ```
+/// # use quartet::sync::RwLock;
+/// fn must_be_send<T: Send>(_: &T) {}
+/// let lock = RwLock::new(0u32);
+/// let guard = lock.write();
+/// must_be_send(&lock); // the lock and the data may move; only the guard may not
+/// must_be_send(&*guard);
+/// ```
 pub struct WriteGuard<'a, T> {
     lock: &'a RwLock<T>,
+    _not_send: PhantomData<*const ()>,
 }
 
 impl<T> Deref for WriteGuard<'_, T> {
@@ -147,6 +206,63 @@ mod tests {
             h.join().unwrap();
         }
         assert_eq!(*lock.read(), (8_000, 8_000));
+    }
+
+    /// Spurious failures of the weak compare-exchange, made to order on the calling thread.
+    pub(super) mod spurious {
+        use std::cell::Cell;
+
+        std::thread_local! {
+            static PENDING: Cell<u32> = const { Cell::new(0) };
+        }
+
+        /// Make this thread's next `n` attempts fail although the word matched.
+        pub fn fail_next(n: u32) {
+            PENDING.with(|p| p.set(n));
+        }
+
+        pub fn pending() -> u32 {
+            PENDING.with(|p| p.get())
+        }
+
+        pub(in crate::sync::rwlock) fn fail_now() -> bool {
+            PENDING.with(|p| {
+                let n = p.get();
+                p.set(n.saturating_sub(1));
+                n > 0
+            })
+        }
+    }
+
+    /// A writer whose exchange fails spuriously on a free lock must try again, not wait: no
+    /// store is coming to wake it. Waits behave like the target's WFE here, so waiting on the
+    /// free word's 0 panics instead of spinning past the bug.
+    #[test]
+    fn write_retries_a_spurious_failure_instead_of_sleeping_on_a_free_lock() {
+        crate::arch::wait::sleep_like_wfe(10_000);
+        let lock = RwLock::new(0);
+        spurious::fail_next(1);
+        *lock.write() += 1;
+        assert_eq!(
+            spurious::pending(),
+            0,
+            "the write never met the spurious failure"
+        );
+        assert_eq!(*lock.read(), 1);
+    }
+
+    /// The same for a reader: a spurious failure sends it back to load the word again.
+    #[test]
+    fn read_retries_a_spurious_failure_instead_of_sleeping_on_a_free_lock() {
+        crate::arch::wait::sleep_like_wfe(10_000);
+        let lock = RwLock::new(7);
+        spurious::fail_next(1);
+        assert_eq!(*lock.read(), 7);
+        assert_eq!(
+            spurious::pending(),
+            0,
+            "the read never met the spurious failure"
+        );
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! Everything AArch64-specific: the only place with `asm!` and system-register access.
 //!
-//! The pure parts (ESR decoding, translation-table building) compile on the host too, so unit
-//! tests cover them; the parts that execute instructions exist only on the target.
+//! The pure parts (ESR decoding, translation-table building, the event stream's arithmetic)
+//! compile on the host too, so unit tests cover them; the parts that execute instructions exist
+//! only on the target.
 
 pub mod esr;
 pub mod layout;
 pub mod pagetable;
+pub mod timer;
 
 #[cfg(target_os = "none")]
 pub mod atomic;
@@ -31,8 +33,6 @@ pub mod mmu;
 pub mod psci;
 #[cfg(target_os = "none")]
 pub mod semihosting;
-#[cfg(target_os = "none")]
-pub mod timer;
 #[cfg(target_os = "none")]
 pub mod wait;
 

@@ -13,6 +13,7 @@ pub mod ttas;
 pub mod validate;
 
 use core::cell::UnsafeCell;
+use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
 use core::panic::Location;
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -112,6 +113,7 @@ impl<T: ?Sized, R: RawSpinLock> SpinLock<T, R> {
         SpinLockGuard {
             lock: self,
             tracked: false,
+            _not_send: PhantomData,
         }
     }
 
@@ -138,6 +140,7 @@ impl<T: ?Sized, R: RawSpinLock> SpinLock<T, R> {
         SpinLockGuard {
             lock: self,
             tracked,
+            _not_send: PhantomData,
         }
     }
 
@@ -153,6 +156,7 @@ impl<T: ?Sized, R: RawSpinLock> SpinLock<T, R> {
             Some(SpinLockGuard {
                 lock: self,
                 tracked,
+                _not_send: PhantomData,
             })
         } else {
             preempt::preempt_enable();
@@ -172,10 +176,37 @@ impl<T: ?Sized, R: RawSpinLock> SpinLock<T, R> {
 }
 
 /// Access to the data while the lock is held; unlocks when dropped.
+///
+/// Not `Send`: locking changed things that belong to this CPU and this task (the task's preempt
+/// count, the lock's `holder`, an MCS node from this CPU's pool, the validator's held-lock
+/// record), and only the drop on the same CPU, in the same task, undoes them. So a guard cannot
+/// be moved into another task:
+///
+/// ```compile_fail
+/// # use quartet::sync::SpinLock;
+/// fn must_be_send<T: Send>(_: &T) {}
+/// let lock: SpinLock<u32> = SpinLock::new(0);
+/// let guard = lock.lock();
+/// must_be_send(&guard); // error: the guard cannot be sent between threads safely
+/// ```
+///
+/// The same lines asking it of the lock and of the data compile, so what the compiler refuses
+/// above is the guard itself:
+///
+/// ```
+/// # use quartet::sync::SpinLock;
+/// fn must_be_send<T: Send>(_: &T) {}
+/// let lock: SpinLock<u32> = SpinLock::new(0);
+/// let guard = lock.lock();
+/// must_be_send(&lock);
+/// must_be_send(&*guard);
+/// ```
 pub struct SpinLockGuard<'a, T: ?Sized, R: RawSpinLock> {
     lock: &'a SpinLock<T, R>,
     /// The validator recorded this acquisition, so it must hear of the release.
     tracked: bool,
+    /// Not `Send` (and so not `Sync` either): the drop must run where the lock was taken.
+    _not_send: PhantomData<*const ()>,
 }
 
 impl<T: ?Sized, R: RawSpinLock> Deref for SpinLockGuard<'_, T, R> {

@@ -1,22 +1,42 @@
 //! The ticket lock: take a number, wait for it to be served (the locks chapter).
 //!
 //! `next` is the dispenser, `owner` the "now serving" display. Waiters sleep in WFE with their
-//! monitor armed on `owner` (src/arch/aarch64/wait.rs). Taking a ticket is one atomic
-//! add, so CPUs are served in the order they arrived: the lock is fair by construction. Only the
-//! holder writes `owner`, so unlocking is a plain store-release of `owner + 1`. Both counters are
-//! 16 bits and wrap, which is harmless while fewer than 65536 CPUs wait at once.
+//! monitor armed on the lock (src/arch/aarch64/wait.rs). Taking a ticket is one atomic add, so
+//! CPUs are served in the order they arrived: the lock is fair by construction. Both counters
+//! are 16 bits and wrap, which is harmless while fewer than 65536 CPUs wait at once.
+//!
+//! The two counters are the two halves of one 32-bit word, `owner` low and `next` high, and
+//! every access is to the whole word. That is what lets `try_lock` ask "free?" and take a ticket
+//! in one compare-exchange over both: read separately, the two can be seen at different times,
+//! and a CPU stalled between them while 65,536 tickets go by would find both counters back where
+//! they were and take a lock somebody holds. (Linux's arm64 ticket lock did the same with one
+//! 32-bit exclusive. It then unlocked with a 16-bit store to the owner half, but in Rust atomic
+//! accesses of different sizes that overlap and race are undefined, so unlock here adds to the
+//! whole word.)
 //!
 //! The algorithm is the inherent `lock`/`try_lock`/`unlock`, written against
 //! src/sync/shim.rs so loom can check it (the tests at the bottom); `RawSpinLock` only forwards.
 
 #[cfg(not(loom))]
 use super::RawSpinLock;
-use crate::sync::shim::{AtomicU16, Ordering, const_unless_loom, wait_while_u16};
+use crate::sync::shim::{AtomicU32, Ordering, const_unless_loom, wait_while_u32};
 
-#[repr(C, align(4))]
+/// One ticket in the `next` half.
+const NEXT_ONE: u32 = 1 << 16;
+
+/// The "now serving" half of a lock word.
+fn owner(word: u32) -> u16 {
+    word as u16
+}
+
+/// The dispenser half of a lock word.
+fn next(word: u32) -> u16 {
+    (word >> 16) as u16
+}
+
 pub struct TicketLock {
-    owner: AtomicU16,
-    next: AtomicU16,
+    /// `next << 16 | owner`.
+    word: AtomicU32,
 }
 
 impl TicketLock {
@@ -24,34 +44,48 @@ impl TicketLock {
         /// An unlocked lock.
         pub const fn new() -> Self {
             TicketLock {
-                owner: AtomicU16::new(0),
-                next: AtomicU16::new(0),
+                word: AtomicU32::new(0),
             }
         }
     }
 
     pub fn lock(&self) {
-        let ticket = self.next.fetch_add(1, Ordering::Relaxed);
+        // Add to the high half; a carry out of bit 31 is simply lost, which wraps `next`.
+        let ticket = next(self.word.fetch_add(NEXT_ONE, Ordering::Relaxed));
         loop {
-            let serving = self.owner.load(Ordering::Acquire);
-            if serving == ticket {
+            let word = self.word.load(Ordering::Acquire);
+            if owner(word) == ticket {
                 return;
             }
-            // Sleep until the holder's release store to `owner` clears our monitor.
-            wait_while_u16(&self.owner, serving);
+            // Sleep until the word changes: the holder's release, or a newcomer's ticket (after
+            // which we look and sleep again).
+            wait_while_u32(&self.word, word);
         }
     }
 
     pub fn try_lock(&self) -> bool {
-        // Acquire: if the lock is free, this read is what synchronises with the last unlock.
-        let owner = self.owner.load(Ordering::Acquire);
-        // Take a ticket only if it is served at once: `next == owner` means nobody holds or
-        // waits, and since owner never passes next, success here means we hold the lock.
-        self.next
+        self.try_lock_stalling(|| {})
+    }
+
+    /// `try_lock`, with `stall` run between its look at the lock and its exchange: where a
+    /// real CPU can be held up by an interrupt or by its hypervisor for any length of time. The
+    /// kernel passes nothing (it compiles away); the tests let other CPUs run there.
+    #[inline(always)]
+    fn try_lock_stalling(&self, stall: impl FnOnce()) -> bool {
+        let word = self.word.load(Ordering::Relaxed);
+        // `next == owner`: nobody holds or waits. Otherwise there is no point trying.
+        if owner(word) != next(word) {
+            return false;
+        }
+        stall();
+        // Take the next ticket only if the whole word, both halves, is still what we saw: then
+        // the lock is still free and our ticket is served at once. Acquire: this synchronises
+        // with the last unlock.
+        self.word
             .compare_exchange(
-                owner,
-                owner.wrapping_add(1),
-                Ordering::Relaxed,
+                word,
+                word.wrapping_add(NEXT_ONE),
+                Ordering::Acquire,
                 Ordering::Relaxed,
             )
             .is_ok()
@@ -60,13 +94,23 @@ impl TicketLock {
     /// # Safety
     /// The caller holds the lock.
     pub unsafe fn unlock(&self) {
-        let owner = self.owner.load(Ordering::Relaxed);
+        // Only the holder changes the owner half, so this read of it is current.
+        let owner = owner(self.word.load(Ordering::Relaxed));
+        // Add one to the owner half without touching `next`, which other CPUs may be adding to
+        // right now. From 0xffff, adding 1 would carry into `next`; adding 1 - 0x1_0000 instead
+        // wraps the low half to 0 and cancels the carry in the high half.
+        let step = if owner == u16::MAX {
+            1u32.wrapping_sub(NEXT_ONE)
+        } else {
+            1
+        };
         // This store clears every waiter's exclusive monitor, which wakes their WFE: no SEV.
-        self.owner.store(owner.wrapping_add(1), Ordering::Release);
+        self.word.fetch_add(step, Ordering::Release);
     }
 
     pub fn is_locked(&self) -> bool {
-        self.owner.load(Ordering::Relaxed) != self.next.load(Ordering::Relaxed)
+        let word = self.word.load(Ordering::Relaxed);
+        owner(word) != next(word)
     }
 }
 
@@ -99,6 +143,71 @@ unsafe impl RawSpinLock for TicketLock {
 
     fn is_locked(&self) -> bool {
         TicketLock::is_locked(self)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod host_tests {
+    use super::TicketLock;
+    use core::sync::atomic::Ordering;
+
+    /// Hand the lock over `n` times on this thread.
+    fn hand_over(lock: &TicketLock, n: u16) {
+        for _ in 0..n {
+            lock.lock();
+            // SAFETY: this thread took the lock on the line above.
+            unsafe { lock.unlock() };
+        }
+    }
+
+    /// The unlock that moves "now serving" from 0xffff to 0 must not carry into `next`, which
+    /// a waiter has just moved on by taking its ticket.
+    #[test]
+    fn owner_wraps_without_disturbing_next() {
+        let lock = TicketLock::new();
+        hand_over(&lock, u16::MAX);
+        lock.lock(); // ticket 0xffff; `next` wraps to 0
+        std::thread::scope(|cpu| {
+            let waiter = cpu.spawn(|| {
+                lock.lock(); // ticket 0
+                // SAFETY: this thread took the lock on the line above.
+                unsafe { lock.unlock() };
+            });
+            while lock.word.load(Ordering::Relaxed) >> 16 != 1 {
+                std::thread::yield_now(); // until the waiter holds its ticket
+            }
+            // SAFETY: this thread took ticket 0xffff above and has not let go.
+            unsafe { lock.unlock() };
+            waiter.join().unwrap();
+        });
+        assert_eq!(
+            lock.word.load(Ordering::Relaxed),
+            1 << 16 | 1,
+            "owner 1, next 1"
+        );
+        assert!(!lock.is_locked());
+        assert!(lock.try_lock());
+    }
+
+    /// `try_lock` stalls after its first look at a free lock. Meanwhile another CPU takes
+    /// 65,536 tickets: 65,535 lock/unlock pairs, then one lock it keeps. Both 16-bit counters
+    /// have wrapped to the values `try_lock` saw, yet the lock is held: `try_lock` must fail.
+    #[test]
+    fn try_lock_fails_on_a_lock_taken_while_it_stalled() {
+        let lock = TicketLock::new();
+        let taken = lock.try_lock_stalling(|| {
+            std::thread::scope(|cpu| {
+                cpu.spawn(|| {
+                    hand_over(&lock, u16::MAX);
+                    lock.lock();
+                });
+            });
+        });
+        assert!(lock.is_locked(), "the other CPU holds the lock");
+        assert!(
+            !taken,
+            "try_lock succeeded while another CPU held the lock (both got in)"
+        );
     }
 }
 
@@ -189,14 +298,14 @@ mod tests {
         });
     }
 
-    /// The bug: "now serving" moves on with a `Relaxed` store, so the next holder may enter
+    /// The bug: "now serving" moves on with a `Relaxed` add, so the next holder may enter
     /// without seeing what the previous one wrote. Loom must catch the unordered counter access.
     #[test]
     #[should_panic(expected = "Causality violation")]
     fn loom_ticket_relaxed_unlock_is_caught() {
         fn relaxed_unlock(lock: &TicketLock) {
-            let owner = lock.owner.load(Ordering::Relaxed);
-            lock.owner.store(owner.wrapping_add(1), Ordering::Relaxed);
+            // The real unlock's step (the owner half never reaches 0xffff in these models).
+            lock.word.fetch_add(1, Ordering::Relaxed);
         }
         count_to_two(relaxed_unlock);
     }
