@@ -25,6 +25,24 @@ pub use loom::sync::atomic::{
 /// A spin-loop hint; under loom the host's version yields to loom's scheduler.
 pub use crate::arch::cpu_relax;
 
+/// Release-store the low half of a 32-bit word that others change with atomic adds (the ticket
+/// lock's unlock): `STLRH` on the target, a compare-exchange loop on the host.
+#[cfg(not(loom))]
+pub use crate::arch::atomic::store_release_low_half;
+
+/// Under loom: the host's compare-exchange loop, on loom's atomic.
+#[cfg(loom)]
+pub fn store_release_low_half(word: &AtomicU32, half: u16) {
+    let mut seen = word.load(Ordering::Relaxed);
+    loop {
+        let new = (seen & 0xffff_0000) | u32::from(half);
+        match word.compare_exchange_weak(seen, new, Ordering::Release, Ordering::Relaxed) {
+            Ok(_) => return,
+            Err(now) => seen = now,
+        }
+    }
+}
+
 /// Sleep until the word may have changed: LDAXR + WFE on the target, a hint on the host.
 #[cfg(not(loom))]
 pub use crate::arch::wait::{wait_while_u8, wait_while_u16, wait_while_u32};

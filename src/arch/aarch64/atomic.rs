@@ -199,3 +199,27 @@ pub fn compare_exchange(p: &AtomicU64, expected: u64, new: u64, ord: Ordering) -
         _ => llsc_cas!("ldxr", "stlxr", "dmb ish"),
     }
 }
+
+/// Store-release `half` into the low 16 bits of `word` (`STLRH`), leaving the high half to
+/// whoever is changing it at the same moment.
+///
+/// This is how Linux's arm64 ticket lock unlocked: the holder is the only writer of the owner
+/// half, while other CPUs take tickets with an atomic add on the whole word. The architecture
+/// makes a halfword store single-copy atomic and orders it like any other release; a store to
+/// the word also clears every other CPU's exclusive monitor on it, so a waiter's `LDAXR`+`WFE`
+/// wakes and a ticket-taker's `STXR` retries. Rust's memory model has no rule for atomic
+/// accesses of different sizes that overlap, so the portable algorithms never do this
+/// themselves: they call this hook, which on the host (and under loom) is a compare-exchange
+/// loop over the whole word with the same effect (src/arch/host.rs).
+pub fn store_release_low_half(word: &core::sync::atomic::AtomicU32, half: u16) {
+    // SAFETY: `word` is a valid, aligned 32-bit atomic; on little-endian AArch64 its low half
+    // is its first two bytes. The store is atomic and ordered as a release (see above).
+    unsafe {
+        asm!(
+            "stlrh {half:w}, [{p}]",
+            half = in(reg) u32::from(half),
+            p = in(reg) word.as_ptr(),
+            options(nostack, preserves_flags),
+        )
+    };
+}

@@ -5,21 +5,23 @@
 //! CPUs are served in the order they arrived: the lock is fair by construction. Both counters
 //! are 16 bits and wrap, which is harmless while fewer than 65536 CPUs wait at once.
 //!
-//! The two counters are the two halves of one 32-bit word, `owner` low and `next` high, and
-//! every access is to the whole word. That is what lets `try_lock` ask "free?" and take a ticket
-//! in one compare-exchange over both: read separately, the two can be seen at different times,
-//! and a CPU stalled between them while 65,536 tickets go by would find both counters back where
-//! they were and take a lock somebody holds. (Linux's arm64 ticket lock did the same with one
-//! 32-bit exclusive. It then unlocked with a 16-bit store to the owner half, but in Rust atomic
-//! accesses of different sizes that overlap and race are undefined, so unlock here adds to the
-//! whole word.)
+//! The two counters are the two halves of one 32-bit word, `owner` low and `next` high. That is
+//! what lets `try_lock` ask "free?" and take a ticket in one compare-exchange over both: read
+//! separately, the two can be seen at different times, and a CPU stalled between them while
+//! 65,536 tickets go by would find both counters back where they were and take a lock somebody
+//! holds. Unlock writes only the owner half, with one halfword store-release, as Linux's arm64
+//! ticket lock did. Rust's memory model has no rule for overlapping atomic accesses of
+//! different sizes, so that store is an arch hook (`store_release_low_half`): `STLRH` on the
+//! target, a compare-exchange loop over the whole word on the host and under loom.
 //!
 //! The algorithm is the inherent `lock`/`try_lock`/`unlock`, written against
 //! src/sync/shim.rs so loom can check it (the tests at the bottom); `RawSpinLock` only forwards.
 
 #[cfg(not(loom))]
 use super::RawSpinLock;
-use crate::sync::shim::{AtomicU32, Ordering, const_unless_loom, wait_while_u32};
+use crate::sync::shim::{
+    AtomicU32, Ordering, const_unless_loom, store_release_low_half, wait_while_u32,
+};
 
 /// One ticket in the `next` half.
 const NEXT_ONE: u32 = 1 << 16;
@@ -96,16 +98,11 @@ impl TicketLock {
     pub unsafe fn unlock(&self) {
         // Only the holder changes the owner half, so this read of it is current.
         let owner = owner(self.word.load(Ordering::Relaxed));
-        // Add one to the owner half without touching `next`, which other CPUs may be adding to
-        // right now. From 0xffff, adding 1 would carry into `next`; adding 1 - 0x1_0000 instead
-        // wraps the low half to 0 and cancels the carry in the high half.
-        let step = if owner == u16::MAX {
-            1u32.wrapping_sub(NEXT_ONE)
-        } else {
-            1
-        };
-        // This store clears every waiter's exclusive monitor, which wakes their WFE: no SEV.
-        self.word.fetch_add(step, Ordering::Release);
+        // Publish `owner + 1` in the low half only: `next`, which other CPUs may be adding to
+        // right now, is not ours to write, and a halfword wraps from 0xffff to 0 by itself. On
+        // the target this is one `STLRH`, as in Linux; the store clears every waiter's
+        // exclusive monitor, which wakes their WFE: no SEV.
+        store_release_low_half(&self.word, owner.wrapping_add(1));
     }
 
     pub fn is_locked(&self) -> bool {
