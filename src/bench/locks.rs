@@ -141,6 +141,9 @@ impl PreemptingSpinTicket {
         PreemptingSpinTicket(spin::mutex::TicketMutex::new(data))
     }
 
+    // Inlined like SpinLock's lock, so the row compares the locks and not a call: with the
+    // preempt count a compiler barrier, LLVM stopped inlining this on its own.
+    #[inline(always)]
     fn lock(&self) -> PreemptingGuard<'_> {
         preempt::preempt_disable();
         PreemptingGuard(core::mem::ManuallyDrop::new(self.0.lock()))
@@ -161,6 +164,7 @@ impl core::ops::DerefMut for PreemptingGuard<'_> {
 }
 
 impl Drop for PreemptingGuard<'_> {
+    #[inline(always)]
     fn drop(&mut self) {
         // SAFETY: dropped once, here; the field is never used again. Unlock, then let
         // preemption back in, in that order.
