@@ -1544,7 +1544,7 @@ fn a_panic_stops_every_other_cpu_first_and_prints_a_backtrace() {
 }
 
 #[test]
-fn the_seeds_irq_deadlock_is_reported_instead_of_hanging() {
+fn the_classic_irq_deadlock_is_reported_instead_of_hanging() {
     let run = fatal_demo("irq-deadlock");
     for expected in [
         "lockdep: BUG: recursive locking on cpu0: `demo: plain, shared with the tick`",

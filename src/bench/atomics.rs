@@ -3,7 +3,7 @@
 //! add; every CPU adding to its own counter, on its own line, keeps each line at home. The
 //! instruction is the same in both cases (LL/SC or LSE), so the difference is the sharing.
 //!
-//! `percpu-plain` is the seeds' CPU-local pattern in full: a counter only its own CPU writes
+//! `percpu-plain` is the source texts' CPU-local pattern in full: a counter only its own CPU writes
 //! needs no atomic read-modify-write at all, just a load and a store (relaxed atomics, so the
 //! reader that sums the counters is defined behaviour; they compile to plain LDR and STR).
 

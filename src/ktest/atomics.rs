@@ -31,7 +31,7 @@ const RACE_ROUNDS: u64 = 1_000_000;
 /// Rounds before concluding the race cannot be provoked (each round restarts everyone at once).
 const MAX_RACE_ATTEMPTS: u32 = 50;
 
-/// The seeds' race: every CPU increments a shared counter with a load, an add and a store.
+/// The source texts' race: every CPU increments a shared counter with a load, an add and a store.
 /// Two CPUs that load the same value both store value + 1, and one increment is lost. The
 /// same loop with `AtomicCounter::inc` loses none. With one CPU there is nobody to race.
 ///

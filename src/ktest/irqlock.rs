@@ -1,4 +1,4 @@
-//! The seeds' interrupt deadlock, and the lock validator catching it (the interrupt-context and
+//! The source texts' interrupt deadlock, and the lock validator catching it (the interrupt-context and
 //! lock-validator chapters).
 //!
 //! Process context takes a lock; the timer interrupt, on the same CPU, takes it too. With a
@@ -254,7 +254,7 @@ fn long_spin_reported(_: &Platform<'static>) -> Result<(), String> {
 
 /// The live demo: hold the plain lock in process context until the tick on this CPU takes it.
 /// With the validator on, the tick's acquisition is refused with a report and a panic; with
-/// `nolockdep` the CPU hangs for good, as the seeds describe.
+/// `nolockdep` the CPU hangs for good, as the source texts describe.
 pub fn deadlock_demo() {
     log::info!(target: "demo",
         "irq-deadlock: cpu{} holds a plain spin lock with IRQs on until its own timer tick takes it",

@@ -77,7 +77,7 @@ impl AtomicCounter {
         self.add_return(1) == 0
     }
 
-    /// Decrement; true if the result is zero: the "last reference dropped" test the seeds'
+    /// Decrement; true if the result is zero: the "last reference dropped" test the source texts'
     /// racy `release_resource` needs done as one atomic step.
     pub fn dec_and_test(&self) -> bool {
         self.add_return(-1) == 0

@@ -10,7 +10,7 @@
 //!
 //! `IrqSafeSpinLock` says its policy in its type: its guard disables IRQs on this CPU before
 //! spinning and re-enables them (if they were on) after unlocking. Data that an interrupt
-//! handler also touches must live behind one, or the seeds' deadlock follows: code holding a
+//! handler also touches must live behind one, or the source texts' deadlock follows: code holding a
 //! plain lock is interrupted on the same CPU by a handler that spins on that lock forever.
 
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};

@@ -1,4 +1,4 @@
-//! The sequence lock (the seeds' "frlock"): readers never wait and never block the writer
+//! The sequence lock (the source texts' "frlock"): readers never wait and never block the writer
 //! (the reader-writer chapter).
 //!
 //! A writer takes the writer lock, makes the sequence odd, writes, and makes it even again.

@@ -2,7 +2,7 @@
 //!
 //! Every attempt is an atomic swap, a write, even while the lock is held. Each write takes the
 //! cache line in exclusive state away from every other CPU, so N waiting CPUs bounce the line
-//! between them continuously and slow down the holder too: the bus-hammering the seeds describe.
+//! between them continuously and slow down the holder too: the bus-hammering the source texts describe.
 
 use core::sync::atomic::{AtomicU8, Ordering};
 
