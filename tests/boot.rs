@@ -210,6 +210,17 @@ fn parse_log_line(line: &str) -> Option<(&str, &str, &str)> {
 
 /// Every line the kernel printed is a log line, a test line, or the closing line: concurrent
 /// output from several CPUs never mixed within a line.
+/// Every line fragment in `expected` appears somewhere in the run's output.
+fn assert_output_has(run: &Run, expected: &[&str]) {
+    for fragment in expected {
+        assert!(
+            run.output.contains(fragment),
+            "missing {fragment:?} in:\n{}",
+            run.output
+        );
+    }
+}
+
 fn assert_lines_well_formed(run: &Run) {
     for line in run.output.lines() {
         let ok = parse_log_line(line).is_some()
@@ -811,20 +822,17 @@ fn a_fault_is_reported_in_words_and_ends_the_run() {
         bootargs: "demo=fault",
         dtb: None,
     });
-    for expected in [
-        "Synchronous (current EL, SPx) exception: Data Abort from the same EL",
-        "translation fault (address not mapped) (level 3), read access to FAR",
-        "FAR lies in the guard page below stack slot 0: a stack overflow",
-        "ELR 0x",
-        "x0 ",
-        "ERROR panic: unhandled exception: Data Abort from the same EL at ELR 0x",
-    ] {
-        assert!(
-            run.output.contains(expected),
-            "missing {expected:?} in:\n{}",
-            run.output
-        );
-    }
+    assert_output_has(
+        &run,
+        &[
+            "Synchronous (current EL, SPx) exception: Data Abort from the same EL",
+            "translation fault (address not mapped) (level 3), read access to FAR",
+            "FAR lies in the guard page below stack slot 0: a stack overflow",
+            "ELR 0x",
+            "x0 ",
+            "ERROR panic: unhandled exception: Data Abort from the same EL at ELR 0x",
+        ],
+    );
     assert_eq!(
         run.status,
         Some(3),
@@ -842,18 +850,15 @@ fn a_stack_overflow_is_caught_by_the_guard_page_and_reported_from_the_emergency_
         bootargs: "demo=overflow",
         dtb: None,
     });
-    for expected in [
-        "write access to FAR",
-        "FAR lies in the guard page below stack slot 0: a stack overflow",
-        "now on this CPU's emergency stack",
-        "ERROR panic: unhandled exception: Data Abort from the same EL",
-    ] {
-        assert!(
-            run.output.contains(expected),
-            "missing {expected:?} in:\n{}",
-            run.output
-        );
-    }
+    assert_output_has(
+        &run,
+        &[
+            "write access to FAR",
+            "FAR lies in the guard page below stack slot 0: a stack overflow",
+            "now on this CPU's emergency stack",
+            "ERROR panic: unhandled exception: Data Abort from the same EL",
+        ],
+    );
     // One fault, one report: the vector entry did not fault again on the guard page.
     let reports = run
         .output
@@ -875,18 +880,15 @@ fn an_interrupt_below_a_threads_stack_reports_the_overflow_once_and_stops() {
         bootargs: "demo=task-overflow",
         dtb: None,
     });
-    for expected in [
-        "ERROR exception: IRQ (current EL, SPx) exception",
-        "lies below its stack's bottom",
-        "now on this CPU's emergency stack",
-        "ERROR panic: stack overflow: an IRQ found SP",
-    ] {
-        assert!(
-            run.output.contains(expected),
-            "missing {expected:?} in:\n{}",
-            run.output
-        );
-    }
+    assert_output_has(
+        &run,
+        &[
+            "ERROR exception: IRQ (current EL, SPx) exception",
+            "lies below its stack's bottom",
+            "now on this CPU's emergency stack",
+            "ERROR panic: stack overflow: an IRQ found SP",
+        ],
+    );
     assert!(
         !run.output.contains("the overflow went unreported"),
         "the interrupt returned to the thread:\n{}",

@@ -85,21 +85,7 @@ pub fn counter_frequency() -> u64 {
 
 /// The host stand-in for src/arch/aarch64/atomic.rs: the same operations on core atomics.
 pub mod atomic {
-    use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-
-    /// The target's `STLRH` into the low half of `word`, as Rust can say it: replace the low
-    /// 16 bits in one compare-exchange over the whole word, with release ordering, retrying
-    /// while other threads change the high half.
-    pub fn store_release_low_half(word: &AtomicU32, half: u16) {
-        let mut seen = word.load(Ordering::Relaxed);
-        loop {
-            let new = (seen & 0xffff_0000) | u32::from(half);
-            match word.compare_exchange_weak(seen, new, Ordering::Release, Ordering::Relaxed) {
-                Ok(_) => return,
-                Err(now) => seen = now,
-            }
-        }
-    }
+    use core::sync::atomic::{AtomicU64, Ordering};
 
     /// There is only one implementation on the host.
     pub fn uses_lse() -> bool {

@@ -26,12 +26,15 @@ pub use loom::sync::atomic::{
 pub use crate::arch::cpu_relax;
 
 /// Release-store the low half of a 32-bit word that others change with atomic adds (the ticket
-/// lock's unlock): `STLRH` on the target, a compare-exchange loop on the host.
-#[cfg(not(loom))]
+/// lock's unlock). On the target it is one `STLRH` (src/arch/aarch64/atomic.rs).
+#[cfg(all(target_os = "none", not(loom)))]
 pub use crate::arch::atomic::store_release_low_half;
 
-/// Under loom: the host's compare-exchange loop, on loom's atomic.
-#[cfg(loom)]
+/// Elsewhere (host tests and loom) Rust cannot express a halfword store into a word that others
+/// change with 32-bit atomics, so it is the same effect in Rust's terms: one compare-exchange
+/// over the whole word that replaces the low half, with release ordering, retried while other
+/// threads change the high half. One definition serves both, over this module's `AtomicU32`.
+#[cfg(any(not(target_os = "none"), loom))]
 pub fn store_release_low_half(word: &AtomicU32, half: u16) {
     let mut seen = word.load(Ordering::Relaxed);
     loop {

@@ -209,8 +209,8 @@ pub fn compare_exchange(p: &AtomicU64, expected: u64, new: u64, ord: Ordering) -
 /// the word also clears every other CPU's exclusive monitor on it, so a waiter's `LDAXR`+`WFE`
 /// wakes and a ticket-taker's `STXR` retries. Rust's memory model has no rule for atomic
 /// accesses of different sizes that overlap, so the portable algorithms never do this
-/// themselves: they call this hook, which on the host (and under loom) is a compare-exchange
-/// loop over the whole word with the same effect (src/arch/host.rs).
+/// themselves: they call this hook through src/sync/shim.rs, which on the host and under loom
+/// is a compare-exchange loop over the whole word with the same effect.
 pub fn store_release_low_half(word: &core::sync::atomic::AtomicU32, half: u16) {
     // SAFETY: `word` is a valid, aligned 32-bit atomic; on little-endian AArch64 its low half
     // is its first two bytes. The store is atomic and ordered as a release (see above).
