@@ -14,6 +14,7 @@ pub mod config;
 #[cfg(target_os = "none")]
 pub mod console;
 pub mod drivers;
+pub mod errno;
 #[cfg(target_os = "none")]
 pub mod fatal;
 pub mod irq;
