@@ -26,11 +26,13 @@ pub mod percpu;
 pub mod platform;
 #[cfg(target_os = "none")]
 pub mod power;
+pub mod proc;
 pub mod rcu;
 pub mod shell;
 #[cfg(target_os = "none")]
 pub mod smp;
 pub mod sync;
+pub mod syscall;
 pub mod task;
 
 /// The kernel heap, the global allocator on the target (host tests use the host's allocator).

@@ -1,0 +1,4 @@
+//! System calls: the numbers user programs use and the table that maps them to handlers
+//! (chapter 19, "User mode and system calls").
+
+pub mod numbers;
