@@ -256,6 +256,7 @@ pub(super) fn schedule(reason: Reason) {
         .store(next.stack_bottom, Ordering::Relaxed);
     area.stack_top.store(next.stack_top, Ordering::Relaxed);
     crate::arch::set_task_word(next.task_word(cpu));
+    switch_address_space(next.user_context());
     let next_ptr = Arc::into_raw(next).cast_mut();
     // The current slot's count on prev moves to `prev`, for finish_switch to drop.
     s.prev.store(prev_ptr, Ordering::Relaxed);
@@ -325,4 +326,25 @@ pub(super) extern "C" fn task_entry(pid: usize) -> usize {
 /// Where a task's entry returns to (through the trampoline): exit with its return value.
 pub(super) extern "C" fn task_exit(status: usize) -> ! {
     exit(status as u32 as i32)
+}
+
+/// The hook that loads the next task's user address space (TTBR0 and its ASID) at a switch:
+/// installed by src/proc, which knows what a task's user context word means. Until then, and
+/// for kernel threads (word 0), nothing happens here and the hook decides what 0 means.
+static ADDRESS_SPACE_HOOK: core::sync::atomic::AtomicUsize =
+    core::sync::atomic::AtomicUsize::new(0);
+
+/// Install `hook`, called with IRQs masked at every switch with the next task's user context
+/// word (0 for kernel threads). It must not sleep or take a sleeping lock.
+pub fn set_address_space_hook(hook: fn(usize)) {
+    ADDRESS_SPACE_HOOK.store(hook as usize, Ordering::Release);
+}
+
+fn switch_address_space(word: usize) {
+    let hook = ADDRESS_SPACE_HOOK.load(Ordering::Acquire);
+    if hook != 0 {
+        // SAFETY: the only non-zero value ever stored is a `fn(usize)` (above).
+        let hook: fn(usize) = unsafe { core::mem::transmute(hook) };
+        hook(word);
+    }
 }

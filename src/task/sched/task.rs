@@ -16,7 +16,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use super::switch::{task_entry, task_exit};
 use crate::arch::aarch64::context::Context;
@@ -90,6 +90,10 @@ pub struct Task {
     /// Saved registers; valid while the task is not running.
     pub(super) context: UnsafeCell<Context>,
     pub(super) entry: SpinLock<Option<Entry>>,
+    /// What the layer above the scheduler attached to this task: for a user process's thread,
+    /// the address of its process (src/proc). The scheduler only hands the word to the
+    /// address-space hook at each switch (`set_address_space_hook`); 0 for kernel threads.
+    pub(super) user_context: AtomicUsize,
 }
 
 // SAFETY: every field but `context` is an atomic, immutable, or behind a lock. `context` is
@@ -185,6 +189,17 @@ impl Task {
     }
 
     /// Has `kill` asked this task to stop?
+    /// The word the layer above attached (`set_user_context`); 0 for a kernel thread.
+    pub fn user_context(&self) -> usize {
+        self.user_context.load(Ordering::Acquire)
+    }
+
+    /// Attach `word` to this task (a user process's thread does, before it first enters user
+    /// mode). The address-space hook receives it at every switch to the task.
+    pub fn set_user_context(&self, word: usize) {
+        self.user_context.store(word, Ordering::Release);
+    }
+
     pub fn stop_requested(&self) -> bool {
         self.stop_requested.load(Ordering::Acquire)
     }
@@ -260,6 +275,7 @@ impl Task {
             asleep: AtomicBool::new(false),
             preempt_count: AtomicU32::new(0),
             stop_requested: AtomicBool::new(false),
+            user_context: AtomicUsize::new(0),
             switches: AtomicU64::new(running as u64),
             preemptions: AtomicU64::new(0),
             wakeups: AtomicU64::new(0),
