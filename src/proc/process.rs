@@ -1,0 +1,126 @@
+//! A user process: an address space, a table of open files, pending signals and times, run by
+//! one kernel thread that enters user mode and comes back on every system call, fault and
+//! interrupt (chapter 19, "User mode and system calls").
+//!
+//! The design is the source texts' SMP model: one copy of the kernel, and any CPU runs it. A process's thread is an ordinary task of the scheduler (src/task/sched): it is
+//! queued, preempted, migrated and woken like a kernel thread. What makes it a process is that
+//! its task's user-context word points at a `Process`, so the scheduler's address-space hook
+//! loads its translation table at each switch, and that it spends its life in `run_user`,
+//! whose only way out is `exit`.
+//!
+//! Locks, in the order they nest (the next chapter's big-lock switch replaces them in one
+//! place, src/proc/locks.rs is where to look):
+//! - `PROCESS_TREE` (src/proc/mod.rs): parents, children, zombies, the per-user limit.
+//! - `PROCESSES`: pid -> `Process`, for `kill`, `ps` and the reaper.
+//! - `Process::mm`: the address space; a sleeping lock, never held while copying user memory
+//!   (a copy may fault, and the fault takes it).
+//! - the file table's and the file system's own locks (src/fs).
+
+use alloc::string::String;
+use alloc::sync::Arc;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use super::signal::Pending;
+use crate::fs::FdTable;
+use crate::mm::addrspace::AddressSpace;
+use crate::sync::SpinLock;
+use crate::task::{Mutex, Pid, WaitQueue};
+
+/// The one user every process belongs to: quartet has no logins, but the per-user process
+/// limit needs a user to count against.
+pub const DEFAULT_USER: u32 = 1000;
+
+/// Time a process spent, in counter ticks.
+#[derive(Debug, Default)]
+pub struct Times {
+    /// Running user code.
+    pub user: AtomicU64,
+    /// Running the kernel on the process's behalf (system calls, faults).
+    pub system: AtomicU64,
+    /// When the thread last entered the kernel from user mode, or returned to user mode.
+    pub last_crossing: AtomicU64,
+}
+
+/// A user process. See the module doc.
+pub struct Process {
+    pub pid: Pid,
+    pub user: u32,
+    name: SpinLock<String>,
+    pub mm: Mutex<AddressSpace>,
+    pub files: FdTable,
+    pub signals: Pending,
+    /// The parent sleeps here in `wait4` until a child exits.
+    pub child_exited: WaitQueue,
+    pub times: Times,
+    /// Page faults this process took (demand-zero fills and copy-on-write copies).
+    pub faults: AtomicU64,
+}
+
+impl Process {
+    pub fn new(pid: Pid, user: u32, name: &str, mm: AddressSpace, files: FdTable) -> Self {
+        Process {
+            pid,
+            user,
+            name: SpinLock::named("process name", String::from(name)),
+            mm: Mutex::new(mm),
+            files,
+            signals: Pending::new(),
+            child_exited: WaitQueue::new(),
+            times: Times::default(),
+            faults: AtomicU64::new(0),
+        }
+    }
+
+    pub fn name(&self) -> String {
+        self.name.lock().clone()
+    }
+
+    pub fn set_name(&self, name: &str) {
+        *self.name.lock() = String::from(name);
+    }
+
+    /// Account the stretch since the last crossing to user time: the thread has just entered
+    /// the kernel from user mode at `now`.
+    pub fn entered_kernel(&self, now: u64) {
+        let last = self.times.last_crossing.swap(now, Ordering::Relaxed);
+        if last != 0 {
+            self.times
+                .user
+                .fetch_add(now.saturating_sub(last), Ordering::Relaxed);
+        }
+    }
+
+    /// Account the stretch since entry to system time: the thread returns to user mode at `now`.
+    pub fn returning_to_user(&self, now: u64) {
+        let last = self.times.last_crossing.swap(now, Ordering::Relaxed);
+        if last != 0 {
+            self.times
+                .system
+                .fetch_add(now.saturating_sub(last), Ordering::Relaxed);
+        }
+    }
+}
+
+/// The process behind a task's user-context word (see `set_user_context`).
+///
+/// # Safety
+/// `word` is a value `attach` stored and the task it came from is alive: the task's word
+/// owns a count on the process until `detach`.
+pub unsafe fn from_word<'a>(word: usize) -> &'a Process {
+    // SAFETY: forwarded to the caller: `word` came from `Arc::into_raw` in `attach`.
+    unsafe { &*(word as *const Process) }
+}
+
+/// The word to attach to the process's task: the task keeps a count on the process.
+pub fn attach(process: &Arc<Process>) -> usize {
+    Arc::into_raw(process.clone()) as usize
+}
+
+/// Give back the count `attach` took.
+///
+/// # Safety
+/// `word` came from `attach` and is given back once.
+pub unsafe fn detach(word: usize) {
+    // SAFETY: forwarded to the caller.
+    drop(unsafe { Arc::from_raw(word as *const Process) });
+}
