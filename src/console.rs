@@ -67,6 +67,29 @@ pub fn write_line(line: &str) {
     }
 }
 
+/// Write bytes as a user program gave them (not necessarily UTF-8 or whole lines), under the
+/// console's lock so one call's bytes stay together.
+pub fn write_bytes(bytes: &[u8]) {
+    let uart = UART.lock();
+    match uart.as_ref() {
+        Some(u) => u.write_bytes(bytes),
+        None => {
+            drop(uart);
+            emergency_write(&alloc::string::String::from_utf8_lossy(bytes));
+        }
+    }
+}
+
+/// A byte typed and not yet read, if any, without waiting: the shell polls this for Ctrl-C
+/// while a program runs in the foreground.
+pub fn poll_byte() -> Option<u8> {
+    if INPUT_BY_INTERRUPT.load(Ordering::Acquire) {
+        INPUT.pop()
+    } else {
+        try_read_byte()
+    }
+}
+
 /// Write without the lock. For panics and for the time before `init`.
 pub fn emergency_write(text: &str) {
     let base = EMERGENCY_UART.load(Ordering::Relaxed);

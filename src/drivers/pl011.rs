@@ -113,7 +113,12 @@ impl Pl011 {
 
     /// Write a string, turning "\n" into "\r\n" for terminals.
     pub fn write_str(&self, s: &str) {
-        for b in s.bytes() {
+        self.write_bytes(s.as_bytes());
+    }
+
+    /// Write bytes that need not be UTF-8 (what a user program writes), "\n" as "\r\n".
+    pub fn write_bytes(&self, bytes: &[u8]) {
+        for &b in bytes {
             if b == b'\n' {
                 self.write_byte(b'\r');
             }
