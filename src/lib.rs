@@ -26,6 +26,7 @@ pub mod percpu;
 pub mod platform;
 #[cfg(target_os = "none")]
 pub mod power;
+pub mod proc;
 pub mod rcu;
 pub mod shell;
 #[cfg(target_os = "none")]
