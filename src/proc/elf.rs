@@ -365,3 +365,473 @@ pub fn parse(bytes: &[u8]) -> Result<ElfImage, ElfError> {
         segments: segments.into_iter().map(|(_, s)| s).collect(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    /// A program header for [`elf_file`].
+    #[derive(Clone, Copy)]
+    struct Ph {
+        p_type: u32,
+        flags: u32,
+        offset: u64,
+        vaddr: u64,
+        filesz: u64,
+        memsz: u64,
+    }
+
+    const R: u32 = abi::PF_R;
+    const W: u32 = abi::PF_W;
+    const X: u32 = abi::PF_X;
+
+    fn load(flags: u32, offset: u64, vaddr: u64, filesz: u64, memsz: u64) -> Ph {
+        Ph {
+            p_type: abi::PT_LOAD,
+            flags,
+            offset,
+            vaddr,
+            filesz,
+            memsz,
+        }
+    }
+
+    /// A little-endian ELF64 file with these program headers right after the header, padded
+    /// so every segment's file bytes exist (filled with a pattern).
+    fn elf_file(e_type: u16, machine: u16, entry: u64, phdrs: &[Ph]) -> Vec<u8> {
+        let mut f = vec![0u8; 64];
+        f[..4].copy_from_slice(&abi::ELFMAGIC);
+        f[abi::EI_CLASS] = abi::ELFCLASS64;
+        f[abi::EI_DATA] = abi::ELFDATA2LSB;
+        f[abi::EI_VERSION] = 1;
+        f[16..18].copy_from_slice(&e_type.to_le_bytes());
+        f[18..20].copy_from_slice(&machine.to_le_bytes());
+        f[20..24].copy_from_slice(&1u32.to_le_bytes());
+        f[24..32].copy_from_slice(&entry.to_le_bytes());
+        f[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+        f[52..54].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
+        f[54..56].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+        f[56..58].copy_from_slice(&(phdrs.len() as u16).to_le_bytes());
+        f[58..60].copy_from_slice(&64u16.to_le_bytes()); // e_shentsize
+        for ph in phdrs {
+            f.extend_from_slice(&ph.p_type.to_le_bytes());
+            f.extend_from_slice(&ph.flags.to_le_bytes());
+            for v in [ph.offset, ph.vaddr, ph.vaddr, ph.filesz, ph.memsz, 0x1000] {
+                f.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        let end = phdrs
+            .iter()
+            .filter(|p| p.p_type == abi::PT_LOAD)
+            .map(|p| p.offset.saturating_add(p.filesz).min(1 << 20) as usize)
+            .max()
+            .unwrap_or(0);
+        while f.len() < end {
+            f.push((f.len() * 7) as u8);
+        }
+        f
+    }
+
+    /// Text (R+X) at 0x400000 from offset 0, data (R+W) 64 KiB later from offset 0x200 with
+    /// .bss after it, a non-loadable PT_GNU_STACK: the shape of our own programs.
+    fn good_phdrs() -> Vec<Ph> {
+        vec![
+            load(R | X, 0, 0x40_0000, 0x200, 0x200),
+            load(R | W, 0x200, 0x41_0200, 0x40, 0x2000),
+            Ph {
+                p_type: abi::PT_GNU_STACK,
+                flags: R | W,
+                offset: 0,
+                vaddr: 0,
+                filesz: 0,
+                memsz: 0,
+            },
+        ]
+    }
+
+    fn good() -> Vec<u8> {
+        elf_file(abi::ET_EXEC, abi::EM_AARCH64, 0x40_0100, &good_phdrs())
+    }
+
+    fn with(change: impl FnOnce(&mut Vec<Ph>)) -> Vec<u8> {
+        let mut phdrs = good_phdrs();
+        change(&mut phdrs);
+        elf_file(abi::ET_EXEC, abi::EM_AARCH64, 0x40_0100, &phdrs)
+    }
+
+    #[test]
+    fn a_well_formed_static_executable_parses() {
+        let image = parse(&good()).unwrap();
+        assert_eq!(image.entry, 0x40_0100);
+        assert_eq!(
+            image.segments,
+            [
+                Segment {
+                    vaddr: 0x40_0000,
+                    file_offset: 0,
+                    file_len: 0x200,
+                    mem_len: 0x200,
+                    read: true,
+                    write: false,
+                    exec: true
+                },
+                Segment {
+                    vaddr: 0x41_0200,
+                    file_offset: 0x200,
+                    file_len: 0x40,
+                    mem_len: 0x2000,
+                    read: true,
+                    write: true,
+                    exec: false
+                },
+            ]
+        );
+        assert_eq!(image.end(), 0x41_3000);
+        assert_eq!(image.segments[1].bytes(&good()), &good()[0x200..0x240]);
+    }
+
+    #[test]
+    fn the_identification_is_checked_first() {
+        assert_eq!(parse(&good()[..63]), Err(ElfError::Truncated { len: 63 }));
+        let mut f = good();
+        f[0] = b'M';
+        assert_eq!(parse(&f), Err(ElfError::NotElf));
+        let mut f = good();
+        f[abi::EI_CLASS] = abi::ELFCLASS32;
+        assert_eq!(parse(&f), Err(ElfError::Not64Bit));
+        let mut f = good();
+        f[abi::EI_DATA] = abi::ELFDATA2MSB;
+        assert_eq!(parse(&f), Err(ElfError::NotLittleEndian));
+        let f = elf_file(abi::ET_EXEC, abi::EM_X86_64, 0x40_0100, &good_phdrs());
+        assert_eq!(
+            parse(&f),
+            Err(ElfError::NotAarch64 {
+                machine: abi::EM_X86_64
+            })
+        );
+        let f = elf_file(abi::ET_REL, abi::EM_AARCH64, 0x40_0100, &good_phdrs());
+        assert_eq!(
+            parse(&f),
+            Err(ElfError::NotExecutable {
+                e_type: abi::ET_REL
+            })
+        );
+    }
+
+    #[test]
+    fn only_static_executables_are_accepted() {
+        let pie = elf_file(abi::ET_DYN, abi::EM_AARCH64, 0x40_0100, &good_phdrs());
+        let interp = with(|p| {
+            p.push(Ph {
+                p_type: abi::PT_INTERP,
+                flags: R,
+                offset: 0x100,
+                vaddr: 0x40_0100,
+                filesz: 8,
+                memsz: 8,
+            })
+        });
+        let dynamic = with(|p| {
+            p.push(Ph {
+                p_type: abi::PT_DYNAMIC,
+                flags: R | W,
+                offset: 0x200,
+                vaddr: 0x41_0200,
+                filesz: 16,
+                memsz: 16,
+            })
+        });
+        for f in [pie, interp, dynamic] {
+            let e = parse(&f).unwrap_err();
+            assert!(matches!(e, ElfError::NotStatic { .. }), "{e:?}");
+            assert!(
+                e.to_string()
+                    .contains("only static executables run on quartet"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn segments_must_lie_in_user_space() {
+        for vaddr in [
+            0,
+            0xfff,
+            (1 << 39) - 0x1000,
+            0xffff_0000_0000_0000,
+            u64::MAX - 0x100,
+        ] {
+            let f =
+                with(|p| p[1] = load(R | W, 0x200, vaddr / 0x1000 * 0x1000 + 0x200, 0x40, 0x2000));
+            assert!(
+                matches!(parse(&f), Err(ElfError::OutsideUserSpace { index: 1, .. })),
+                "{vaddr:#x}: {:?}",
+                parse(&f)
+            );
+        }
+        // Ending exactly at the top is fine.
+        let f = with(|p| p[1] = load(R | W, 0x200, (1 << 39) - 0x2000 + 0x200, 0x40, 0x1e00));
+        assert!(parse(&f).is_ok(), "{:?}", parse(&f));
+    }
+
+    #[test]
+    fn file_bytes_must_be_in_the_file_and_fit_in_memory() {
+        let mut f = good();
+        f.truncate(0x220);
+        assert_eq!(
+            parse(&f),
+            Err(ElfError::FileRangeOutsideFile {
+                index: 1,
+                offset: 0x200,
+                len: 0x40,
+                file_len: 0x220
+            })
+        );
+        let f = with(|p| p[1].filesz = u64::MAX);
+        assert!(matches!(
+            parse(&f),
+            Err(ElfError::FileBiggerThanMemory { index: 1, .. })
+        ));
+        let f = with(|p| {
+            p[1].offset = u64::MAX - 0xdff;
+            p[1].vaddr = 0x41_0200;
+        });
+        assert!(matches!(
+            parse(&f),
+            Err(ElfError::FileRangeOutsideFile { .. })
+        ));
+        let f = with(|p| p[1].memsz = 0x20);
+        assert_eq!(
+            parse(&f),
+            Err(ElfError::FileBiggerThanMemory {
+                index: 1,
+                file_len: 0x40,
+                mem_len: 0x20
+            })
+        );
+    }
+
+    #[test]
+    fn writable_and_executable_is_refused() {
+        let f = with(|p| p[1].flags = R | W | X);
+        assert_eq!(
+            parse(&f),
+            Err(ElfError::WritableAndExecutable {
+                index: 1,
+                vaddr: 0x41_0200
+            })
+        );
+        let f = with(|p| p[0].flags = W | X);
+        assert!(matches!(
+            parse(&f),
+            Err(ElfError::WritableAndExecutable { index: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn segments_may_not_overlap_or_share_a_page() {
+        let f = with(|p| p[1].vaddr = 0x40_0200);
+        assert_eq!(
+            parse(&f),
+            Err(ElfError::Overlap {
+                first: 0,
+                second: 1
+            })
+        );
+        // Apart in bytes (text ends at 0x400200), but on the same page: one page, one set of
+        // permissions.
+        let f = with(|p| {
+            p[1].offset = 0x300;
+            p[1].vaddr = 0x40_0300;
+        });
+        assert_eq!(
+            parse(&f),
+            Err(ElfError::Overlap {
+                first: 0,
+                second: 1
+            })
+        );
+        // Listed in the other order, still found.
+        let f = with(|p| p.swap(0, 1));
+        assert!(parse(&f).is_ok());
+        let f = with(|p| {
+            p.swap(0, 1);
+            p[0].vaddr = 0x40_0200;
+        });
+        assert_eq!(
+            parse(&f),
+            Err(ElfError::Overlap {
+                first: 1,
+                second: 0
+            })
+        );
+    }
+
+    #[test]
+    fn address_and_offset_must_agree_modulo_the_page() {
+        let f = with(|p| p[1].vaddr = 0x41_0000);
+        assert_eq!(
+            parse(&f),
+            Err(ElfError::Misaligned {
+                index: 1,
+                vaddr: 0x41_0000,
+                offset: 0x200
+            })
+        );
+    }
+
+    #[test]
+    fn the_entry_must_be_in_executable_code() {
+        for entry in [0x41_0200, 0x40_0200, 0x3f_fffc, 0] {
+            let f = elf_file(abi::ET_EXEC, abi::EM_AARCH64, entry, &good_phdrs());
+            assert_eq!(
+                parse(&f),
+                Err(ElfError::EntryNotExecutable { entry }),
+                "{entry:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_with_nothing_to_load_is_refused() {
+        let f = with(|p| p.retain(|ph| ph.p_type != abi::PT_LOAD));
+        assert_eq!(parse(&f), Err(ElfError::NoLoadableSegment));
+        // An empty PT_LOAD maps nothing and is skipped.
+        let f = with(|p| p.push(load(R, 0, 0x50_0000, 0, 0)));
+        assert_eq!(parse(&f).unwrap().segments.len(), 2);
+        let many: Vec<Ph> = (0..65)
+            .map(|i| load(R, 0, 0x40_0000 + i * 0x1_0000, 0, 0))
+            .collect();
+        let f = elf_file(abi::ET_EXEC, abi::EM_AARCH64, 0x40_0100, &many);
+        assert_eq!(
+            parse(&f),
+            Err(ElfError::TooManyProgramHeaders { count: 65 })
+        );
+    }
+
+    #[test]
+    fn every_error_is_one_line() {
+        let errors = [
+            parse(&good()[..10]).unwrap_err(),
+            parse(&with(|p| p[1].flags = R | W | X)).unwrap_err(),
+            parse(&with(|p| p[1].vaddr = 0x40_0200)).unwrap_err(),
+            parse(&with(|p| p[1].vaddr = 0)).unwrap_err(),
+            parse(&elf_file(
+                abi::ET_DYN,
+                abi::EM_AARCH64,
+                0x40_0100,
+                &good_phdrs(),
+            ))
+            .unwrap_err(),
+        ];
+        for e in errors {
+            let text = e.to_string();
+            assert!(!text.is_empty() && !text.contains('\n'), "{text:?}");
+        }
+    }
+
+    /// What parse promises about anything it accepts, checked independently of how it did so.
+    fn assert_sound(image: &ElfImage, file_len: usize) {
+        let mut previous_end = 0;
+        for s in &image.segments {
+            assert!(s.vaddr >= USER_MIN && s.end() <= USER_END, "{s:?}");
+            assert!(s.file_offset + s.file_len <= file_len, "{s:?}");
+            assert!(s.file_len <= s.mem_len && !(s.write && s.exec), "{s:?}");
+            assert!(
+                s.vaddr / PAGE_SIZE * PAGE_SIZE >= previous_end,
+                "{s:?} overlaps"
+            );
+            previous_end = s.end().next_multiple_of(PAGE_SIZE);
+        }
+        assert!(
+            image
+                .segments
+                .iter()
+                .any(|s| s.exec && (s.vaddr..s.vaddr + s.file_len).contains(&image.entry))
+        );
+    }
+
+    /// Truncate at every length and damage every byte three ways: parse must never panic, and
+    /// whatever it accepts must still keep its promises.
+    fn damage_sweep(file: &[u8]) -> (usize, usize) {
+        let (mut accepted, mut refused) = (0, 0);
+        let mut tally = |r: Result<ElfImage, ElfError>, len: usize| match r {
+            Ok(image) => {
+                assert_sound(&image, len);
+                accepted += 1;
+            }
+            Err(_) => refused += 1,
+        };
+        for len in 0..file.len() {
+            tally(parse(&file[..len]), len);
+        }
+        let mut copy = file.to_vec();
+        for i in 0..file.len() {
+            for value in [file[i] ^ 0xff, 0, 0x80] {
+                copy[i] = value;
+                tally(parse(&copy), copy.len());
+            }
+            copy[i] = file[i];
+        }
+        (accepted, refused)
+    }
+
+    #[test]
+    fn damaged_files_never_panic() {
+        let (accepted, refused) = damage_sweep(&good());
+        // Most damage is caught; some (in the pattern bytes, or harmless fields) is not.
+        assert!(
+            refused > 0 && accepted > 0,
+            "{accepted} accepted, {refused} refused"
+        );
+    }
+
+    /// The programs user/ builds (target/user, present after `make user`; `make unit` builds
+    /// them first).
+    fn built_programs() -> Vec<(String, Vec<u8>)> {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let bin = root.join("target/user/aarch64-unknown-none/release");
+        let mut found = Vec::new();
+        let names = std::fs::read_dir(root.join("user/src/bin")).unwrap();
+        for entry in names {
+            let path = entry.unwrap().path();
+            let name = path.file_stem().unwrap().to_str().unwrap().to_string();
+            if let Ok(bytes) = std::fs::read(bin.join(&name)) {
+                found.push((name, bytes));
+            }
+        }
+        if let Ok(bytes) = std::fs::read(root.join("target/user/c/hello-c")) {
+            found.push(("hello-c".into(), bytes));
+        }
+        if found.is_empty() {
+            eprintln!("no built user programs in target/user: run `make user` to test them too");
+        }
+        found
+    }
+
+    #[test]
+    fn the_real_programs_parse() {
+        for (name, bytes) in built_programs() {
+            let image = parse(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let header_entry = u64::from_le_bytes(bytes[24..32].try_into().unwrap());
+            assert_eq!(image.entry as u64, header_entry, "{name}");
+            let text = image.segments[0];
+            assert_eq!((text.vaddr, text.file_offset), (0x40_0000, 0), "{name}");
+            assert!(text.read && text.exec && !text.write, "{name}: {text:?}");
+            assert!(image.segments.iter().skip(1).all(|s| !s.exec), "{name}");
+            assert_sound(&image, bytes.len());
+        }
+    }
+
+    #[test]
+    fn damaged_real_programs_never_panic() {
+        for (name, bytes) in built_programs()
+            .into_iter()
+            .filter(|(n, _)| n == "hello" || n == "hello-c")
+        {
+            let (_, refused) = damage_sweep(&bytes);
+            assert!(refused > 0, "{name}");
+        }
+    }
+}
