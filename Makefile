@@ -16,9 +16,15 @@ HOST      := $(shell rustc -vV 2>/dev/null | sed -n 's/host: //p')
 OBJCOPY    = $(shell rustc --print sysroot)/lib/rustlib/$(HOST)/bin/llvm-objcopy
 VIRT_ELF  := target/aarch64-unknown-none/release/quartet
 RPI4_ELF  := target/rpi4/aarch64-unknown-none/release/quartet
-SOURCES   := $(shell find src -name '*.rs') Cargo.toml build.rs linker.ld
+SOURCES   := $(shell find src -name '*.rs') Cargo.toml build.rs linker.ld \
+             $(shell find user -name '*.rs' -o -name '*.c' -o -name '*.ld' -o -name '*.toml')
+# The user programs (chapter 23): build.rs builds them the same way for every kernel build.
+USER_CC     := aarch64-linux-gnu-gcc
+USER_CFLAGS := -static -nostdlib -ffreestanding -fno-pie -no-pie -O2 -Wall -Wextra -Werror \
+               -Wl,-Ttext-segment=0x400000 -Wl,-z,max-page-size=0x10000 -Wl,-z,noexecstack \
+               -Wl,--build-id=none
 
-.PHONY: setup-rpi4 all run run-rpi4 test unit loom lint qemu-tests image rpi4 sdcard gdb doc book setup clean bench FORCE
+.PHONY: user setup-rpi4 all run run-rpi4 test unit loom lint qemu-tests image rpi4 sdcard gdb doc book setup clean bench FORCE
 
 all: image rpi4
 
@@ -39,9 +45,17 @@ run-rpi4: setup-rpi4 rpi4
 ## make test: host unit tests, loom models, lint, both kernels, then the QEMU boot tests.
 test: setup-rpi4 unit loom lint image rpi4 qemu-tests
 
+## make user: the user programs alone, into target/user (the kernel's build.rs does the same and
+## embeds them). Each is a static Linux arm64 executable: `qemu-aarch64 target/user/.../hello`.
+user:
+	cargo build --release --manifest-path user/Cargo.toml --target aarch64-unknown-none --target-dir target/user
+	@mkdir -p target/user/c
+	$(USER_CC) $(USER_CFLAGS) -o target/user/c/hello-c user/c/hello.c
+
 ## make unit: the host unit tests, then the doc tests (`--lib` alone skips doc tests, and the
-## compile_fail ones are what proves a spin-lock guard cannot leave its CPU).
-unit:
+## compile_fail ones are what proves a spin-lock guard cannot leave its CPU). The ELF checks'
+## tests also read the real user programs, so those are built first.
+unit: user
 	cargo test --target $(HOST) --lib
 	cargo test --target $(HOST) --doc
 
@@ -52,11 +66,13 @@ loom:
 
 lint:
 	cargo fmt --all -- --check
+	cargo fmt --manifest-path user/Cargo.toml --all -- --check
+	cargo clippy --release --manifest-path user/Cargo.toml --target aarch64-unknown-none --target-dir target/user -- -D warnings
 	cargo clippy --release -- -D warnings
 	cargo clippy --target $(HOST) --lib --tests -- -D warnings
 
 qemu-tests:
-	cargo test --target $(HOST) --test boot --test docs -- --test-threads=2
+	cargo test --target $(HOST) --test boot --test docs --test user_linux -- --test-threads=2
 
 ## make bench: the in-kernel benchmarks on QEMU virt (CPU=max, so LSE is measured too), collected
 ## into build/bench/*.csv and *.svg with the targets checked. BENCH_ARGS="--quick" for a format check.

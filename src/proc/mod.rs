@@ -1,6 +1,8 @@
-//! User processes: the family tree, signals, loading programs and running them on every CPU
-//! (chapter 19, "User mode and system calls").
+//! User processes: the family tree, signals, checking and loading ELF programs, the programs
+//! embedded in the kernel image, and running them on every CPU (chapters 19 and 23).
 
+pub mod elf;
+pub mod embedded;
 pub mod signal;
 pub mod tree;
 
