@@ -6,8 +6,9 @@
 //! when there is no valid tree, comes from the compiled-in defaults for the board quartet was
 //! built for, and each such fallback is recorded as a `Problem` that boot logs.
 //!
-//! Building a `Platform` allocates nothing and takes no lock, because the boot CPU does it with
-//! the MMU off, before any lock may be used.
+//! Building a `Platform` allocates nothing, because the boot CPU does it on the early map
+//! (src/arch/aarch64/boot.rs), before the kernel's map and the heap exist. Every address it
+//! records is physical; the kernel reaches them through `mm::phys_to_virt`.
 
 pub mod dt;
 pub mod validate;
@@ -547,7 +548,8 @@ impl<'dt> Platform<'dt> {
 #[cfg(test)]
 mod dt_tests;
 
-/// Discover the platform from the loader's x0. Runs with the MMU off: no locks, no heap.
+/// Discover the platform from the loader's x0 (a physical address). Runs on the early map, which
+/// holds the tree's first MAX_DTB_DATA bytes: no heap.
 ///
 /// x0 is checked before it is dereferenced: it must be non-zero, 8-byte aligned and inside the
 /// board's RAM window (QEMU raspi4b without -dtb passes 0x100, an ATAGS address), then the blob's
