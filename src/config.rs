@@ -7,7 +7,7 @@ pub const MAX_CPUS: usize = 8;
 /// How long the boot CPU waits for a started CPU to report in, in milliseconds of counter time.
 pub const CPU_START_TIMEOUT_MS: u64 = 1000;
 
-/// Translation tables reserved for the identity map (4 KiB each).
+/// Translation tables reserved for the kernel's map, TTBR1 (4 KiB each).
 pub const PAGE_TABLE_POOL: usize = 32;
 
 /// The cache line size the per-CPU layout pads to (Cortex-A72: 64 bytes).

@@ -20,13 +20,18 @@ pub const BAUD: u32 = 115_200;
 /// IRQ-safe: interrupt handlers may log, and a handler that spun on a lock its own CPU holds
 /// would never return.
 static UART: IrqSafeSpinLock<Option<Pl011>> = IrqSafeSpinLock::named("console", None);
-/// The UART address for the lock-free emergency path (usable even with the MMU off).
+/// The UART's virtual address (in the linear map) for the lock-free emergency path; 0: none.
 static EMERGENCY_UART: AtomicUsize = AtomicUsize::new(0);
 
-/// Remember where the UART is, for messages before `init` and for panics. Takes no lock, so it
-/// may run with the MMU off (a relaxed store is a plain store).
+/// Remember where the UART is (its physical address; 0 for none), for messages before `init`
+/// and for panics. Takes no lock.
 pub fn set_emergency_uart(base: u64) {
-    EMERGENCY_UART.store(base as usize, Ordering::Relaxed);
+    let virt = if base == 0 {
+        0
+    } else {
+        crate::mm::phys_to_virt(base as usize)
+    };
+    EMERGENCY_UART.store(virt, Ordering::Relaxed);
 }
 
 /// Program the UART (and on the Pi route it to the header pins) and make it the console.
@@ -38,12 +43,14 @@ pub fn init(platform: &Platform<'_>) {
         return;
     }
     if let Some(gpio) = platform.gpio {
-        // SAFETY: the GPIO block is in the identity map as Device memory (mm/paging.rs).
-        unsafe { bcm2711_gpio::route_uart0_to_header(gpio.start as usize) };
+        // SAFETY: the GPIO block is in the linear map as Device memory (mm/paging.rs).
+        unsafe {
+            bcm2711_gpio::route_uart0_to_header(crate::mm::phys_to_virt(gpio.start as usize))
+        };
     }
     // SAFETY: the UART's registers are mapped as Device memory; from now on only this lock
     // (and the emergency path, when the lock cannot be had) drives it.
-    let uart = unsafe { Pl011::new(platform.uart.regs.start as usize) };
+    let uart = unsafe { Pl011::new(crate::mm::phys_to_virt(platform.uart.regs.start as usize)) };
     uart.init(platform.uart.clock_hz, BAUD);
     set_emergency_uart(platform.uart.regs.start);
     *UART.lock() = Some(uart);

@@ -1,8 +1,9 @@
 //! `kernel_main`: the boot order of quartet, top to bottom (chapter 1 walks through it).
 //!
-//! The boot CPU arrives from src/arch/aarch64/boot.rs with the MMU off. Until step 3 it may not
-//! take a lock or use an atomic read-modify-write; after it, everything is allowed. Secondary
-//! CPUs arrive at `secondary_main` with their MMU already on.
+//! The boot CPU arrives from src/arch/aarch64/boot.rs in the high half, with the MMU on and the
+//! early map: the kernel image, the device tree and the board's UART, nothing else. Until step 3
+//! switches to the real map it may not touch anything else (no heap, no MMIO beyond that UART).
+//! Secondary CPUs arrive at `secondary_main` on the real map.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 
@@ -27,7 +28,7 @@ mod kernel {
     use quartet::platform::{self, Platform, Problem, Region};
     use quartet::{HEAP, console, ktest, logger, mm, percpu, power, smp};
 
-    /// The identity map's tables. Written only by the boot CPU before any other CPU runs.
+    /// The kernel map's tables. Written only by the boot CPU before any other CPU runs.
     struct TablePool(UnsafeCell<[Table; PAGE_TABLE_POOL]>);
     // SAFETY: only kernel_main touches the pool, once, on the boot CPU, before secondaries start.
     unsafe impl Sync for TablePool {}
@@ -37,6 +38,7 @@ mod kernel {
     /// The platform, readable from every CPU once boot has stored it.
     static PLATFORM: spin::Once<Platform<'static>> = spin::Once::new();
 
+    /// `dtb` is what the loader left in x0: a physical address (or 0, or junk).
     #[unsafe(no_mangle)]
     extern "C" fn kernel_main(dtb: usize, entry_el: u64) -> ! {
         let layout = layout::kernel_layout();
@@ -59,20 +61,14 @@ mod kernel {
             cpu::halt();
         }
 
-        // 1. Learn the machine from the device tree (MMU off: no locks, no heap, no logging).
+        // 1. Learn the machine from the device tree, which the early map holds (no heap yet).
         let facts = platform::CpuFacts {
             gic_system_registers: cpu::has_gic_system_registers(),
             entry_el,
         };
         let platform = platform::discover(dtb, facts);
-        console::set_emergency_uart(platform.uart.regs.start);
 
-        // 2. Build the identity map. Drop any cache lines firmware left for our image or the
-        //    DTB: with caches off our writes went straight to memory.
-        cpu::invalidate_dcache_range(layout.kernel_start, layout.kernel_end);
-        if let platform::Source::DeviceTree { address, size } = platform.source {
-            cpu::invalidate_dcache_range(address as usize, (address + size) as usize);
-        }
+        // 2. Build the kernel's map: the linear map of RAM and MMIO, the image by section.
         let plan = mm::paging::plan(&platform, &layout);
         // SAFETY: this is the only reference to the pool, taken once, on the only running CPU.
         let tables = unsafe { &mut *PAGE_TABLES.0.get() };
@@ -81,11 +77,15 @@ mod kernel {
             Err(e) => early_fatal(e),
         };
 
-        // 3. MMU and caches on. From here on, locks and atomics work.
+        // 3. Switch TTBR1 from the early map to the kernel's map, then empty TTBR0: no identity
+        //    map is left, and the low half waits for user processes.
         let mmu_config = mmu::config(root);
-        // SAFETY: the plan maps the whole kernel image (text executable), its stacks, RAM and
-        // the console; we run identity-mapped, so the next instruction is where we expect it.
-        unsafe { mmu::enable(&mmu_config) };
+        // SAFETY: the boot CPU, interrupts masked, TTBR0 still the boot trampoline; the plan
+        // maps the image (text executable), its stacks, RAM and MMIO at the addresses the
+        // early map used.
+        unsafe { mmu::switch_kernel_map(&mmu_config) };
+        mmu::use_empty_ttbr0();
+        console::set_emergency_uart(platform.uart.regs.start);
         exception::install();
         // WFE also wakes every ~100 us, so a wait whose wake-up never comes is short.
         timer::enable_event_stream();
@@ -244,10 +244,16 @@ mod kernel {
         }
         log::info!(target: "boot",
             "kernel {:#x}..{:#x}: image {} KiB, MMU on with {} page tables, caches on",
-            layout.kernel_start,
-            layout.kernel_end,
+            mm::virt_to_phys(layout.kernel_start),
+            mm::virt_to_phys(layout.kernel_end),
             (layout.image_end - layout.kernel_start) / 1024,
             tables_used
+        );
+        log::info!(target: "mm",
+            "kernel at {:#x} (linear map base {:#x}), TTBR0 empty until a process runs; {}-bit ASIDs",
+            layout.kernel_start,
+            mm::LINEAR_MAP_OFFSET,
+            mmu::asid_bits()
         );
         if let Some(conduit) = p.psci {
             let (major, minor) = quartet::arch::aarch64::psci::version(conduit);
@@ -280,14 +286,16 @@ mod kernel {
     fn init_heap(p: &Platform<'static>, layout: &KernelLayout) {
         let mut reserved = p.reserved;
         let image = Region::new(
-            layout.kernel_start as u64,
+            mm::virt_to_phys(layout.kernel_start) as u64,
             (layout.kernel_end - layout.kernel_start) as u64,
         );
         reserved.push(image);
         for region in mm::heap::free_ranges(p.memory.as_slice(), reserved.as_slice()).as_slice() {
+            let linear = Region::new(mm::phys_to_virt(region.start as usize) as u64, region.size);
             // SAFETY: free_ranges left out the kernel, its stacks and tables, the DTB and every
-            // reserved range; what remains is mapped read-write RAM that nothing else uses.
-            unsafe { HEAP.add_region(*region) };
+            // reserved range; what remains is RAM that nothing else uses, mapped read-write in
+            // the linear map.
+            unsafe { HEAP.add_region(linear) };
         }
         log::info!(target: "boot", "heap: {} MiB free for allocation", HEAP.bytes_total() >> 20);
     }
@@ -348,11 +356,14 @@ mod kernel {
 
     /// A failure before the console lock exists: print raw and stop.
     fn early_fatal(error: quartet::arch::aarch64::pagetable::MapError) -> ! {
-        console::emergency_write("quartet: cannot build the identity map (");
+        console::emergency_write("quartet: cannot build the kernel map (");
         console::emergency_write(match error {
             quartet::arch::aarch64::pagetable::MapError::OutOfTables => "page table pool exhausted",
             quartet::arch::aarch64::pagetable::MapError::AddressTooHigh(_) => {
-                "address beyond 39 bits"
+                "physical address beyond 48 bits"
+            }
+            quartet::arch::aarch64::pagetable::MapError::OutsideHalf(_) => {
+                "physical memory beyond the 512 GiB linear map"
             }
         });
         console::emergency_write("); halting\n");

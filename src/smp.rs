@@ -115,7 +115,8 @@ fn prepare_block(
     block
         .percpu
         .store(percpu::area_address(id) as u64, Ordering::Relaxed);
-    block.ttbr0.store(mmu.ttbr0, Ordering::Relaxed);
+    block.ttbr0.store(mmu.trampoline_ttbr0, Ordering::Relaxed);
+    block.ttbr1.store(mmu.ttbr1, Ordering::Relaxed);
     block.tcr.store(mmu.tcr, Ordering::Relaxed);
     block.mair.store(mmu.mair, Ordering::Relaxed);
     block.sctlr.store(mmu.sctlr, Ordering::Relaxed);
@@ -139,12 +140,12 @@ fn clean_block(block: &SecondaryBootBlock) {
 /// The spin-table protocol: the waiting CPU loops on WFE, reading `release_addr` with its caches
 /// off; a non-zero value is where it jumps.
 fn release_from_spin_table(release_addr: u64) {
-    // SAFETY: the release address is inside RAM, reserved from the heap, and identity-mapped;
+    // The stub waits at a physical address for a physical one: it runs with the MMU off.
+    let slot = crate::mm::phys_to_virt(release_addr as usize);
+    // SAFETY: the release address is inside RAM, reserved from the heap, and in the linear map;
     // the firmware's stub reads it as a 64-bit value.
-    unsafe {
-        core::ptr::write_volatile(release_addr as *mut u64, secondary_entry_address() as u64)
-    };
-    cpu::clean_dcache_range(release_addr as usize, release_addr as usize + 8);
+    unsafe { core::ptr::write_volatile(slot as *mut u64, secondary_entry_address() as u64) };
+    cpu::clean_dcache_range(slot, slot + 8);
     cpu::send_event();
 }
 

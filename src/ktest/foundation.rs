@@ -12,6 +12,7 @@ use super::KTest;
 use crate::arch::aarch64::{cpu, layout, mmu, timer};
 use crate::config::MAX_CPUS;
 use crate::ensure;
+use crate::mm::phys_to_virt;
 use crate::percpu;
 use crate::platform::Platform;
 use crate::smp;
@@ -149,13 +150,13 @@ fn stacks_are_private(_: &Platform<'static>) -> Result<(), String> {
 
 fn mmu_on_everywhere(_: &Platform<'static>) -> Result<(), String> {
     let verdicts = Verdicts::new();
-    let ttbr0 = cpu::ttbr0();
+    let roots = mmu::table_roots();
     smp::on_each_cpu(&|id| {
-        if !mmu::is_enabled() || cpu::ttbr0() != ttbr0 {
+        if !mmu::is_enabled() || mmu::table_roots() != roots {
             verdicts.fail(id);
         }
     });
-    verdicts.check("MMU or caches off, or a different TTBR0")
+    verdicts.check("MMU or caches off, or a different TTBR0 or TTBR1")
 }
 
 /// PAR_EL1 after an address translation: bit 0 = fault, bits 63:56 = MAIR attribute.
@@ -193,13 +194,13 @@ fn section_permissions(p: &Platform<'static>) -> Result<(), String> {
         );
     }
     ensure!(
-        translation(p.uart.regs.start as usize, true) == Ok(device),
-        "UART not mapped as Device-nGnRE"
+        translation(phys_to_virt(p.uart.regs.start as usize), true) == Ok(device),
+        "UART not mapped as Device-nGnRE in the linear map"
     );
     let ram = p.memory.as_slice()[0];
     ensure!(
-        translation(ram.start as usize, false) == Ok(normal),
-        "RAM start not Normal memory"
+        translation(phys_to_virt(ram.start as usize), false) == Ok(normal),
+        "RAM start not Normal memory in the linear map"
     );
     Ok(())
 }

@@ -10,6 +10,7 @@ pub mod exception;
 mod foundation;
 mod interrupts;
 pub mod irqlock;
+mod kernel_half;
 pub mod litmus;
 pub mod locktorture;
 mod proclist;
@@ -35,6 +36,7 @@ pub struct KTest {
 fn suites() -> impl Iterator<Item = &'static KTest> {
     foundation::TESTS
         .iter()
+        .chain(kernel_half::TESTS.iter())
         .chain(atomics::TESTS.iter())
         .chain(litmus::TESTS.iter())
         .chain(locktorture::TESTS.iter())

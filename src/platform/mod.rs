@@ -6,8 +6,9 @@
 //! when there is no valid tree, comes from the compiled-in defaults for the board quartet was
 //! built for, and each such fallback is recorded as a `Problem` that boot logs.
 //!
-//! Building a `Platform` allocates nothing and takes no lock, because the boot CPU does it with
-//! the MMU off, before any lock may be used.
+//! Building a `Platform` allocates nothing, because the boot CPU does it on the early map
+//! (src/arch/aarch64/boot.rs), before the kernel's map and the heap exist. Every address it
+//! records is physical; the kernel reaches them through `mm::phys_to_virt`.
 
 pub mod dt;
 pub mod validate;
@@ -547,7 +548,8 @@ impl<'dt> Platform<'dt> {
 #[cfg(test)]
 mod dt_tests;
 
-/// Discover the platform from the loader's x0. Runs with the MMU off: no locks, no heap.
+/// Discover the platform from the loader's x0 (a physical address). Runs on the early map, which
+/// holds the tree's first MAX_DTB_DATA bytes: no heap.
 ///
 /// x0 is checked before it is dereferenced: it must be non-zero, 8-byte aligned and inside the
 /// board's RAM window (QEMU raspi4b without -dtb passes 0x100, an ATAGS address), then the blob's
@@ -593,15 +595,18 @@ fn discover_from_tree(x0: usize, facts: CpuFacts) -> Platform<'static> {
         }
     };
     let in_ram_window = match board {
-        Board::QemuVirt => (0x4000_0000..0x100_0000_0000).contains(&at),
+        // Below 2^39: the linear map reaches no further (boot.rs maps the same window).
+        Board::QemuVirt => (0x4000_0000..(1 << 39) - (4 << 20)).contains(&at),
         Board::RaspberryPi4 => at < 0xfc00_0000,
     };
     if at == 0 || !at.is_multiple_of(8) || !in_ram_window {
         return fallback(no_tree());
     }
-    // SAFETY: `at` lies in the board's RAM, which is readable with the MMU off; a header is 40
-    // bytes and the window ends far from any hole.
-    let header = unsafe { core::slice::from_raw_parts(at as *const u8, 40) };
+    // The early map (boot.rs) holds MAX_DTB_DATA bytes from `at` in the linear map.
+    let virt = crate::mm::phys_to_virt(at);
+    // SAFETY: `at` lies in the board's RAM window, and boot.rs mapped the same window's
+    // MAX_DTB_DATA bytes from `at`; a header is 40 bytes.
+    let header = unsafe { core::slice::from_raw_parts(virt as *const u8, 40) };
     let size = match validate::extent(header) {
         Ok(extent) => extent.total_size,
         Err(validate::BlobError::BadMagic(_)) => return fallback(no_tree()),
@@ -614,9 +619,10 @@ fn discover_from_tree(x0: usize, facts: CpuFacts) -> Platform<'static> {
     };
     // SAFETY: `size` bytes from `at` are the blob the loader placed in RAM for us; of them only
     // the blocks are ever read, and `extent` checked that they lie within MAX_DTB_DATA of `at`.
-    // The range is reserved from the heap, and after this in-place NOP removal never written
-    // again, so the 'static borrows below stay valid.
-    let blob = unsafe { core::slice::from_raw_parts_mut(at as *mut u8, size) };
+    // The range is reserved from the heap, mapped by the early map and then by the kernel's
+    // (mm/paging.rs), and after this in-place NOP removal never written again, so the 'static
+    // borrows below stay valid.
+    let blob = unsafe { core::slice::from_raw_parts_mut(virt as *mut u8, size) };
     // A blob that fails here fails `parse` below with the same error, which is reported there.
     let _ = validate::remove_nops(blob);
     let blob: &'static [u8] = blob;

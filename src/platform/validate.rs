@@ -120,9 +120,10 @@ fn claimed_size(header: &[u8]) -> Result<usize, BlobError> {
 /// This bounds what is read, not what the tree may claim: a blob's `totalsize` may include free
 /// space after its blocks, which libfdt leaves so the tree can be edited in place. QEMU, given a
 /// tree with `-dtb`, doubles it that way: its own 1 MiB dump comes back as 2 x (1 MiB + 10000)
-/// bytes, of which 8 KiB are the tree. The free space is never read. The blocks are read with the
-/// MMU off, before the tree has said where RAM ends, so a header that points further than this
-/// is taken for damage rather than followed off the end of RAM. Real trees' blocks are tens of
+/// bytes, of which 8 KiB are the tree. The free space is never read. The blocks are read through
+/// the early map (which holds this much from the tree's start), before the tree has said where
+/// RAM ends, so a header that points further than this is taken for damage rather than followed
+/// off the end of RAM or of the map. Real trees' blocks are tens of
 /// KiB; the Pi 4's are 40 KiB.
 pub const MAX_DTB_DATA: usize = 2 << 20;
 

@@ -520,8 +520,9 @@ fn mem(sh: &mut Shell, _: &[&str]) -> Outcome {
         region_line(sh, "reserved", *r, "never handed out");
     }
     let l = layout::kernel_layout();
+    // Physical, as every range above; the line after the heap says where it runs.
     let image = Region::new(
-        l.kernel_start as u64,
+        mm::virt_to_phys(l.kernel_start) as u64,
         (l.kernel_end - l.kernel_start) as u64,
     );
     let note = Cell::of(format_args!(
@@ -550,6 +551,14 @@ fn mem(sh: &mut Shell, _: &[&str]) -> Outcome {
         ),
     );
     sh.write("(requested bytes: the buddy allocator rounds each block up to a power of two)\n");
+    print(
+        sh,
+        format_args!(
+            "addresses above are physical; the kernel reaches physical P at virtual P + {:#x} (the linear map): the kernel runs at {:#x}\n",
+            mm::LINEAR_MAP_OFFSET,
+            l.kernel_start
+        ),
+    );
     Ok(())
 }
 

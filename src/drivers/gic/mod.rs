@@ -12,6 +12,7 @@ pub mod v3;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::config::MAX_CPUS;
+use crate::mm::phys_to_virt;
 use crate::percpu::{self, CacheAligned, PerCpu};
 use crate::platform::{Gic, Platform};
 
@@ -55,10 +56,13 @@ pub fn init(platform: &Platform<'_>) -> Result<&'static Controller, &'static str
             distributor,
             cpu_interface,
         } => {
-            // SAFETY: the addresses come from the device tree's GIC node, and the identity map
+            // SAFETY: the addresses come from the device tree's GIC node, and the linear map
             // maps them as Device memory (Platform::mmio_regions); only this module drives them.
             Controller::V2(unsafe {
-                v2::GicV2::new(distributor.start as usize, cpu_interface.start as usize)
+                v2::GicV2::new(
+                    phys_to_virt(distributor.start as usize),
+                    phys_to_virt(cpu_interface.start as usize),
+                )
             })
         }
         Gic::V3 {
@@ -68,8 +72,8 @@ pub fn init(platform: &Platform<'_>) -> Result<&'static Controller, &'static str
             // SAFETY: as above.
             Controller::V3(unsafe {
                 v3::GicV3::new(
-                    distributor.start as usize,
-                    redistributors.start as usize,
+                    phys_to_virt(distributor.start as usize),
+                    phys_to_virt(redistributors.start as usize),
                     redistributors.size as usize,
                 )
             })
