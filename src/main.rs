@@ -278,18 +278,30 @@ mod kernel {
     }
 
     fn init_heap(p: &Platform<'static>, layout: &KernelLayout) {
-        let mut reserved = p.reserved;
         let image = Region::new(
             layout.kernel_start as u64,
             (layout.kernel_end - layout.kernel_start) as u64,
         );
-        reserved.push(image);
-        for region in mm::heap::free_ranges(p.memory.as_slice(), reserved.as_slice()).as_slice() {
-            // SAFETY: free_ranges left out the kernel, its stacks and tables, the DTB and every
-            // reserved range; what remains is mapped read-write RAM that nothing else uses.
+        let (heap, frames) = mm::heap::heap_and_frame_ranges(p, image);
+        for region in heap.as_slice() {
+            // SAFETY: free_ranges left out the kernel, its stacks and tables, the DTB, the
+            // initrd and every reserved range, and the page frames get other ranges; what
+            // remains is mapped read-write RAM that nothing else uses.
             unsafe { HEAP.add_region(*region) };
         }
         log::info!(target: "boot", "heap: {} MiB free for allocation", HEAP.bytes_total() >> 20);
+        // The frames' refcount array comes from the heap, so the heap goes first.
+        let pages = mm::frames::init(
+            frames
+                .as_slice()
+                .iter()
+                .map(|r| (r.start as usize, r.end() as usize)),
+        );
+        log::info!(target: "mm",
+            "{pages} free pages ({} MiB) for page frames, per-CPU lists of up to {} pages",
+            pages >> 8,
+            mm::frames::HIGH
+        );
     }
 
     fn run_demo(name: &str) {
