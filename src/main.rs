@@ -302,6 +302,8 @@ mod kernel {
             pages >> 8,
             mm::frames::HIGH
         );
+        let (_, asids, _) = mm::addrspace::asid_stats();
+        log::info!(target: "mm", "{asids} ASIDs per generation for user address spaces");
     }
 
     fn run_demo(name: &str) {

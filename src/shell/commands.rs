@@ -584,6 +584,11 @@ fn page_frames(sh: &mut Shell) {
             mm::frames::BATCH
         ),
     );
+    let (asids, of, rollovers) = mm::addrspace::asid_stats();
+    print(
+        sh,
+        format_args!("ASIDs: {asids} of {of} taken in this generation, {rollovers} roll-overs\n"),
+    );
 }
 
 fn log_lines(sh: &mut Shell, args: &[&str]) -> Outcome {
