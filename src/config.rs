@@ -12,3 +12,7 @@ pub const PAGE_TABLE_POOL: usize = 32;
 
 /// The cache line size the per-CPU layout pads to (Cortex-A72: 64 bytes).
 pub const CACHE_LINE: usize = 64;
+
+/// The kernel heap gets one in this many bytes of free RAM (the first ones); the page-frame
+/// allocator (src/mm/frames.rs) gets the rest, for user pages and page tables.
+pub const HEAP_SHARE_DIVISOR: u64 = 4;

@@ -284,20 +284,33 @@ mod kernel {
     }
 
     fn init_heap(p: &Platform<'static>, layout: &KernelLayout) {
-        let mut reserved = p.reserved;
         let image = Region::new(
             mm::virt_to_phys(layout.kernel_start) as u64,
             (layout.kernel_end - layout.kernel_start) as u64,
         );
-        reserved.push(image);
-        for region in mm::heap::free_ranges(p.memory.as_slice(), reserved.as_slice()).as_slice() {
+        let (heap, frames) = mm::heap::heap_and_frame_ranges(p, image);
+        for region in heap.as_slice() {
             let linear = Region::new(mm::phys_to_virt(region.start as usize) as u64, region.size);
-            // SAFETY: free_ranges left out the kernel, its stacks and tables, the DTB and every
-            // reserved range; what remains is RAM that nothing else uses, mapped read-write in
-            // the linear map.
+            // SAFETY: the ranges leave out the kernel, its stacks and tables, the DTB, the
+            // initrd and every reserved range, and the page frames get other ranges; what
+            // remains is RAM that nothing else uses, mapped read-write in the linear map.
             unsafe { HEAP.add_region(linear) };
         }
         log::info!(target: "boot", "heap: {} MiB free for allocation", HEAP.bytes_total() >> 20);
+        // The frames' refcount array comes from the heap, so the heap goes first.
+        let pages = mm::frames::init(
+            frames
+                .as_slice()
+                .iter()
+                .map(|r| (r.start as usize, r.end() as usize)),
+        );
+        log::info!(target: "mm",
+            "{pages} free pages ({} MiB) for page frames, per-CPU lists of up to {} pages",
+            pages >> 8,
+            mm::frames::HIGH
+        );
+        let (_, asids, _) = mm::addrspace::asid_stats();
+        log::info!(target: "mm", "{asids} ASIDs per generation for user address spaces");
     }
 
     fn run_demo(name: &str) {

@@ -8,6 +8,7 @@
 mod atomics;
 pub mod exception;
 mod foundation;
+mod frames;
 mod interrupts;
 pub mod irqlock;
 mod kernel_half;
@@ -49,6 +50,7 @@ fn suites() -> impl Iterator<Item = &'static KTest> {
         .chain(task::TESTS.iter())
         .chain(sched::TESTS.iter())
         .chain(sleeplock::TESTS.iter())
+        .chain(frames::TESTS.iter())
 }
 
 fn print(args: core::fmt::Arguments<'_>) {

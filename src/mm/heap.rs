@@ -48,6 +48,43 @@ pub fn free_ranges(memory: &[Region], reserved: &[Region]) -> FixedList<Region, 
     out
 }
 
+/// Split free RAM in two: the first `heap_bytes` (whole pages) for the heap, the rest for the
+/// page-frame allocator. Returns (heap ranges, frame ranges).
+pub fn split_for_heap(
+    free: &[Region],
+    heap_bytes: u64,
+) -> (FixedList<Region, 32>, FixedList<Region, 32>) {
+    const PAGE: u64 = 4096;
+    let mut left = heap_bytes & !(PAGE - 1);
+    let (mut heap, mut frames): (FixedList<Region, 32>, FixedList<Region, 32>) = Default::default();
+    for r in free {
+        let take = left.min(r.size);
+        if take > 0 {
+            heap.push(Region::new(r.start, take));
+        }
+        if take < r.size {
+            frames.push(Region::new(r.start + take, r.size - take));
+        }
+        left -= take;
+    }
+    (heap, frames)
+}
+
+/// Free RAM on `platform`, with the kernel `image` (stacks and boot page tables included) left
+/// out, split between the heap and the page frames as `split_for_heap` does with the heap's
+/// share (`config::HEAP_SHARE_DIVISOR`). Boot and the shell's `mem` both call this, so they
+/// agree on who got what.
+pub fn heap_and_frame_ranges(
+    platform: &crate::platform::Platform<'_>,
+    image: Region,
+) -> (FixedList<Region, 32>, FixedList<Region, 32>) {
+    let mut reserved = platform.reserved;
+    reserved.push(image);
+    let free = free_ranges(platform.memory.as_slice(), reserved.as_slice());
+    let bytes: u64 = free.as_slice().iter().map(|r| r.size).sum();
+    split_for_heap(free.as_slice(), bytes / crate::config::HEAP_SHARE_DIVISOR)
+}
+
 /// Allocation statistics, kept outside the lock so reading them never waits.
 #[derive(Default)]
 pub struct HeapStats {
@@ -171,6 +208,26 @@ mod tests {
                 Region::new(0x4001_0000, 0x7_0000),
                 Region::new(0x4028_1000, 0x6000_0000 - 0x4028_1000)
             ]
+        );
+    }
+
+    #[test]
+    fn the_heap_takes_its_share_from_the_front_and_the_frames_the_rest() {
+        let free = [
+            Region::new(0x4000_0000, 0x3000),
+            Region::new(0x5000_0000, 0x10_0000),
+        ];
+        let (heap, frames) = split_for_heap(&free, 0x5000);
+        assert_eq!(
+            heap.as_slice(),
+            [
+                Region::new(0x4000_0000, 0x3000),
+                Region::new(0x5000_0000, 0x2000)
+            ]
+        );
+        assert_eq!(
+            frames.as_slice(),
+            [Region::new(0x5000_2000, 0x10_0000 - 0x2000)]
         );
     }
 

@@ -1,6 +1,9 @@
 //! Memory management: the kernel's map of memory, the kernel heap, and the conversions between
 //! physical addresses and the kernel virtual addresses that reach them.
 
+pub mod addrspace;
+pub mod asid;
+pub mod frames;
 pub mod heap;
 pub mod paging;
 

@@ -223,6 +223,20 @@ fn visit<'b, 'dt>(
         if let Some(args) = node.property("bootargs").and_then(|a| a.as_str()) {
             p.bootargs = args.trim_end_matches('\0');
         }
+        // The loader writes the initrd's bounds as one or two cells, whichever it likes.
+        let cell_value = |name| {
+            let v = node.property(name)?.value;
+            read_cells(v, 0, v.len() / 4).filter(|_| v.len() == 4 || v.len() == 8)
+        };
+        if let (Some(start), Some(end)) = (
+            cell_value("linux,initrd-start"),
+            cell_value("linux,initrd-end"),
+        ) && end > start
+        {
+            let initrd = Region::new(start, end - start);
+            p.initrd = Some(initrd);
+            reserve(p, initrd);
+        }
     } else if depth == 1 && device_type == "memory" {
         // A disabled memory node is RAM that exists but is not ours: QEMU's secure=on lists
         // the secure world's RAM this way, and a write to it from the normal world aborts.

@@ -309,6 +309,9 @@ pub struct Platform<'dt> {
     /// The BCM2711 GPIO block (the Pi's UART pins are muxed there).
     pub gpio: Option<Region>,
     pub bootargs: &'dt str,
+    /// The initial RAM disk the loader placed (`/chosen` linux,initrd-start/-end); it is also
+    /// in `reserved`, so neither the heap nor the page allocator hands it out.
+    pub initrd: Option<Region>,
     pub problems: FixedList<Problem, 8>,
 }
 
@@ -485,6 +488,7 @@ impl<'dt> Platform<'dt> {
             timer: None,
             gpio: None,
             bootargs: "",
+            initrd: None,
             problems: FixedList::default(),
         }
     }

@@ -530,11 +530,13 @@ fn mem(sh: &mut Shell, _: &[&str]) -> Outcome {
         size((l.image_end - l.kernel_start) as u64).as_str()
     ));
     region_line(sh, "kernel", image, note.as_str());
-    // The heap got exactly these ranges at boot (kernel_main's init_heap).
-    let mut reserved = p.reserved;
-    reserved.push(image);
-    for r in mm::heap::free_ranges(p.memory.as_slice(), reserved.as_slice()).as_slice() {
+    // The heap and the page frames got exactly these ranges at boot (kernel_main's init_heap).
+    let (heap, frames) = mm::heap::heap_and_frame_ranges(p, image);
+    for r in heap.as_slice() {
         region_line(sh, "heap", *r, "buddy allocator");
+    }
+    for r in frames.as_slice() {
+        region_line(sh, "frames", *r, "page frames, per-CPU lists");
     }
     let stats = &HEAP.stats;
     let (total, in_use) = (HEAP.bytes_total() as u64, HEAP.bytes_in_use() as u64);
@@ -559,7 +561,43 @@ fn mem(sh: &mut Shell, _: &[&str]) -> Outcome {
             l.kernel_start
         ),
     );
+    page_frames(sh);
     Ok(())
+}
+
+/// The page-frame allocator's counts: free in the global allocator, waiting on each CPU's
+/// list, handed out. Pages per process: `AddressSpace::pages_in_use`, shown by `ps` once
+/// processes exist.
+fn page_frames(sh: &mut Shell) {
+    let s = mm::frames::stats();
+    print(
+        sh,
+        format_args!(
+            "page frames: {} total, {} free, {} on per-CPU lists, {} in use ({})\n",
+            s.total,
+            s.free,
+            s.cached_total(),
+            s.in_use,
+            size((s.in_use * mm::frames::PAGE_SIZE) as u64).as_str()
+        ),
+    );
+    sh.write("per-CPU lists:");
+    for cpu in percpu::all_cpus().filter(|c| c.is_online()) {
+        print(sh, format_args!(" cpu{} {}", cpu.id, s.cached[cpu.id]));
+    }
+    print(
+        sh,
+        format_args!(
+            " (up to {} pages each, moved {} at a time)\n",
+            mm::frames::HIGH,
+            mm::frames::BATCH
+        ),
+    );
+    let (asids, of, rollovers) = mm::addrspace::asid_stats();
+    print(
+        sh,
+        format_args!("ASIDs: {asids} of {of} taken in this generation, {rollovers} roll-overs\n"),
+    );
 }
 
 fn log_lines(sh: &mut Shell, args: &[&str]) -> Outcome {

@@ -34,6 +34,8 @@ pub mod psci;
 #[cfg(target_os = "none")]
 pub mod semihosting;
 #[cfg(target_os = "none")]
+pub mod tlb;
+#[cfg(target_os = "none")]
 pub mod wait;
 
 /// How PSCI calls reach the firmware: the `method` of the device tree's `/psci` node.

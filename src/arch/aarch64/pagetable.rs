@@ -27,15 +27,14 @@ pub const MAIR_NORMAL_WB: u64 = 1;
 pub const MAIR_VALUE: u64 = 0x04 | (0xff << 8);
 
 pub const VALID: u64 = 1 << 0;
-/// In a level-1/2 entry: "points to a table"; in a level-3 entry: "a page" (must be set).
 pub const TABLE_OR_PAGE: u64 = 1 << 1;
-const ATTR_INDEX_SHIFT: u64 = 2;
-const AP_READ_ONLY: u64 = 1 << 7;
-const SH_INNER: u64 = 0b11 << 8;
-const ACCESS_FLAG: u64 = 1 << 10;
-const PXN: u64 = 1 << 53;
-const UXN: u64 = 1 << 54;
-const ADDRESS_MASK: u64 = 0x0000_ffff_ffff_f000;
+pub const ATTR_INDEX_SHIFT: u64 = 2;
+pub const AP_READ_ONLY: u64 = 1 << 7;
+pub const SH_INNER: u64 = 0b11 << 8;
+pub const ACCESS_FLAG: u64 = 1 << 10;
+pub const PXN: u64 = 1 << 53;
+pub const UXN: u64 = 1 << 54;
+pub const ADDRESS_MASK: u64 = 0x0000_ffff_ffff_f000;
 /// The attribute bits a block passes on to the pages it is split into.
 const ATTRIBUTE_MASK: u64 = !ADDRESS_MASK & !0b11;
 
