@@ -18,6 +18,7 @@ mod rwseq;
 mod sched;
 mod sleeplock;
 mod task;
+pub mod uaccess;
 
 use alloc::string::String;
 use core::fmt::Write;
@@ -47,6 +48,7 @@ fn suites() -> impl Iterator<Item = &'static KTest> {
         .chain(task::TESTS.iter())
         .chain(sched::TESTS.iter())
         .chain(sleeplock::TESTS.iter())
+        .chain(uaccess::TESTS.iter())
 }
 
 fn print(args: core::fmt::Arguments<'_>) {

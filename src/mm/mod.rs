@@ -3,6 +3,7 @@
 
 pub mod heap;
 pub mod paging;
+pub mod uaccess;
 
 /// Offset added to a physical address to get the kernel virtual address that reaches it.
 ///

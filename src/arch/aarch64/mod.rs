@@ -8,6 +8,7 @@ pub mod esr;
 pub mod layout;
 pub mod pagetable;
 pub mod timer;
+pub mod user;
 
 #[cfg(target_os = "none")]
 pub mod atomic;
@@ -33,6 +34,8 @@ pub mod mmu;
 pub mod psci;
 #[cfg(target_os = "none")]
 pub mod semihosting;
+#[cfg(target_os = "none")]
+pub mod uaccess;
 #[cfg(target_os = "none")]
 pub mod wait;
 
