@@ -19,6 +19,7 @@ mod sched;
 mod sleeplock;
 mod task;
 pub mod uaccess;
+mod user;
 
 use alloc::string::String;
 use core::fmt::Write;
@@ -49,6 +50,7 @@ fn suites() -> impl Iterator<Item = &'static KTest> {
         .chain(sched::TESTS.iter())
         .chain(sleeplock::TESTS.iter())
         .chain(uaccess::TESTS.iter())
+        .chain(user::TESTS.iter())
 }
 
 fn print(args: core::fmt::Arguments<'_>) {

@@ -148,6 +148,55 @@ pub fn invalidate_dcache_range(start: usize, end: usize) {
     asm::barrier::dsb(asm::barrier::SY);
 }
 
+/// Make instructions written to [start, end) visible to instruction fetch on every CPU: clean the
+/// data cache to the point of unification, then invalidate the instruction cache (code copied
+/// into a user page before it runs).
+pub fn sync_instruction_cache(start: usize, end: usize) {
+    let line = dcache_line_size();
+    let mut addr = start & !(line - 1);
+    while addr < end {
+        // SAFETY: cache maintenance by address has no effect on memory contents.
+        unsafe { core::arch::asm!("dc cvau, {0}", in(reg) addr) };
+        addr += line;
+    }
+    asm::barrier::dsb(asm::barrier::ISH);
+    let mut addr = start & !(line - 1);
+    while addr < end {
+        // SAFETY: as above; the next fetch of these lines reads them again.
+        unsafe { core::arch::asm!("ic ivau, {0}", in(reg) addr) };
+        addr += line;
+    }
+    asm::barrier::dsb(asm::barrier::ISH);
+    asm::barrier::isb(asm::barrier::SY);
+}
+
+/// Load TTBR0_EL1 with `ttbr0` on this CPU only and drop this CPU's TLB entries; returns the old
+/// value. For tests that build a user table by hand; address spaces proper switch through the
+/// memory manager, which also handles ASIDs and the other CPUs.
+///
+/// # Safety
+/// `ttbr0` roots a valid table that maps whatever this CPU touches through TTBR0 from now on
+/// (all of the kernel while the kernel lives in the low half), and the thread stays on this
+/// CPU until it puts the old value back.
+pub unsafe fn replace_ttbr0_local(ttbr0: u64) -> u64 {
+    let old = TTBR0_EL1.get();
+    // SAFETY: the caller vouches for the table; the DSB makes earlier table writes visible to
+    // the walker, the ISB makes the new root current, the TLBI drops translations of the old one.
+    unsafe {
+        core::arch::asm!(
+            "dsb ishst",
+            "msr ttbr0_el1, {0}",
+            "isb",
+            "tlbi vmalle1",
+            "dsb nsh",
+            "isb",
+            in(reg) ttbr0,
+            options(nostack, preserves_flags)
+        )
+    };
+    old
+}
+
 /// SCTLR_EL1 as it is now (M, C, I bits tell whether the MMU and caches are on).
 pub fn sctlr() -> u64 {
     SCTLR_EL1.get()

@@ -33,13 +33,14 @@ pub fn config(root: u64) -> MmuConfig {
     const M: u64 = 1 << 0; // MMU on
     const C: u64 = 1 << 2; // data cache on
     const SA: u64 = 1 << 3; // SP alignment checked
+    const SA0: u64 = 1 << 4; // and at EL0 too (a user's misaligned SP faults)
     const I: u64 = 1 << 12; // instruction cache on
     const WXN: u64 = 1 << 19; // writable implies never-executable
     MmuConfig {
         ttbr0: root,
         tcr,
         mair: MAIR_VALUE,
-        sctlr: SCTLR_RES1 | M | C | SA | I | WXN,
+        sctlr: SCTLR_RES1 | M | C | SA | SA0 | I | WXN,
     }
 }
 

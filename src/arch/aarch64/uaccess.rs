@@ -91,6 +91,13 @@ pub fn set_user_fault_resolver(resolver: fn(far: usize, access: Access) -> bool)
     RESOLVER.store(resolver as usize, Ordering::Release);
 }
 
+/// The resolver installed now, if any (a test that installs its own puts this one back).
+pub fn user_fault_resolver() -> Option<fn(usize, Access) -> bool> {
+    let hook = RESOLVER.load(Ordering::Acquire);
+    // SAFETY: the only non-zero value ever stored is such a function (above).
+    (hook != 0).then(|| unsafe { core::mem::transmute::<usize, fn(usize, Access) -> bool>(hook) })
+}
+
 /// Faults resolved (retried) and fixed up (copy ended) since boot, for tests and `mem`.
 pub static RESOLVED: AtomicUsize = AtomicUsize::new(0);
 pub static FIXED_UP: AtomicUsize = AtomicUsize::new(0);

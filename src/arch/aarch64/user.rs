@@ -190,6 +190,15 @@ mod kernel {
         HANDLER.store(handler as usize, Ordering::Release);
     }
 
+    /// The handler installed now, if any (a test that installs its own puts this one back).
+    pub fn user_exception_handler() -> Option<fn(&mut TrapFrame, UserException)> {
+        let hook = HANDLER.load(Ordering::Acquire);
+        // SAFETY: the only non-zero value ever stored is such a function (above).
+        (hook != 0).then(|| unsafe {
+            core::mem::transmute::<usize, fn(&mut TrapFrame, UserException)>(hook)
+        })
+    }
+
     impl TrapFrame {
         /// A frame that starts user code at `pc` with stack pointer `sp`: every other register
         /// zero, flags clear (SPSR 0 is EL0t with interrupts unmasked).
@@ -232,6 +241,33 @@ mod kernel {
         // SAFETY: forwarded to the caller; the routine masks interrupts, moves SP to the frame
         // and leaves through the same path as every return to EL0.
         unsafe { quartet_return_to_user(frame) }
+    }
+
+    /// Start user code from a kernel thread: copy `frame` to the top of the thread's kernel
+    /// stack (`kernel_stack_top`, rounded down to 16) and enter user mode from there, as
+    /// `return_to_user` does. The copy runs with IRQs masked and works even when `frame` or the
+    /// caller's own stack frames lie in the place the frame goes: nothing of the thread's kernel
+    /// stack is used again.
+    ///
+    /// # Safety
+    /// `kernel_stack_top` is the top of the running thread's kernel stack, nothing on that stack
+    /// is needed again (nothing on it is dropped), and the current TTBR0 maps the user memory
+    /// the frame's PC and SP point into.
+    pub unsafe fn start_user(frame: &TrapFrame, kernel_stack_top: usize) -> ! {
+        const FRAME: usize = core::mem::size_of::<TrapFrame>();
+        let dst = (kernel_stack_top & !15) - FRAME;
+        let src = frame as *const TrapFrame as usize;
+        // The copy runs from the end down: safe when the destination lies above the source.
+        assert!(
+            src <= dst || src >= dst + FRAME,
+            "start_user: the frame at {src:#x} overlaps its destination {dst:#x} from above"
+        );
+        unsafe extern "C" {
+            fn quartet_enter_user(src: *const TrapFrame, dst: usize) -> !;
+        }
+        // SAFETY: forwarded to the caller; `src` is a valid frame, `dst` 16-byte aligned inside
+        // the thread's stack, and the copy direction suits their overlap (checked above).
+        unsafe { quartet_enter_user(frame, dst) }
     }
 
     /// Every exception taken from EL0 comes here (from `quartet_user_exception_common`).
@@ -337,6 +373,21 @@ quartet_user_exception_common:
     mov     x1, sp
     bl      handle_user_exception
     b       quartet_user_exception_return
+
+// x0 = a frame, x1 = where it goes (the top of this thread's kernel stack, minus a frame): copy
+// it there from the end down, then enter user mode from it (start_user).
+.global quartet_enter_user
+quartet_enter_user:
+    msr     daifset, #0xf
+    mov     x2, #{frame_size}
+1:  sub     x2, x2, #16
+    add     x3, x0, x2
+    ldp     x4, x5, [x3]
+    add     x3, x1, x2
+    stp     x4, x5, [x3]
+    cbnz    x2, 1b
+    mov     x0, x1
+    // fall through
 
 // x0 = the frame: enter user mode from it (return_to_user).
 .global quartet_return_to_user
