@@ -351,8 +351,12 @@ mod kernel {
                 quartet::ktest::exception::task_overflow_demo();
                 power::exit(1);
             }
+            "uaccess-nofixup" => {
+                quartet::ktest::uaccess::no_fixup_demo();
+                power::exit(1);
+            }
             other => {
-                log::error!(target: "boot", "unknown demo {other:?}; demos are: fault, oom, overflow, task-overflow, panic, irq-deadlock")
+                log::error!(target: "boot", "unknown demo {other:?}; demos are: fault, oom, overflow, task-overflow, panic, irq-deadlock, uaccess-nofixup")
             }
         }
     }

@@ -21,6 +21,10 @@ pub struct CpuArea {
     pub entry_el: AtomicU64,
     pub stack_bottom: AtomicUsize,
     pub stack_top: AtomicUsize,
+    /// A copy of the running task's word (src/sync/preempt.rs), kept by `arch::set_task_word`:
+    /// the entry from user mode reloads TPIDR_EL0 from here, since the user owns that register
+    /// while it runs.
+    pub task_word: AtomicUsize,
     /// Where the CPU is in its life: see `CpuState`. Changed only by compare-exchange once the
     /// CPU has been asked to start, so the CPU and the boot CPU's timeout cannot both win.
     state: AtomicU8,
@@ -29,12 +33,16 @@ pub struct CpuArea {
 }
 
 const _: () = assert!(core::mem::align_of::<CpuArea>() == CACHE_LINE);
-// The exception vectors read these two fields by offset (src/arch/aarch64/exception.rs).
+// The exception vectors read these fields by offset (src/arch/aarch64/exception.rs, user.rs),
+// and `set_task_word` writes the last one (cpu.rs).
 #[cfg(target_os = "none")]
 const _: () = {
-    use crate::arch::aarch64::exception::{PERCPU_ID_OFFSET, PERCPU_STACK_BOTTOM_OFFSET};
+    use crate::arch::aarch64::exception::{
+        PERCPU_ID_OFFSET, PERCPU_STACK_BOTTOM_OFFSET, PERCPU_TASK_WORD_OFFSET,
+    };
     assert!(core::mem::offset_of!(CpuArea, id) == PERCPU_ID_OFFSET);
     assert!(core::mem::offset_of!(CpuArea, stack_bottom) == PERCPU_STACK_BOTTOM_OFFSET);
+    assert!(core::mem::offset_of!(CpuArea, task_word) == PERCPU_TASK_WORD_OFFSET);
 };
 
 impl CpuArea {
@@ -45,6 +53,7 @@ impl CpuArea {
             entry_el: AtomicU64::new(0),
             stack_bottom: AtomicUsize::new(0),
             stack_top: AtomicUsize::new(0),
+            task_word: AtomicUsize::new(0),
             state: AtomicU8::new(CpuState::Off as u8),
             calls_run: AtomicU64::new(0),
         }

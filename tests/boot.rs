@@ -904,6 +904,28 @@ fn an_interrupt_below_a_threads_stack_reports_the_overflow_once_and_stops() {
     assert_lines_well_formed(&run);
 }
 
+/// A bad user pointer through copy_from_user is EFAULT; the same pointer through a plain load
+/// (no exception-table entry, no fixup) is a fatal kernel data abort.
+#[test]
+fn a_user_copy_without_its_fixup_crashes_the_kernel() {
+    let run = boot(Boot {
+        board: Board::Virt,
+        env: &[],
+        bootargs: "demo=uaccess-nofixup",
+        dtb: None,
+    });
+    assert_output_has(
+        &run,
+        &[
+            "demo uaccess-nofixup: copy_from_user(0x0) = EFAULT; the kernel goes on",
+            "Synchronous (current EL, SPx) exception: Data Abort from the same EL",
+            "ERROR panic: unhandled exception: Data Abort from the same EL at ELR 0x",
+        ],
+    );
+    assert_eq!(run.status, Some(3), "{}", run.output);
+    assert_lines_well_formed(&run);
+}
+
 #[test]
 fn a_quiet_log_level_still_prints_the_contract_line() {
     let run = virt_to_prompt(&[], "loglevel=warn");

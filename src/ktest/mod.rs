@@ -20,6 +20,8 @@ mod rwseq;
 mod sched;
 mod sleeplock;
 mod task;
+pub mod uaccess;
+mod user;
 
 use alloc::string::String;
 use core::fmt::Write;
@@ -51,6 +53,8 @@ fn suites() -> impl Iterator<Item = &'static KTest> {
         .chain(sched::TESTS.iter())
         .chain(sleeplock::TESTS.iter())
         .chain(frames::TESTS.iter())
+        .chain(uaccess::TESTS.iter())
+        .chain(user::TESTS.iter())
 }
 
 fn print(args: core::fmt::Arguments<'_>) {

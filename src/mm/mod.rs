@@ -6,6 +6,7 @@ pub mod asid;
 pub mod frames;
 pub mod heap;
 pub mod paging;
+pub mod uaccess;
 
 /// Offset added to a physical address to get the kernel virtual address that reaches it: the
 /// base of the linear map, the bottom of the kernel's half of the address space (TTBR1; with

@@ -25,6 +25,7 @@ const DEMOS: &[&str] = &[
     "task-overflow",
     "panic",
     "irq-deadlock",
+    "uaccess-nofixup",
 ];
 
 /// How many log lines `log` shows when not told.
@@ -207,7 +208,7 @@ static COMMANDS: &[Command<Shell>] = &[
     Command {
         name: "demo",
         args: "<name>",
-        about: "fault, oom, overflow, task-overflow, panic or irq-deadlock: fail on purpose; ENDS THE SESSION",
+        about: "fault, oom, overflow, task-overflow, panic, irq-deadlock or uaccess-nofixup: fail on purpose; ENDS THE SESSION",
         min_args: 1,
         max_args: 1,
         run: demo,

@@ -30,13 +30,15 @@ pub fn set_percpu_pointer(area: usize) {
     TPIDR_EL1.set(area as u64);
 }
 
-/// The running task's word, kept in TPIDR_EL0 (0 when the CPU runs no task of its own yet).
+/// The running task's word, kept in TPIDR_EL0 while the kernel runs (0 when the CPU runs no
+/// task of its own yet).
 ///
 /// Unlike TPIDR_EL1, which names the CPU, this register names the task: the scheduler writes it
 /// at every switch, so one `mrs` reads "my task" even if the task was just moved to another
 /// CPU. Reading the per-CPU area and then a field of it takes two instructions, with a window
-/// for preemption between them; this takes one. quartet has no user space, which would
-/// otherwise own TPIDR_EL0.
+/// for preemption between them; this takes one. In user mode the register belongs to the user
+/// (its thread pointer): the entry from EL0 saves the user's value in the trap frame and loads
+/// the task word again from the per-CPU copy `set_task_word` keeps (user.rs).
 #[inline]
 pub fn task_word() -> usize {
     let word: u64;
@@ -45,11 +47,27 @@ pub fn task_word() -> usize {
     word as usize
 }
 
-/// Set the running task's word (the scheduler, with IRQs masked, at each switch; boot, to 0).
+/// Set the running task's word (the scheduler, with IRQs masked, at each switch; per-CPU setup),
+/// in TPIDR_EL0 and in this CPU's area, where the entry from user mode finds it.
 #[inline]
 pub fn set_task_word(word: usize) {
-    // SAFETY: TPIDR_EL0 is a plain software register; only `task_word` reads it.
-    unsafe { core::arch::asm!("msr tpidr_el0, {0}", in(reg) word as u64, options(nomem, nostack)) };
+    // SAFETY: TPIDR_EL0 is a plain software register; only `task_word` reads it in the kernel.
+    // TPIDR_EL1 is 0 or this CPU's `CpuArea`, whose `task_word` field lies at the offset
+    // (src/percpu.rs asserts it); only this CPU writes it, with IRQs masked or before any
+    // user mode runs, so the entry from EL0 never sees it half-changed.
+    unsafe {
+        core::arch::asm!(
+            "msr tpidr_el0, {word}",
+            "mrs {area}, tpidr_el1",
+            "cbz {area}, 1f",
+            "str {word}, [{area}, #{offset}]",
+            "1:",
+            word = in(reg) word as u64,
+            area = out(reg) _,
+            offset = const super::exception::PERCPU_TASK_WORD_OFFSET,
+            options(nostack, preserves_flags),
+        )
+    };
 }
 
 /// The generic counter (CNTPCT_EL0), ticking at `counter_frequency()` since reset.
@@ -128,6 +146,55 @@ pub fn invalidate_dcache_range(start: usize, end: usize) {
         addr += line;
     }
     asm::barrier::dsb(asm::barrier::SY);
+}
+
+/// Make instructions written to [start, end) visible to instruction fetch on every CPU: clean the
+/// data cache to the point of unification, then invalidate the instruction cache (code copied
+/// into a user page before it runs).
+pub fn sync_instruction_cache(start: usize, end: usize) {
+    let line = dcache_line_size();
+    let mut addr = start & !(line - 1);
+    while addr < end {
+        // SAFETY: cache maintenance by address has no effect on memory contents.
+        unsafe { core::arch::asm!("dc cvau, {0}", in(reg) addr) };
+        addr += line;
+    }
+    asm::barrier::dsb(asm::barrier::ISH);
+    let mut addr = start & !(line - 1);
+    while addr < end {
+        // SAFETY: as above; the next fetch of these lines reads them again.
+        unsafe { core::arch::asm!("ic ivau, {0}", in(reg) addr) };
+        addr += line;
+    }
+    asm::barrier::dsb(asm::barrier::ISH);
+    asm::barrier::isb(asm::barrier::SY);
+}
+
+/// Load TTBR0_EL1 with `ttbr0` on this CPU only and drop this CPU's TLB entries; returns the old
+/// value. For tests that build a user table by hand; address spaces proper switch through the
+/// memory manager, which also handles ASIDs and the other CPUs.
+///
+/// # Safety
+/// `ttbr0` roots a valid table that maps whatever this CPU touches through TTBR0 from now on
+/// (all of the kernel while the kernel lives in the low half), and the thread stays on this
+/// CPU until it puts the old value back.
+pub unsafe fn replace_ttbr0_local(ttbr0: u64) -> u64 {
+    let old = TTBR0_EL1.get();
+    // SAFETY: the caller vouches for the table; the DSB makes earlier table writes visible to
+    // the walker, the ISB makes the new root current, the TLBI drops translations of the old one.
+    unsafe {
+        core::arch::asm!(
+            "dsb ishst",
+            "msr ttbr0_el1, {0}",
+            "isb",
+            "tlbi vmalle1",
+            "dsb nsh",
+            "isb",
+            in(reg) ttbr0,
+            options(nostack, preserves_flags)
+        )
+    };
+    old
 }
 
 /// SCTLR_EL1 as it is now (M, C, I bits tell whether the MMU and caches are on).

@@ -2,12 +2,14 @@
 //! (chapter 1, "When something goes wrong").
 //!
 //! Every one of the 16 vectors saves a full `TrapFrame` (general registers, FP/SIMD registers,
-//! ELR, SPSR, ESR, FAR, the interrupted SP) and calls `handle_exception`. IRQs go to the handler
-//! src/irq registered; any other exception but the semihosting probe is fatal: the CPU prints
-//! what happened in words and panics, and the panic handler decides whether to halt the CPU or
-//! end the QEMU run.
+//! ELR, SPSR, ESR, FAR, the interrupted SP). The eight taken from the kernel (EL1) call
+//! `handle_exception`: IRQs go to the handler src/irq registered; a data abort in a user copy
+//! resumes at its fixup (src/arch/aarch64/uaccess.rs); any other exception but the semihosting
+//! probe is fatal: the CPU prints what happened in words and panics, and the panic handler
+//! decides whether to halt the CPU or end the QEMU run. The eight taken from user mode (EL0) have
+//! their own entry and handler, in user.rs (chapter 19).
 //!
-//! Before it stores anything, the vector entry decides where the frame goes. An exception needs
+//! Before it stores anything, the kernel's vector entry decides where the frame goes. An exception needs
 //! `EXCEPTION_STACK_RESERVE` bytes: its frame and its handler's own calls. A thread whose SP has
 //! less than that left above its stack's bottom (the *band*) is still within its stack, so an
 //! exception taken there goes to this CPU's emergency stack, and the return puts back the
@@ -37,8 +39,23 @@ pub struct TrapFrame {
     pub q: [u128; 32],
     pub fpcr: u64,
     pub fpsr: u64,
+    /// The user's thread pointer (TPIDR_EL0, its TLS base) for exceptions from EL0; unused (0)
+    /// in frames of exceptions taken in the kernel, where TPIDR_EL0 holds the task word.
+    pub tpidr_el0: u64,
+    /// Keeps the frame a multiple of 16 bytes, as SP must stay.
+    pub reserved: u64,
 }
-const _: () = assert!(core::mem::size_of::<TrapFrame>() == 816);
+const _: () = assert!(core::mem::size_of::<TrapFrame>() == 832);
+// The assembly below and in user.rs addresses the fields by these offsets.
+const _: () = {
+    use core::mem::offset_of;
+    assert!(offset_of!(TrapFrame, elr) == 248);
+    assert!(offset_of!(TrapFrame, esr) == 264);
+    assert!(offset_of!(TrapFrame, sp) == 280);
+    assert!(offset_of!(TrapFrame, q) == 288);
+    assert!(offset_of!(TrapFrame, fpcr) == 800);
+    assert!(offset_of!(TrapFrame, tpidr_el0) == 816);
+};
 
 const VECTOR_NAMES: [&str; 16] = [
     "Synchronous (current EL, SP0)",
@@ -63,6 +80,9 @@ const VECTOR_NAMES: [&str; 16] = [
 /// area TPIDR_EL1 points at. src/percpu.rs lays `CpuArea` out to match (and asserts it).
 pub const PERCPU_ID_OFFSET: usize = 0;
 pub const PERCPU_STACK_BOTTOM_OFFSET: usize = 24;
+/// The copy of the running task's word (src/arch/aarch64/cpu.rs, `set_task_word`) that the entry
+/// from user mode loads into TPIDR_EL0 (user.rs).
+pub const PERCPU_TASK_WORD_OFFSET: usize = 40;
 
 /// Bytes an exception may need on the stack it is taken on: its 816-byte frame and the calls of
 /// its handler. With the lock validator on, the tick's path and a preemptive switch at its end
@@ -178,6 +198,23 @@ pub fn set_irq_handler(handler: fn(&mut TrapFrame)) {
     IRQ_HANDLER.store(handler as usize, Ordering::Release);
 }
 
+/// Run the registered IRQ handler on `frame`; false if there is none yet. IRQs from the kernel
+/// and from user mode both come here.
+pub(super) fn dispatch_irq(frame: &mut TrapFrame) -> bool {
+    let hook = IRQ_HANDLER.load(Ordering::Acquire);
+    if hook == 0 {
+        return false;
+    }
+    // SAFETY: the only non-zero value ever stored is a `fn(&mut TrapFrame)` (above).
+    let handler: fn(&mut TrapFrame) = unsafe { core::mem::transmute(hook) };
+    handler(frame);
+    true
+}
+
+/// Vector number and exception class of a data abort taken in the kernel (SP_EL1 selected).
+const SYNC_CURRENT_EL_SPX: u64 = 4;
+const EC_DATA_ABORT_SAME_EL: u64 = 0x25;
+
 #[unsafe(no_mangle)]
 extern "C" fn handle_exception(kind: u64, frame: &mut TrapFrame) {
     let taken_off = taken_off(frame);
@@ -201,17 +238,18 @@ extern "C" fn handle_exception(kind: u64, frame: &mut TrapFrame) {
             frame.sp
         );
     }
-    if is_irq(kind) {
-        let hook = IRQ_HANDLER.load(Ordering::Acquire);
-        if hook != 0 {
-            // SAFETY: the only non-zero value ever stored is a `fn(&mut TrapFrame)` (above).
-            let handler: fn(&mut TrapFrame) = unsafe { core::mem::transmute(hook) };
-            handler(frame);
-            return;
-        }
+    if is_irq(kind) && dispatch_irq(frame) {
+        return;
     }
     let ec = esr::exception_class(frame.esr);
-    if kind == 4 && ec == 0 && is_semihosting_probe(frame.elr) {
+    // A user copy's load or store faulted: the page is made present, or the copy ends early.
+    if kind == SYNC_CURRENT_EL_SPX
+        && ec == EC_DATA_ABORT_SAME_EL
+        && super::uaccess::handle_kernel_fault(frame, taken_off == TakenOff::No)
+    {
+        return;
+    }
+    if kind == SYNC_CURRENT_EL_SPX && ec == 0 && is_semihosting_probe(frame.elr) {
         // Semihosting is off: report that to the caller instead of dying (see semihosting.rs).
         frame.x[0] = SEMIHOSTING_UNAVAILABLE;
         frame.elr += 4;
@@ -241,7 +279,7 @@ fn is_semihosting_probe(elr: u64) -> bool {
     unsafe { core::ptr::read_volatile(pc as *const u32) == HLT_SEMIHOSTING }
 }
 
-fn report(kind: u64, f: &TrapFrame) {
+pub(super) fn report(kind: u64, f: &TrapFrame) {
     let name = VECTOR_NAMES.get(kind as usize).copied().unwrap_or("?");
     if is_irq(kind) {
         // ESR and FAR describe the last synchronous exception, not this one.
@@ -395,6 +433,19 @@ core::arch::global_asm!(
     .org    .Lvector_entry_start\@ + 0x80  // (an entry longer than its slot fails to assemble)
 .endm
 
+// From user mode SP_EL1 is the top of the thread's kernel stack (what it was at the eret into
+// user mode), with nothing to check: the frame goes right below it. SP_EL0 and TPIDRRO_EL0 belong
+// to the user, so x0 and x1 go straight into the frame (user.rs saves the rest).
+.macro user_vector_entry kind
+    .balign 0x80
+.Luser_vector_entry_start\@:
+    sub     sp, sp, #{frame_size}
+    stp     x0, x1, [sp, #0]
+    mov     x0, #\kind
+    b       quartet_user_exception_common
+    .org    .Luser_vector_entry_start\@ + 0x80
+.endm
+
 .section .text.vectors, "ax"
 .balign 2048
 .global exception_vector_table
@@ -407,14 +458,14 @@ exception_vector_table:
     vector_entry 5
     vector_entry 6
     vector_entry 7
-    vector_entry 8
-    vector_entry 9
-    vector_entry 10
-    vector_entry 11
-    vector_entry 12
-    vector_entry 13
-    vector_entry 14
-    vector_entry 15
+    user_vector_entry 8
+    user_vector_entry 9
+    user_vector_entry 10
+    user_vector_entry 11
+    user_vector_entry 12
+    user_vector_entry 13
+    user_vector_entry 14
+    user_vector_entry 15
 
 // An exception on this CPU's emergency stack with no room for its frame: handling an overflow
 // keeps faulting. Any store would overwrite a live frame, so the CPU stops here with everything

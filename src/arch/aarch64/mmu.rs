@@ -50,10 +50,12 @@ const SCTLR_RES1: u64 = 0x30d0_0800;
 const SCTLR_M: u64 = 1 << 0; // MMU on
 const SCTLR_C: u64 = 1 << 2; // data cache on
 const SCTLR_SA: u64 = 1 << 3; // SP alignment checked
+const SCTLR_SA0: u64 = 1 << 4; // and at EL0 too (a user's misaligned SP faults)
 const SCTLR_I: u64 = 1 << 12; // instruction cache on
 const SCTLR_WXN: u64 = 1 << 19; // writable implies never-executable
 /// SCTLR_EL1 once the kernel's real map is in place.
-pub const SCTLR_VALUE: u64 = SCTLR_RES1 | SCTLR_M | SCTLR_C | SCTLR_SA | SCTLR_I | SCTLR_WXN;
+pub const SCTLR_VALUE: u64 =
+    SCTLR_RES1 | SCTLR_M | SCTLR_C | SCTLR_SA | SCTLR_SA0 | SCTLR_I | SCTLR_WXN;
 /// SCTLR_EL1 under the early map, whose 2 MiB blocks of kernel image are both written (data,
 /// BSS, stacks) and executed (text): WXN waits for the real map.
 pub const SCTLR_EARLY: u64 = SCTLR_VALUE & !SCTLR_WXN;

@@ -8,6 +8,7 @@ pub mod esr;
 pub mod layout;
 pub mod pagetable;
 pub mod timer;
+pub mod user;
 
 #[cfg(target_os = "none")]
 pub mod atomic;
@@ -35,6 +36,7 @@ pub mod psci;
 pub mod semihosting;
 #[cfg(target_os = "none")]
 pub mod tlb;
+pub mod uaccess;
 #[cfg(target_os = "none")]
 pub mod wait;
 
