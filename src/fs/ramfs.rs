@@ -496,8 +496,11 @@ impl RamFs {
         if self.inner.broken.split_create() {
             // BROKEN on purpose: the name was checked under one acquisition and is inserted
             // under another, so a creator running in between is not seen.
+            // The busy loop widens the gap, so that tests see the race within a bounded run.
             drop(ns);
-            core::hint::spin_loop();
+            for i in 0..256u32 {
+                core::hint::black_box(i);
+            }
             ns = locks::lock_namespace(&self.inner.namespace);
         }
         let inode = self.make_inode(FileKind::Regular)?;

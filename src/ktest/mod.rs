@@ -8,6 +8,7 @@
 mod atomics;
 pub mod exception;
 mod foundation;
+mod fs;
 mod interrupts;
 pub mod irqlock;
 pub mod litmus;
@@ -47,6 +48,7 @@ fn suites() -> impl Iterator<Item = &'static KTest> {
         .chain(task::TESTS.iter())
         .chain(sched::TESTS.iter())
         .chain(sleeplock::TESTS.iter())
+        .chain(fs::TESTS.iter())
 }
 
 fn print(args: core::fmt::Arguments<'_>) {
