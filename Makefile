@@ -3,6 +3,7 @@
 # missing (or prints the exact commands when it cannot).
 #
 # QEMU knobs for run/run-rpi4/gdb: SMP=4 MEM=512M CPU=cortex-a72 GIC=2|3 EL2=0|1 BOOTARGS="..."
+# make run INITRD=file.cpio: boot with a newc cpio archive as the initramfs.
 
 SMP      ?= 4
 MEM      ?= 512M
@@ -36,7 +37,7 @@ setup-rpi4:
 
 ## make run: build and boot QEMU virt with $(SMP) CPUs, serial console on this terminal.
 run: setup image
-	tools/qemu-run --board virt --image build/virt/kernel8.img
+	tools/qemu-run --board virt --image build/virt/kernel8.img $(if $(INITRD),--initrd $(INITRD))
 
 ## make run-rpi4: the Pi 4 build on QEMU raspi4b, with the real Pi 4 device tree.
 run-rpi4: setup-rpi4 rpi4

@@ -17,6 +17,7 @@ pub mod drivers;
 pub mod errno;
 #[cfg(target_os = "none")]
 pub mod fatal;
+pub mod fs;
 pub mod irq;
 #[cfg(target_os = "none")]
 pub mod ktest;

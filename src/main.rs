@@ -152,6 +152,8 @@ mod kernel {
         // The boot flow becomes the boot CPU's task 0, and the CPU gets an idle task to run
         // whenever task 0 sleeps (the secondaries' idle loops are their idle tasks).
         quartet::task::init_cpu(percpu::this_cpu().id, false);
+        // The initramfs, if the loader left one, into the ramfs (src/fs/initrd.rs).
+        quartet::fs::initrd::unpack_at_boot(platform);
 
         // 8. What bootargs ask for.
         if testing {

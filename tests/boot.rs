@@ -1619,3 +1619,134 @@ fn shell_irqs_and_locks_show_interrupts_and_the_validator() {
     let (status, output) = s.exit_status();
     assert_eq!(status, Some(0), "{output}");
 }
+
+/// A newc cpio archive (the format the kernel's src/fs/cpio.rs reads), built here so the tests
+/// need no `cpio` tool: (name, mode, data) entries, then the trailer.
+fn newc_archive(entries: &[(&str, u32, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let pad = |out: &mut Vec<u8>| out.resize(out.len().next_multiple_of(4), 0);
+    for &(name, mode, data) in entries.iter().chain([("TRAILER!!!", 0, &b""[..])].iter()) {
+        out.extend_from_slice(b"070701");
+        let fields = [
+            1,
+            mode,
+            0,
+            0,
+            1,
+            0,
+            data.len() as u32,
+            0,
+            0,
+            0,
+            0,
+            name.len() as u32 + 1,
+            0,
+        ];
+        for f in fields {
+            out.extend_from_slice(format!("{f:08x}").as_bytes());
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        pad(&mut out);
+        out.extend_from_slice(data);
+        pad(&mut out);
+    }
+    out
+}
+
+/// Write `bytes` where QEMU can load them as an initrd.
+fn initrd_file(name: &str, bytes: &[u8]) -> PathBuf {
+    let dir = root().join("target/test-initrds");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// A session on QEMU virt booted with `initrd` as its initramfs.
+fn session_with_initrd(initrd: &std::path::Path) -> Session {
+    let image = image(Board::Virt);
+    Session::start_with(
+        &[
+            "--board".as_ref(),
+            "virt".as_ref(),
+            "--image".as_ref(),
+            image.as_os_str(),
+            "--initrd".as_ref(),
+            initrd.as_os_str(),
+        ],
+        &[("SMP", "4")],
+        "",
+    )
+}
+
+#[test]
+fn an_initramfs_is_unpacked_at_boot_and_ls_and_cat_show_it() {
+    let greeting = b"Hello from the initramfs!\nSecond line.\n";
+    let archive = newc_archive(&[
+        ("etc", 0o040755, b""),
+        ("etc/motd", 0o100644, greeting),
+        ("bin/data", 0o100644, &[b'x'; 5000]),
+        ("bin/link", 0o120777, b"data"),
+    ]);
+    let path = initrd_file("good.cpio", &archive);
+    let mut s = session_with_initrd(&path);
+    let line = format!("({} bytes): 2 files, 1 directories unpacked", archive.len());
+    assert!(
+        s.output.contains(" INFO  fs: initramfs 0x") && s.output.contains(&line),
+        "no unpack line with {line:?}:\n{}",
+        s.output
+    );
+    assert!(
+        s.output.contains("skipping \"bin/link\""),
+        "the symlink's skip is not reported:\n{}",
+        s.output
+    );
+    let ls = s.command("ls");
+    for entry in ["d         0 bin/", "d         0 etc/"] {
+        assert!(ls.contains(entry), "ls has no {entry:?}:\n{ls}");
+    }
+    let ls_bin = s.command("ls /bin");
+    assert!(ls_bin.contains("-      5000 data"), "{ls_bin}");
+    let cat = s.command("cat /etc/motd");
+    assert!(
+        cat.contains("Hello from the initramfs!\nSecond line.\n"),
+        "{cat}"
+    );
+    let missing = s.command("cat /etc/nothing");
+    assert!(
+        missing.contains("cat: /etc/nothing: ENOENT (2)"),
+        "{missing}"
+    );
+    let not_dir = s.command("ls /etc/motd/x");
+    assert!(not_dir.contains("ENOTDIR (20)"), "{not_dir}");
+}
+
+#[test]
+fn a_malformed_initramfs_is_refused_with_where_and_why_and_the_shell_still_starts() {
+    let mut archive = newc_archive(&[
+        ("first", 0o100644, b"kept\n"),
+        ("second", 0o100644, b"lost"),
+    ]);
+    // Damage the second header's magic.
+    let second = archive
+        .windows(6)
+        .enumerate()
+        .filter(|(_, w)| *w == b"070701")
+        .nth(1)
+        .unwrap()
+        .0;
+    archive[second + 5] = b'9';
+    let path = initrd_file("bad-magic.cpio", &archive);
+    let mut s = session_with_initrd(&path);
+    let why = format!(
+        "refused: at offset {second:#x}: bad magic \"070709\" (a newc archive's headers start with 070701 or 070702); kept what came before: 1 files, 0 directories"
+    );
+    assert!(
+        s.output.contains(" ERROR fs: initramfs 0x") && s.output.contains(&why),
+        "no refusal saying {why:?}:\n{}",
+        s.output
+    );
+    let cat = s.command("cat /first");
+    assert!(cat.contains("kept\n"), "{cat}");
+}

@@ -9,6 +9,7 @@ mod atomics;
 pub mod exception;
 mod foundation;
 mod frames;
+mod fs;
 mod interrupts;
 pub mod irqlock;
 mod kernel_half;
@@ -55,6 +56,7 @@ fn suites() -> impl Iterator<Item = &'static KTest> {
         .chain(frames::TESTS.iter())
         .chain(uaccess::TESTS.iter())
         .chain(user::TESTS.iter())
+        .chain(fs::TESTS.iter())
 }
 
 fn print(args: core::fmt::Arguments<'_>) {

@@ -66,6 +66,18 @@ pub fn parse_with<'dt>(
     for r in fdt.memory_reservations() {
         reserve(&mut p, Region::new(r.address() as u64, r.size() as u64));
     }
+    if let Some(initrd) = p.initrd {
+        reserve(&mut p, initrd);
+        // A full list dropped it: then the heap may hand it out, so nobody may read it.
+        let kept = p
+            .reserved
+            .as_slice()
+            .iter()
+            .any(|r| r.start <= initrd.start && initrd.end() <= r.end());
+        if !kept {
+            p.initrd = None;
+        }
+    }
     fill_gaps(&mut p, defaults, uart_found, other_board);
     Ok(p)
 }
@@ -223,20 +235,7 @@ fn visit<'b, 'dt>(
         if let Some(args) = node.property("bootargs").and_then(|a| a.as_str()) {
             p.bootargs = args.trim_end_matches('\0');
         }
-        // The loader writes the initrd's bounds as one or two cells, whichever it likes.
-        let cell_value = |name| {
-            let v = node.property(name)?.value;
-            read_cells(v, 0, v.len() / 4).filter(|_| v.len() == 4 || v.len() == 8)
-        };
-        if let (Some(start), Some(end)) = (
-            cell_value("linux,initrd-start"),
-            cell_value("linux,initrd-end"),
-        ) && end > start
-        {
-            let initrd = Region::new(start, end - start);
-            p.initrd = Some(initrd);
-            reserve(p, initrd);
-        }
+        p.initrd = initrd(node, p);
     } else if depth == 1 && device_type == "memory" {
         // A disabled memory node is RAM that exists but is not ours: QEMU's secure=on lists
         // the secure world's RAM this way, and a write to it from the normal world aborts.
@@ -325,6 +324,32 @@ fn visit<'b, 'dt>(
         buses[depth] = bus_of(node);
         for child in node.children() {
             visit(fdt, child, base_name, buses, depth + 1, p, uart_found);
+        }
+    }
+}
+
+/// `/chosen`'s `linux,initrd-start` and `linux,initrd-end`: each one or two big-endian cells
+/// (the property's length says which), the end exclusive. Both or neither must be there.
+fn initrd(chosen: FdtNode<'_, '_>, p: &mut Platform<'_>) -> Option<Region> {
+    let cell = |name: &str| {
+        chosen.property(name).map(|v| match v.value.len() {
+            4 | 8 => read_cells(v.value, 0, v.value.len() / 4),
+            _ => None,
+        })
+    };
+    match (cell("linux,initrd-start"), cell("linux,initrd-end")) {
+        (None, None) => None,
+        (Some(Some(start)), Some(Some(end))) if start < end => {
+            Some(Region::new(start, end - start))
+        }
+        // An empty range: a loader that was given an empty file. Nothing to unpack.
+        (Some(Some(start)), Some(Some(end))) if start == end => None,
+        (start, end) => {
+            p.note(Problem::InitrdUnusable {
+                start: start.flatten(),
+                end: end.flatten(),
+            });
+            None
         }
     }
 }

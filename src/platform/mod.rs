@@ -222,6 +222,12 @@ pub enum Problem {
     MemoryLeftEmpty { at: u64 },
     /// With no tree to say it, something read off the CPU instead (described in words).
     FromTheCpu(&'static str),
+    /// /chosen's linux,initrd-start and -end do not make a range: one is missing, is not one
+    /// or two cells, or the end lies before the start.
+    InitrdUnusable {
+        start: Option<u64>,
+        end: Option<u64>,
+    },
     /// With no tree listing the CPUs, PSCI AFFINITY_INFO said which candidate MPIDRs exist.
     CpusFromPsci { found: usize, tried: usize },
 }
@@ -275,6 +281,20 @@ impl core::fmt::Display for Problem {
                 f,
                 "memory node at {at:#x} has size 0: firmware that fills in the size (the Raspberry Pi's does) left it empty; that range is left out"
             ),
+            Problem::InitrdUnusable { start, end } => {
+                // Printed before the heap exists: no format!, one write per piece.
+                f.write_str("device tree's /chosen linux,initrd-start (")?;
+                match start {
+                    Some(v) => write!(f, "{v:#x}")?,
+                    None => f.write_str("missing or not 1-2 cells")?,
+                }
+                f.write_str(") and linux,initrd-end (")?;
+                match end {
+                    Some(v) => write!(f, "{v:#x}")?,
+                    None => f.write_str("missing or not 1-2 cells")?,
+                }
+                f.write_str(") make no range; no initramfs")
+            }
             Problem::FromTheCpu(what) => write!(f, "with no device tree to say: {what}"),
             Problem::CpusFromPsci { found, tried } => write!(
                 f,
@@ -309,8 +329,8 @@ pub struct Platform<'dt> {
     /// The BCM2711 GPIO block (the Pi's UART pins are muxed there).
     pub gpio: Option<Region>,
     pub bootargs: &'dt str,
-    /// The initial RAM disk the loader placed (`/chosen` linux,initrd-start/-end); it is also
-    /// in `reserved`, so neither the heap nor the page allocator hands it out.
+    /// The initial RAM file system the loader put in RAM (`/chosen` `linux,initrd-start` and
+    /// `-end`); also in `reserved`. None when there is none, or it could not be reserved.
     pub initrd: Option<Region>,
     pub problems: FixedList<Problem, 8>,
 }

@@ -182,6 +182,22 @@ static COMMANDS: &[Command<Shell>] = &[
         run: super::tasks::top,
     },
     Command {
+        name: "ls",
+        args: "[path]",
+        about: "list a directory of the ramfs (/ without a path): kind, size, name",
+        min_args: 0,
+        max_args: 1,
+        run: super::files::ls,
+    },
+    Command {
+        name: "cat",
+        args: "<path>",
+        about: "print a file of the ramfs",
+        min_args: 1,
+        max_args: 1,
+        run: super::files::cat,
+    },
+    Command {
         name: "log",
         args: "[lines]",
         about: "the last log lines again (20 unless told)",

@@ -18,6 +18,8 @@ pub mod line;
 #[cfg(target_os = "none")]
 mod commands;
 #[cfg(target_os = "none")]
+mod files;
+#[cfg(target_os = "none")]
 mod tasks;
 
 #[cfg(target_os = "none")]

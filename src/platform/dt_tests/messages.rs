@@ -19,6 +19,7 @@ fn consequence(problem: &Problem) -> Option<&'static str> {
         Problem::MemoryLeftEmpty { .. } => Some("left out"),
         Problem::FromTheCpu(_) => Some("with no device tree to say"),
         Problem::CpusFromPsci { .. } => Some("starting only those"),
+        Problem::InitrdUnusable { .. } => Some("no initramfs"),
     }
 }
 
@@ -74,6 +75,13 @@ fn every_problem_says_what_quartet_does_instead() {
         (
             Problem::Overflow("memory ranges"),
             vec!["more memory ranges"],
+        ),
+        (
+            Problem::InitrdUnusable {
+                start: Some(0x4800_0000),
+                end: None,
+            },
+            vec!["initrd-start (0x48000000)", "initrd-end (missing"],
         ),
         (
             Problem::MemoryLeftEmpty { at: 0 },

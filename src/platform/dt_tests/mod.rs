@@ -19,6 +19,7 @@
 
 mod bootargs;
 mod damaged;
+mod initrd;
 mod messages;
 mod no_tree;
 mod qemu;
@@ -41,6 +42,9 @@ const EL2_SMP4: &[u8] = include_bytes!("../../../tests/data/dtb/virt-el2-smp4.dt
 const SECURE_SMP4: &[u8] = include_bytes!("../../../tests/data/dtb/virt-secure-smp4.dtb");
 /// A tree shaped like a Raspberry Pi 5's (bcm2712), written for these tests: pi5-like.dts.
 const PI5_LIKE: &[u8] = include_bytes!("../../../tests/data/dtb/pi5-like.dtb");
+
+/// `-initrd` with a 1000-byte file: /chosen has linux,initrd-start/-end, two cells each.
+const INITRD_SMP4: &[u8] = include_bytes!("../../../tests/data/dtb/virt-initrd-smp4.dtb");
 
 /// Every QEMU tree, with its name (for messages) and its `-smp` value.
 const QEMU_TREES: [(&str, &[u8], usize); 7] = [

@@ -1,0 +1,325 @@
+//! The ramfs under four CPUs at once (chapter 22, "A file system in memory").
+//!
+//! `fs_stress`: every CPU creates, writes, reads back (checking every byte), lists and unlinks
+//! files in a directory of its own and in one they share, and appends records to one shared log.
+//! Afterwards the log must hold every record intact, and the fs's counts must be back where they
+//! started: no inode and no page leaked. Bounded in iterations, not in time.
+//!
+//! The two `fs_broken_*` tests turn on a deliberately broken variant of one critical section
+//! (src/fs/locks.rs `Broken`) in a ramfs of their own, and must catch it: lost appends when an
+//! O_APPEND write takes the inode lock twice instead of once; two winners of an O_EXCL create
+//! when the lookup and the insert take the namespace lock separately.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use super::KTest;
+use crate::ensure;
+use crate::errno::Errno;
+use crate::fs::flags::*;
+use crate::fs::{File, HeapPages, Limits, PageSource, RamFs};
+use crate::platform::Platform;
+use crate::smp;
+use crate::sync::SpinLock;
+
+pub static TESTS: &[KTest] = &[
+    KTest {
+        name: "fs_stress",
+        run: |_| stress(),
+    },
+    KTest {
+        name: "fs_broken_append_is_caught",
+        run: broken_append_is_caught,
+    },
+    KTest {
+        name: "fs_broken_create_is_caught",
+        run: broken_create_is_caught,
+    },
+];
+
+/// The pages of these tests' own file systems, counted apart from the kernel's.
+static PAGES: HeapPages = HeapPages::new();
+
+/// Files each CPU makes, in its own directory and in the shared one.
+const ITERATIONS: usize = 16;
+/// Records each CPU appends to the shared log.
+const LOG_RECORDS: usize = 64;
+/// Rounds a broken variant gets before the test concludes it cannot catch it.
+const BROKEN_ROUNDS: usize = 30;
+
+/// The first failure any CPU saw.
+struct FirstFailure(SpinLock<Option<String>>);
+
+impl FirstFailure {
+    fn new() -> Self {
+        FirstFailure(SpinLock::new(None))
+    }
+    fn record(&self, why: String) {
+        let mut slot = self.0.lock();
+        if slot.is_none() {
+            *slot = Some(why);
+        }
+    }
+    fn take(&self) -> Option<String> {
+        self.0.lock().take()
+    }
+}
+
+/// The byte at `offset` of file `index` written by `cpu`: every file's bytes differ.
+fn pattern(cpu: usize, index: usize, offset: usize) -> u8 {
+    (offset.wrapping_mul(31) ^ index.wrapping_mul(7) ^ cpu.wrapping_mul(101)) as u8
+}
+
+fn check(what: &str, result: Result<usize, Errno>, expected: usize) -> Result<(), String> {
+    match result {
+        Ok(n) if n == expected => Ok(()),
+        Ok(n) => Err(format!("{what}: {n} bytes, expected {expected}")),
+        Err(e) => Err(format!("{what}: {e}")),
+    }
+}
+
+/// Make, fill, read back and check one file; list its directory; return its path.
+fn one_file(fs: &RamFs, dir: &str, cpu: usize, index: usize) -> Result<String, String> {
+    let path = format!("{dir}/c{cpu}-f{index}");
+    let len = 100 + index * 397 % 9000; // from under a page to over two
+    let file = fs
+        .open(&path, O_RDWR | O_CREAT | O_EXCL, 0o644)
+        .map_err(|e| format!("create {path}: {e}"))?;
+    let bytes: Vec<u8> = (0..len).map(|i| pattern(cpu, index, i)).collect();
+    // Written in uneven pieces, so writes straddle page boundaries.
+    for piece in bytes.chunks(1000 + cpu * 3) {
+        check(&format!("write {path}"), file.write(piece), piece.len())?;
+    }
+    file.seek(0, SEEK_SET)
+        .map_err(|e| format!("seek {path}: {e}"))?;
+    let mut back = vec![0u8; len + 10];
+    check(&format!("read {path}"), file.read(&mut back), len)?;
+    if let Some(bad) = (0..len).find(|&i| back[i] != bytes[i]) {
+        return Err(format!(
+            "{path}: byte {bad} reads {:#x}, was written as {:#x}",
+            back[bad], bytes[bad]
+        ));
+    }
+    let listing = fs.list(dir).map_err(|e| format!("list {dir}: {e}"))?;
+    let name = &path[dir.len() + 1..];
+    match listing.iter().find(|(n, _, _)| n == name) {
+        Some((_, _, size)) if *size == len => {}
+        other => return Err(format!("list {dir}: {name} shows as {other:?}, size {len}")),
+    }
+    // getdents64 as the system call will use it: at least ".", ".." and this file.
+    let d = fs
+        .open(dir, O_RDONLY | O_DIRECTORY, 0)
+        .map_err(|e| format!("open {dir}: {e}"))?;
+    let mut buf = [0u8; 256];
+    let mut total = 0;
+    loop {
+        match d.getdents64(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => total += n,
+            Err(e) => return Err(format!("getdents64 {dir}: {e}")),
+        }
+    }
+    ensure!(
+        total >= 3 * 24,
+        "getdents64 {dir}: only {total} bytes of records"
+    );
+    Ok(path)
+}
+
+fn stress() -> Result<(), String> {
+    let fs = RamFs::new(&PAGES, Limits::default());
+    let pages_before = PAGES.outstanding();
+    fs.mkdir("/shared")
+        .map_err(|e| format!("mkdir /shared: {e}"))?;
+    fs.write_all("/shared/log", b"")
+        .map_err(|e| format!("create log: {e}"))?;
+    let cpus = smp::online_cpus().count();
+    for cpu in smp::online_cpus() {
+        fs.mkdir(&format!("/cpu{cpu}"))
+            .map_err(|e| format!("mkdir /cpu{cpu}: {e}"))?;
+    }
+    let baseline = fs.usage();
+    let failure = FirstFailure::new();
+    let start = smp::StartLine::new();
+    smp::on_each_cpu(&|cpu| {
+        start.wait();
+        let run = || -> Result<(), String> {
+            let log = fs
+                .open("/shared/log", O_WRONLY | O_APPEND, 0)
+                .map_err(|e| format!("open log: {e}"))?;
+            let own = format!("/cpu{cpu}");
+            for i in 0..ITERATIONS {
+                let private = one_file(&fs, &own, cpu, i)?;
+                let shared = one_file(&fs, "/shared", cpu, i)?;
+                // Keep every third private file until the end; unlink the rest now.
+                if i % 3 != 0 {
+                    fs.unlink(&private)
+                        .map_err(|e| format!("unlink {private}: {e}"))?;
+                }
+                fs.unlink(&shared)
+                    .map_err(|e| format!("unlink {shared}: {e}"))?;
+                for r in 0..LOG_RECORDS / ITERATIONS + 1 {
+                    let record = format!("<{cpu}:{:05}>", i * 10 + r);
+                    check("append", log.write(record.as_bytes()), record.len())?;
+                }
+            }
+            for i in (0..ITERATIONS).step_by(3) {
+                let path = format!("{own}/c{cpu}-f{i}");
+                fs.unlink(&path)
+                    .map_err(|e| format!("unlink {path}: {e}"))?;
+            }
+            Ok(())
+        };
+        if let Err(why) = run() {
+            failure.record(format!("cpu{cpu}: {why}"));
+        }
+    });
+    if let Some(why) = failure.take() {
+        return Err(why);
+    }
+    let per_cpu = ITERATIONS * (LOG_RECORDS / ITERATIONS + 1);
+    check_log(&fs, "/shared/log", cpus, per_cpu)?;
+    let after = fs.usage();
+    log::info!(
+        "fs_stress: {cpus} CPUs, {} files each; inodes {} -> {}, pages {} -> {} (the log's)",
+        2 * ITERATIONS,
+        baseline.inodes,
+        after.inodes,
+        baseline.pages,
+        after.pages
+    );
+    ensure!(
+        after.inodes == baseline.inodes,
+        "inodes leaked: {} before, {} after",
+        baseline.inodes,
+        after.inodes
+    );
+    fs.unlink("/shared/log")
+        .map_err(|e| format!("unlink log: {e}"))?;
+    fs.rmdir("/shared")
+        .map_err(|e| format!("rmdir /shared: {e}"))?;
+    for cpu in smp::online_cpus() {
+        fs.rmdir(&format!("/cpu{cpu}"))
+            .map_err(|e| format!("rmdir /cpu{cpu}: {e}"))?;
+    }
+    let empty = fs.usage();
+    ensure!(
+        empty.inodes == 1 && empty.pages == 0,
+        "after removing everything: {} inodes (1, the root, expected), {} pages",
+        empty.inodes,
+        empty.pages
+    );
+    ensure!(
+        PAGES.outstanding() == pages_before,
+        "page source: {} pages outstanding, {pages_before} before",
+        PAGES.outstanding()
+    );
+    Ok(())
+}
+
+/// The log at `path` must hold `per_cpu` records from each CPU, each intact, each CPU's in
+/// order.
+fn check_log(fs: &RamFs, path: &str, cpus: usize, per_cpu: usize) -> Result<(), String> {
+    let log = fs.read_all(path).map_err(|e| format!("read {path}: {e}"))?;
+    let text =
+        core::str::from_utf8(&log).map_err(|_| String::from("log: not text: overwritten?"))?;
+    let mut next = [None::<usize>; crate::config::MAX_CPUS];
+    let mut count = 0;
+    for record in text.split_terminator('>') {
+        let parsed = record
+            .strip_prefix('<')
+            .and_then(|r| r.split_once(':'))
+            .and_then(|(c, n)| Some((c.parse::<usize>().ok()?, n.parse::<usize>().ok()?)));
+        let Some((cpu, n)) = parsed.filter(|(c, _)| *c < next.len()) else {
+            return Err(format!("log record {count}: {record:?} is damaged"));
+        };
+        if next[cpu].is_some_and(|last| n <= last) {
+            return Err(format!("log: cpu{cpu}'s record {n} after {:?}", next[cpu]));
+        }
+        next[cpu] = Some(n);
+        count += 1;
+    }
+    ensure!(
+        count == cpus * per_cpu,
+        "log: {count} records, {} written ({} bytes)",
+        cpus * per_cpu,
+        log.len()
+    );
+    Ok(())
+}
+
+/// Appends with the split O_APPEND write: some must be lost.
+fn broken_append_is_caught(_: &Platform<'static>) -> Result<(), String> {
+    if smp::online_cpus().count() < 2 {
+        log::info!("one CPU cannot race itself; skipped");
+        return Ok(());
+    }
+    let records = 300;
+    for round in 1..=BROKEN_ROUNDS {
+        let fs = RamFs::new(&PAGES, Limits::default());
+        fs.broken().set_split_append(true);
+        fs.write_all("/log", b"").map_err(|e| format!("{e}"))?;
+        let start = smp::StartLine::new();
+        smp::on_each_cpu(&|cpu| {
+            let Ok(log) = fs.open("/log", O_WRONLY | O_APPEND, 0) else {
+                return;
+            };
+            start.wait();
+            for i in 0..records {
+                let _ = log.write(format!("<{cpu}:{i:05}>").as_bytes());
+            }
+        });
+        let cpus = smp::online_cpus().count();
+        if let Err(why) = check_log(&fs, "/log", cpus, records) {
+            log::info!("the split O_APPEND write was caught (round {round}): {why}");
+            return Ok(());
+        }
+    }
+    Err(format!(
+        "the split O_APPEND write lost nothing in {BROKEN_ROUNDS} rounds: this test cannot catch it"
+    ))
+}
+
+/// Every CPU creates the same name with O_EXCL at once, many times: with the split create,
+/// some round must have more than one winner.
+fn broken_create_is_caught(_: &Platform<'static>) -> Result<(), String> {
+    if smp::online_cpus().count() < 2 {
+        log::info!("one CPU cannot race itself; skipped");
+        return Ok(());
+    }
+    let names = 100;
+    for round in 1..=BROKEN_ROUNDS {
+        let fs = RamFs::new(&PAGES, Limits::default());
+        fs.broken().set_split_create(true);
+        let winners: Vec<AtomicUsize> = (0..names).map(|_| AtomicUsize::new(0)).collect();
+        let start = smp::StartLine::new();
+        smp::on_each_cpu(&|_| {
+            start.wait();
+            for (i, won) in winners.iter().enumerate() {
+                if fs
+                    .open(&format!("/n{i}"), O_RDWR | O_CREAT | O_EXCL, 0)
+                    .is_ok()
+                {
+                    won.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        if let Some((i, w)) = winners
+            .iter()
+            .map(|w| w.load(Ordering::Relaxed))
+            .enumerate()
+            .find(|&(_, w)| w > 1)
+        {
+            log::info!(
+                "the split O_CREAT|O_EXCL was caught (round {round}): /n{i} created by {w} CPUs"
+            );
+            return Ok(());
+        }
+    }
+    Err(format!(
+        "the split create never let two CPUs win in {BROKEN_ROUNDS} rounds: this test cannot catch it"
+    ))
+}
