@@ -152,8 +152,18 @@ mod kernel {
         // The boot flow becomes the boot CPU's task 0, and the CPU gets an idle task to run
         // whenever task 0 sleeps (the secondaries' idle loops are their idle tasks).
         quartet::task::init_cpu(percpu::this_cpu().id, false);
-        // The initramfs, if the loader left one, into the ramfs (src/fs/initrd.rs).
+        // The file system keeps file contents in page frames; then the initramfs, if the
+        // loader left one, goes into it (src/fs/initrd.rs).
+        static FILE_PAGES: quartet::fs::FramePages = quartet::fs::FramePages::new();
+        quartet::fs::init(&FILE_PAGES);
         quartet::fs::initrd::unpack_at_boot(platform);
+        // User processes: the hooks that run them (src/proc/run.rs) and the reaper thread.
+        quartet::proc::run::init();
+        log::info!(target: "proc",
+            "user processes: {} programs embedded, at most {} processes per user",
+            quartet::proc::embedded::programs().len(),
+            quartet::proc::PER_USER_PROCESS_LIMIT
+        );
 
         // 8. What bootargs ask for.
         if testing {

@@ -24,7 +24,7 @@ use alloc::vec::Vec;
 pub use cpio::{CpioError, UnpackReport};
 pub use file::{FD_LIMIT, FdTable, File, FileKind, flags};
 pub use initrd::initrd_range;
-pub use pages::{HeapPages, PAGE_SIZE, Page, PageSource};
+pub use pages::{FramePages, HeapPages, PAGE_SIZE, Page, PageSource};
 pub use ramfs::{Limits, OpenFile, RamFs, Usage};
 
 use crate::errno::SysResult;

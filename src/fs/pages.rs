@@ -83,3 +83,41 @@ impl PageSource for HeapPages {
         self.outstanding.load(Ordering::Relaxed)
     }
 }
+
+/// Pages from the page-frame allocator (src/mm/frames.rs), reached through the linear map:
+/// what the kernel's file system stores file contents in.
+pub struct FramePages {
+    outstanding: AtomicUsize,
+}
+
+impl FramePages {
+    pub const fn new() -> Self {
+        FramePages {
+            outstanding: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Default for FramePages {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PageSource for FramePages {
+    fn alloc_zeroed(&self) -> Option<Page> {
+        let pa = crate::mm::frames::alloc_zeroed_page()?;
+        self.outstanding.fetch_add(1, Ordering::Relaxed);
+        Some(Page(pa))
+    }
+    fn free(&self, page: Page) {
+        self.outstanding.fetch_sub(1, Ordering::Relaxed);
+        crate::mm::frames::put_page(page.0);
+    }
+    fn bytes(&self, page: Page) -> *mut u8 {
+        crate::mm::phys_to_virt(page.0) as *mut u8
+    }
+    fn outstanding(&self) -> usize {
+        self.outstanding.load(Ordering::Relaxed)
+    }
+}

@@ -845,6 +845,21 @@ impl AddressSpace {
         tlb::set_ttbr0(self.root, switch.asid);
         crate::sync::irq::pop_off();
     }
+    /// `activate` for a caller that cannot take the lock around the space (the scheduler's
+    /// switch hook, with IRQs masked): it uses only the root, fixed for the space's life, and
+    /// the ASID word, which is atomic.
+    #[cfg(target_os = "none")]
+    pub fn activate_shared(&self) {
+        use crate::arch::aarch64::tlb;
+        crate::sync::irq::push_off();
+        let cpu = crate::percpu::this_cpu().id;
+        let switch = asids().switch_to(cpu, &self.context);
+        if switch.flush_local_tlb {
+            tlb::flush_all_local();
+        }
+        tlb::set_ttbr0(self.root, switch.asid);
+        crate::sync::irq::pop_off();
+    }
 }
 
 /// ASIDs in use in the current generation, and roll-overs so far (for `mem`).

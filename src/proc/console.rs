@@ -25,3 +25,15 @@ impl File for Console {
         FileKind::CharDevice
     }
 }
+
+/// A new process's descriptors 0, 1 and 2, all the console.
+pub fn standard_files() -> crate::fs::FdTable {
+    let files = crate::fs::FdTable::new();
+    let console: alloc::sync::Arc<dyn File> = alloc::sync::Arc::new(Console);
+    for fd in 0..3 {
+        files
+            .install(fd, console.clone())
+            .expect("a new table has descriptors 0-2 free");
+    }
+    files
+}

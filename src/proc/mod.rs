@@ -6,44 +6,44 @@ pub mod embedded;
 pub mod signal;
 pub mod tree;
 
-// (draft) #[cfg(target_os = "none")]
-// (draft) pub mod console;
-// (draft) #[cfg(target_os = "none")]
-// (draft) pub mod process;
-// (draft) #[cfg(target_os = "none")]
-// (draft) pub mod reaper;
-// (draft) #[cfg(target_os = "none")]
-// (draft) pub mod run;
+#[cfg(target_os = "none")]
+pub mod console;
+#[cfg(target_os = "none")]
+pub mod process;
+#[cfg(target_os = "none")]
+pub mod reaper;
+#[cfg(target_os = "none")]
+pub mod run;
 
-// (draft) #[cfg(target_os = "none")]
-// (draft) pub use state::*;
+#[cfg(target_os = "none")]
+pub use state::*;
 
-// (draft) #[cfg(target_os = "none")]
-// (draft) mod state {
-// (draft)     use alloc::collections::BTreeMap;
-// (draft)     use alloc::sync::Arc;
+#[cfg(target_os = "none")]
+mod state {
+    use alloc::collections::BTreeMap;
+    use alloc::sync::Arc;
 
-// (draft)     use super::process::Process;
-// (draft)     use super::reaper::Reaper;
-// (draft)     use super::tree::ProcessTree;
-// (draft)     use crate::sync::IrqSafeSpinLock;
-// (draft)     use crate::task::Pid;
+    use super::process::Process;
+    use super::reaper::Reaper;
+    use super::tree::ProcessTree;
+    use crate::sync::IrqSafeSpinLock;
+    use crate::task::Pid;
 
-// (draft)     /// Processes a user may have at once, zombies included: what stops a fork bomb.
-// (draft)     pub const PER_USER_PROCESS_LIMIT: usize = 64;
+    /// Processes a user may have at once, zombies included: what stops a fork bomb.
+    pub const PER_USER_PROCESS_LIMIT: usize = 64;
 
-// (draft)     /// Parents, children, zombies: see src/proc/tree.rs.
-// (draft)     pub static PROCESS_TREE: IrqSafeSpinLock<ProcessTree> =
-// (draft)         IrqSafeSpinLock::named("process tree", ProcessTree::new(PER_USER_PROCESS_LIMIT));
+    /// Parents, children, zombies: see src/proc/tree.rs.
+    pub static PROCESS_TREE: IrqSafeSpinLock<ProcessTree> =
+        IrqSafeSpinLock::named("process tree", ProcessTree::new(PER_USER_PROCESS_LIMIT));
 
-// (draft)     /// Every process not yet freed, by pid: how `kill`, `ps` and the reaper find one.
-// (draft)     pub static PROCESSES: IrqSafeSpinLock<BTreeMap<Pid, Arc<Process>>> =
-// (draft)         IrqSafeSpinLock::named("process table", BTreeMap::new());
+    /// Every process not yet freed, by pid: how `kill`, `ps` and the reaper find one.
+    pub static PROCESSES: IrqSafeSpinLock<BTreeMap<Pid, Arc<Process>>> =
+        IrqSafeSpinLock::named("process table", BTreeMap::new());
 
-// (draft)     pub static REAPER: Reaper = Reaper::new();
+    pub static REAPER: Reaper = Reaper::new();
 
-// (draft)     /// A snapshot of the live processes (for `ps` and `mem`).
-// (draft)     pub fn processes() -> alloc::vec::Vec<Arc<Process>> {
-// (draft)         PROCESSES.lock().values().cloned().collect()
-// (draft)     }
-// (draft) }
+    /// A snapshot of the live processes (for `ps` and `mem`).
+    pub fn processes() -> alloc::vec::Vec<Arc<Process>> {
+        PROCESSES.lock().values().cloned().collect()
+    }
+}

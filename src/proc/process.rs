@@ -22,7 +22,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::signal::Pending;
 use crate::fs::FdTable;
-use crate::mm::addrspace::AddressSpace;
+use crate::mm::addrspace::{self, AddressSpace, FaultError};
+use crate::mm::uaccess::Access;
 use crate::sync::SpinLock;
 use crate::task::{Mutex, Pid, WaitQueue};
 
@@ -46,7 +47,8 @@ pub struct Process {
     pub pid: Pid,
     pub user: u32,
     name: SpinLock<String>,
-    pub mm: Mutex<AddressSpace>,
+    /// None once the process has exited: its pages go back at exit, not at reaping.
+    pub mm: Mutex<Option<AddressSpace>>,
     pub files: FdTable,
     pub signals: Pending,
     /// The parent sleeps here in `wait4` until a child exits.
@@ -62,7 +64,7 @@ impl Process {
             pid,
             user,
             name: SpinLock::named("process name", String::from(name)),
-            mm: Mutex::new(mm),
+            mm: Mutex::new(Some(mm)),
             files,
             signals: Pending::new(),
             child_exited: WaitQueue::new(),
@@ -77,6 +79,49 @@ impl Process {
 
     pub fn set_name(&self, name: &str) {
         *self.name.lock() = String::from(name);
+    }
+
+    /// Fill or copy the page behind a fault at `far`, if the address space allows `access`;
+    /// counts the faults it resolved.
+    pub fn handle_fault(&self, far: usize, access: Access) -> Result<(), FaultError> {
+        let access = match access {
+            Access::Read => addrspace::Access::Read,
+            Access::Write => addrspace::Access::Write,
+            Access::Exec => addrspace::Access::Exec,
+        };
+        let mut mm = self.mm.lock();
+        let Some(mm) = mm.as_mut() else {
+            return Err(FaultError::NoRegion { addr: far });
+        };
+        mm.handle_fault(far, access)?;
+        self.faults.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Run `f` on the address space under its lock; ESRCH once the process has exited.
+    pub fn with_mm<R>(&self, f: impl FnOnce(&mut AddressSpace) -> R) -> crate::errno::SysResult<R> {
+        let mut mm = self.mm.lock();
+        let mm = mm.as_mut().ok_or(crate::errno::Errno::ESRCH)?;
+        Ok(f(mm))
+    }
+
+    /// Pages this process maps (for `ps` and `mem`).
+    pub fn pages_in_use(&self) -> usize {
+        self.mm.lock().as_ref().map_or(0, |mm| mm.pages_in_use())
+    }
+
+    /// Load this process's address space on this CPU (TTBR0 and its ASID). Called with IRQs
+    /// masked by the scheduler's switch hook, where the sleeping `mm` lock cannot be taken.
+    pub fn switch_in(&self) {
+        // SAFETY: only the process's own thread replaces or drops the address space (exec,
+        // exit), and that thread is not running while a CPU switches to it, or is the caller
+        // itself with IRQs masked; everyone else only reads. `activate_shared` touches only the
+        // root (fixed for the space's life) and the ASID word (atomic).
+        let mm = unsafe { &*self.mm.data_ptr() };
+        match mm {
+            Some(mm) => mm.activate_shared(),
+            None => addrspace::deactivate_user(),
+        }
     }
 
     /// Account the stretch since the last crossing to user time: the thread has just entered

@@ -18,11 +18,13 @@ use super::signal;
 use super::tree::{ExitStatus, KERNEL_PARENT, WaitFor};
 use super::{PROCESS_TREE, PROCESSES, REAPER};
 use crate::arch::aarch64::exception::TrapFrame;
+use crate::arch::aarch64::irqflags;
 use crate::arch::aarch64::user::{self as arch_user, UserException};
 use crate::errno::{Errno, SysResult};
 use crate::fs::FdTable;
-use crate::mm::addrspace::{Access, AddressSpace, Prot};
+use crate::mm::addrspace::{self, AddressSpace, FaultError, Prot};
 use crate::mm::uaccess;
+use crate::mm::uaccess::Access;
 use crate::task::{self, Completion, Pid};
 
 /// Where every process's stack ends (one page below the top of the user half, so the top
@@ -77,11 +79,16 @@ pub fn load_image(bytes: &[u8]) -> Result<(AddressSpace, usize), SpawnFailure> {
     let image = super::elf::parse(bytes).map_err(SpawnFailure::BadElf)?;
     let mut mm = AddressSpace::new().map_err(SpawnFailure::Refused)?;
     for seg in &image.segments {
-        let prot = Prot {
-            read: seg.read,
-            write: seg.write,
-            exec: seg.exec,
-        };
+        let mut prot = Prot::NONE;
+        for (wanted, bit) in [
+            (seg.read, Prot::READ),
+            (seg.write, Prot::WRITE),
+            (seg.exec, Prot::EXEC),
+        ] {
+            if wanted {
+                prot = prot | bit;
+            }
+        }
         let data = &bytes[seg.file_offset..seg.file_offset + seg.file_len];
         mm.map_copy(seg.vaddr, data, seg.mem_len, prot)
             .map_err(SpawnFailure::Refused)?;
@@ -103,7 +110,7 @@ pub fn spawn(name: &str, args: Vec<String>) -> Result<Pid, SpawnFailure> {
         short,
         KERNEL_PARENT,
         mm,
-        FdTable::with_console(),
+        super::console::standard_files(),
         Start::Program { entry, args },
     )
     .map_err(SpawnFailure::Refused)
@@ -123,7 +130,10 @@ fn start_process(
     let (thread_registered, thread_slot) = (registered.clone(), slot.clone());
     let pid = task::spawn(name, move || {
         thread_registered.wait();
-        let process = thread_slot.get().expect("registered before completing").clone();
+        let process = thread_slot
+            .get()
+            .expect("registered before completing")
+            .clone();
         drop(thread_slot);
         enter_user(process, start)
     })
@@ -162,7 +172,7 @@ fn enter_user(process: Arc<Process>, start: Start) -> i32 {
             f
         }
         Start::Program { entry, args } => match push_args(&args) {
-            Ok(sp) => arch_user::new_user_frame(entry, sp),
+            Ok(sp) => TrapFrame::new_user(entry, sp),
             Err(e) => {
                 log::warn!(target: "proc", "pid {}: cannot lay out its arguments: {e}", process.pid);
                 exit_current(ExitStatus::Signaled(signal::SIGSEGV));
@@ -172,9 +182,11 @@ fn enter_user(process: Arc<Process>, start: Start) -> i32 {
     drop(me);
     drop(process);
     return_path(&mut frame);
-    // SAFETY: `frame` holds user-mode state only (new_user_frame or a copy of a frame taken
-    // from EL0, whose SPSR return_to_user sanitises); this thread's address space is loaded.
-    unsafe { arch_user::return_to_user(&frame) }
+    let stack_top = crate::percpu::this_cpu().stack_top.load(Ordering::Relaxed);
+    // SAFETY: `frame` holds user-mode state only (a new frame, or a copy of one taken from
+    // EL0, whose SPSR the way back cleans); this thread's address space is loaded, and nothing
+    // on this kernel stack is needed again (the thread leaves only through `exit_current`).
+    unsafe { arch_user::start_user(&frame, stack_top) }
 }
 
 /// Lay out argc, argv and an empty environment at the top of the (current) user stack, as
@@ -220,19 +232,19 @@ pub fn current_process() -> Option<&'static Process> {
 /// table for a kernel thread.
 fn switch_hook(word: usize) {
     if word == 0 {
-        crate::mm::addrspace::deactivate_user();
+        addrspace::deactivate_user();
     } else {
         // SAFETY: as in `current_process`: the task being switched to owns the count.
         let p = unsafe { process::from_word(word) };
-        crate::mm::addrspace::activate_context(p.mm_context());
+        p.switch_in();
     }
 }
 
 fn activate_current() {
     let p = current_process().expect("a process's thread");
-    let flags = crate::arch::aarch64::irqflags::local_irq_save();
-    crate::mm::addrspace::activate_context(p.mm_context());
-    crate::arch::aarch64::irqflags::local_irq_restore(flags);
+    let flags = irqflags::local_irq_save();
+    p.switch_in();
+    irqflags::local_irq_restore(flags);
 }
 
 /// Everything that enters the kernel from user mode but an interrupt arrives here, on the
@@ -240,7 +252,7 @@ fn activate_current() {
 fn on_user_exception(frame: &mut TrapFrame, why: UserException) {
     let p = current_process().expect("an exception from EL0 on a thread with no process");
     p.entered_kernel(crate::arch::counter());
-    crate::arch::aarch64::irqflags::local_irq_enable();
+    irqflags::local_irq_enable();
     match why {
         UserException::Syscall => {
             let result = crate::syscall::dispatch(p, frame);
@@ -249,7 +261,7 @@ fn on_user_exception(frame: &mut TrapFrame, why: UserException) {
         UserException::DataAbort { far, access, .. } => {
             user_fault(p, frame, far, access);
         }
-        UserException::InstructionAbort { far } => {
+        UserException::InstructionAbort { far, .. } => {
             user_fault(p, frame, far, Access::Exec);
         }
         other => {
@@ -266,18 +278,16 @@ fn on_user_exception(frame: &mut TrapFrame, why: UserException) {
             report_and_raise(p, frame, sig, what, None);
         }
     }
-    return_path(frame);
 }
 
 /// A page fault from user mode: fill or copy the page if the address space allows the access,
 /// else the process dies of SIGSEGV with a one-line report.
 fn user_fault(p: &Process, frame: &TrapFrame, far: usize, access: Access) {
-    let result = p.mm.lock().handle_fault(far, access);
+    let result = p.handle_fault(far, access);
     match result {
-        Ok(()) => {
-            p.faults.fetch_add(1, Ordering::Relaxed);
-        }
-        Err(e) if e.is_out_of_memory() => {
+        Ok(()) => {}
+        Err(e @ FaultError::OutOfMemory { .. }) => {
+            let _ = e;
             report_and_raise(p, frame, signal::SIGKILL, "out of memory", Some(far));
         }
         Err(e) => {
@@ -306,6 +316,8 @@ pub fn return_path(_frame: &mut TrapFrame) {
         return;
     };
     if let Some(sig) = p.signals.fatal() {
+        // After an interrupt IRQs are still masked; the teardown may sleep.
+        irqflags::local_irq_enable();
         exit_current(ExitStatus::Signaled(sig));
     }
     p.returning_to_user(crate::arch::counter());
@@ -323,12 +335,13 @@ pub fn exit_current(status: ExitStatus) -> ! {
     p.files.close_all();
     {
         // Off this CPU's TTBR0 first: the tables are about to be freed.
-        let flags = crate::arch::aarch64::irqflags::local_irq_save();
+        let flags = irqflags::local_irq_save();
         me.set_user_context(0);
-        crate::mm::addrspace::deactivate_user();
-        crate::arch::aarch64::irqflags::local_irq_restore(flags);
+        addrspace::deactivate_user();
+        irqflags::local_irq_restore(flags);
     }
-    p.mm.lock().clear();
+    // Every page, table and the ASID go back now, not when the parent reaps the process.
+    drop(p.mm.lock().take());
     let effects = PROCESS_TREE.lock().exit(pid, status);
     if let Some(parent) = effects.wake_parent
         && let Some(pp) = PROCESSES.lock().get(&parent).cloned()
@@ -432,9 +445,9 @@ pub fn wait_child(p: &Process, which: WaitFor) -> SysResult<(Pid, ExitStatus)> {
 /// `fork`: a copy of the current process whose thread returns 0 from the same call.
 pub fn fork(p: &Process, frame: &TrapFrame) -> SysResult<Pid> {
     PROCESS_TREE.lock().check_limit(p.user)?;
-    let mm = p.mm.lock().fork()?;
+    let mm = p.mm.lock().as_mut().ok_or(Errno::ESRCH)?.fork()?;
     let files = p.files.dup_for_fork();
-    let mut child_frame = alloc::boxed::Box::new(arch_user::copy_frame(frame));
+    let mut child_frame = alloc::boxed::Box::new(frame.clone());
     child_frame.x[0] = 0;
     start_process(&p.name(), p.pid, mm, files, Start::Forked(child_frame))
 }
@@ -451,11 +464,11 @@ pub fn exec(p: &Process, frame: &mut TrapFrame, path: &str, args: Vec<String>) -
         Err(SpawnFailure::NotFound(e) | SpawnFailure::Refused(e)) => return Err(e),
     };
     drop(bytes);
-    let old = core::mem::replace(&mut *p.mm.lock(), mm);
+    let old = p.mm.lock().replace(mm);
     activate_current();
     drop(old);
     let sp = push_args(&args)?;
-    *frame = arch_user::new_user_frame(entry, sp);
+    *frame = TrapFrame::new_user(entry, sp);
     p.set_name(path.rsplit('/').next().unwrap_or(path));
     Ok(())
 }
@@ -466,7 +479,7 @@ pub fn init() {
     arch_user::set_user_exception_handler(on_user_exception);
     arch_user::set_return_to_user_hook(return_path);
     task::set_address_space_hook(switch_hook);
-    uaccess::set_user_fault_resolver(resolve_copy_fault);
+    crate::arch::aarch64::uaccess::set_user_fault_resolver(resolve_copy_fault);
     REAPER.start();
 }
 
@@ -476,9 +489,5 @@ fn resolve_copy_fault(far: usize, access: Access) -> bool {
     let Some(p) = current_process() else {
         return false;
     };
-    let ok = p.mm.lock().handle_fault(far, access).is_ok();
-    if ok {
-        p.faults.fetch_add(1, Ordering::Relaxed);
-    }
-    ok
+    p.handle_fault(far, access).is_ok()
 }

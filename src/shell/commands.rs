@@ -158,6 +158,22 @@ static COMMANDS: &[Command<Shell>] = &[
         run: super::tasks::ps,
     },
     Command {
+        name: "run",
+        args: "<program|/path> [args] [&]",
+        about: "run a user program (progs lists them); Ctrl-C stops it; & runs it in the background",
+        min_args: 1,
+        max_args: 8,
+        run: super::programs::run_program,
+    },
+    Command {
+        name: "progs",
+        args: "",
+        about: "the user programs: embedded in the kernel, and executables in the file system",
+        min_args: 0,
+        max_args: 0,
+        run: super::programs::progs,
+    },
+    Command {
         name: "spawn",
         args: "<spin|sleepy|churn|pingpong>",
         about: "start a demo task (spawn alone lists them)",
@@ -168,7 +184,7 @@ static COMMANDS: &[Command<Shell>] = &[
     Command {
         name: "kill",
         args: "<pid>",
-        about: "ask a task to stop, and reap it (or reap a zombie)",
+        about: "end a user process (SIGKILL), or ask a kernel task to stop and reap it",
         min_args: 1,
         max_args: 1,
         run: super::tasks::kill,

@@ -11,6 +11,7 @@ use alloc::vec::Vec;
 
 use super::command::{BadUsage, Outcome, print};
 use super::commands::Shell;
+use super::line::Terminal;
 use crate::proc::run::{self, SpawnFailure};
 use crate::proc::signal;
 use crate::proc::tree::ExitStatus;
@@ -41,7 +42,10 @@ pub fn run_program(sh: &mut Shell, words: &[&str]) -> Outcome {
     };
     if background {
         run::disown(pid);
-        print(sh, format_args!("[{pid}] {name} started in the background\n"));
+        print(
+            sh,
+            format_args!("[{pid}] {name} started in the background\n"),
+        );
         return Ok(());
     }
     sh.flush();
@@ -53,14 +57,18 @@ pub fn run_program(sh: &mut Shell, words: &[&str]) -> Outcome {
         interrupted
     });
     match status {
-        Ok(ExitStatus::Exited(code)) => {
-            print(sh, format_args!("[{pid}] {name} exited with status {code}\n"))
-        }
+        Ok(ExitStatus::Exited(code)) => print(
+            sh,
+            format_args!("[{pid}] {name} exited with status {code}\n"),
+        ),
         Ok(ExitStatus::Signaled(sig)) => print(
             sh,
             format_args!("[{pid}] {name} killed by {} ({sig})\n", signal::name(sig)),
         ),
-        Err(e) => print(sh, format_args!("[{pid}] {name}: cannot wait for it: {e}\n")),
+        Err(e) => print(
+            sh,
+            format_args!("[{pid}] {name}: cannot wait for it: {e}\n"),
+        ),
     }
     Ok(())
 }

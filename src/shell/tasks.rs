@@ -74,6 +74,7 @@ pub fn ps(sh: &mut Shell, _: &[&str]) -> Outcome {
         sh,
         format_args!("{rows} task(s); a Zombie has exited and waits to be reaped (kill <pid>)\n"),
     );
+    user_processes(sh, freq);
     Ok(())
 }
 
@@ -225,6 +226,19 @@ pub fn kill(sh: &mut Shell, args: &[&str]) -> Outcome {
         );
         return Err(BadUsage);
     };
+    // A user process is ended by a signal; its parent (or the reaper) reaps it.
+    if crate::proc::PROCESSES.lock().contains_key(&pid) {
+        match crate::proc::run::kill(pid, crate::proc::signal::SIGKILL) {
+            Ok(()) => print(
+                sh,
+                format_args!(
+                    "kill: sent SIGKILL to process {pid}; it ends when it next enters or leaves the kernel\n"
+                ),
+            ),
+            Err(e) => print(sh, format_args!("kill: process {pid}: {e}\n")),
+        }
+        return Ok(());
+    }
     // From here the command was well formed: a PID that names no task (any more) is news for
     // the user, not a usage error.
     let Some(t) = task::lookup(pid) else {
@@ -318,4 +332,38 @@ pub fn top(sh: &mut Shell, args: &[&str]) -> Outcome {
         ),
     );
     Ok(())
+}
+
+/// The user-process part of `ps`: time in user mode and in the kernel apart, pages, faults.
+fn user_processes(sh: &mut Shell, freq: u64) {
+    let processes = crate::proc::processes();
+    if processes.is_empty() {
+        sh.write("no user processes (run <program> starts one)\n");
+        return;
+    }
+    sh.write("user processes:\n  PID  PPID CPU    USER  SYSTEM PAGES FAULTS NAME\n");
+    let tree = crate::proc::PROCESS_TREE.lock().snapshot();
+    for p in processes {
+        let (parent, zombie) = tree
+            .iter()
+            .find(|(pid, _, _)| *pid == p.pid)
+            .map_or((0, true), |(_, parent, zombie)| (*parent, *zombie));
+        let cpu = task::lookup(p.pid).map_or(-1, |t| t.cpu() as i64);
+        let ms = |ticks: &AtomicU64| ticks.load(Ordering::Relaxed) * 1000 / freq;
+        print(
+            sh,
+            format_args!(
+                "{:>5} {:>5} {:>3} {:>5}ms {:>5}ms {:>5} {:>6} {}{}\n",
+                p.pid,
+                parent,
+                cpu,
+                ms(&p.times.user),
+                ms(&p.times.system),
+                p.pages_in_use(),
+                p.faults.load(Ordering::Relaxed),
+                p.name(),
+                if zombie { " (exited)" } else { "" }
+            ),
+        );
+    }
 }

@@ -377,6 +377,14 @@ impl<T: ?Sized, S: Sleeper> Mutex<T, S> {
     }
 
     /// With `&mut self` nobody else can hold the mutex: no locking needed.
+    /// A raw pointer to the data, for a reader that can prove no writer runs meanwhile (the
+    /// scheduler's switch hook reads a process's address-space root this way: its only writer,
+    /// the process's own thread, is not running while the CPU switches to it). Using the pointer
+    /// is the caller's unsafe promise.
+    pub fn data_ptr(&self) -> *mut T {
+        self.data.get()
+    }
+
     pub fn get_mut(&mut self) -> &mut T {
         self.data.get_mut()
     }

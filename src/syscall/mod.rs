@@ -2,3 +2,8 @@
 //! (chapter 19, "User mode and system calls").
 
 pub mod numbers;
+
+#[cfg(target_os = "none")]
+pub mod table;
+#[cfg(target_os = "none")]
+pub use table::dispatch;

@@ -198,7 +198,7 @@ fn sys_nanosleep(p: &Process, frame: &mut TrapFrame) -> SysResult<u64> {
     let per_tick = 1_000_000_000 / crate::irq::tick::TICK_HZ as i64;
     let ticks = (secs as u64)
         .saturating_mul(crate::irq::tick::TICK_HZ)
-        .saturating_add(nanos.div_ceil(per_tick) as u64);
+        .saturating_add(((nanos + per_tick - 1) / per_tick) as u64);
     for _ in 0..ticks {
         if p.signals.fatal().is_some() {
             return Err(Errno::EINTR);
@@ -220,7 +220,7 @@ fn sys_kill(_p: &Process, frame: &mut TrapFrame) -> SysResult<u64> {
 /// getcpu(cpu, node, cache): the CPU this call runs on, as the source texts' "the CPU on which
 /// it was made traps to the kernel" promises.
 fn sys_getcpu(_p: &Process, frame: &mut TrapFrame) -> SysResult<u64> {
-    let cpu = crate::percpu::current_id() as u32;
+    let cpu = crate::percpu::this_cpu().id as u32;
     if arg(frame, 0) != 0 {
         uaccess::copy_to_user(arg(frame, 0) as usize, &cpu.to_le_bytes())?;
     }
@@ -240,7 +240,7 @@ fn sys_getppid(p: &Process, _frame: &mut TrapFrame) -> SysResult<u64> {
 }
 
 fn sys_brk(p: &Process, frame: &mut TrapFrame) -> SysResult<u64> {
-    Ok(p.mm.lock().brk(arg(frame, 0) as usize) as u64)
+    Ok(p.with_mm(|mm| mm.brk(arg(frame, 0) as usize))? as u64)
 }
 
 const PROT_READ: u64 = 1;
@@ -259,18 +259,16 @@ fn sys_mmap(p: &Process, frame: &mut TrapFrame) -> SysResult<u64> {
     if flags & MAP_FIXED != 0 {
         return Err(Errno::EINVAL);
     }
-    let prot = Prot {
-        read: prot & PROT_READ != 0,
-        write: prot & PROT_WRITE != 0,
-        exec: prot & PROT_EXEC != 0,
-    };
+    if prot & !(PROT_READ | PROT_WRITE | PROT_EXEC) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let prot = Prot::from_linux(prot as u32);
     let len = usize::try_from(len).map_err(|_| Errno::ENOMEM)?;
-    Ok(p.mm.lock().mmap_anon(hint as usize, len, prot)? as u64)
+    Ok(p.with_mm(|mm| mm.mmap_anon(hint as usize, len, prot))?? as u64)
 }
 
 fn sys_munmap(p: &Process, frame: &mut TrapFrame) -> SysResult<u64> {
-    p.mm.lock()
-        .munmap(arg(frame, 0) as usize, arg(frame, 1) as usize)?;
+    p.with_mm(|mm| mm.munmap(arg(frame, 0) as usize, arg(frame, 1) as usize))??;
     Ok(0)
 }
 

@@ -27,6 +27,7 @@ use crate::config::MAX_CPUS;
 
 /// Registers saved on exception entry. Layout shared with the assembly below.
 #[repr(C)]
+#[derive(Clone)]
 pub struct TrapFrame {
     pub x: [u64; 31],
     pub elr: u64,

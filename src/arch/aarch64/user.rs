@@ -190,6 +190,25 @@ mod kernel {
         HANDLER.store(handler as usize, Ordering::Release);
     }
 
+    static RETURN_HOOK: AtomicUsize = AtomicUsize::new(0);
+
+    /// Run `hook` as the last kernel code before every return to user mode (after a system
+    /// call, a fault or an interrupt from EL0), on the thread's kernel stack; IRQs may be
+    /// masked (after an interrupt they are). The process layer delivers pending signals there,
+    /// which may mean never returning at all.
+    pub fn set_return_to_user_hook(hook: fn(&mut TrapFrame)) {
+        RETURN_HOOK.store(hook as usize, Ordering::Release);
+    }
+
+    fn run_return_hook(frame: &mut TrapFrame) {
+        let hook = RETURN_HOOK.load(Ordering::Acquire);
+        if hook != 0 {
+            // SAFETY: the only non-zero value ever stored is a `fn(&mut TrapFrame)` (above).
+            let hook: fn(&mut TrapFrame) = unsafe { core::mem::transmute(hook) };
+            hook(frame);
+        }
+    }
+
     /// The handler installed now, if any (a test that installs its own puts this one back).
     pub fn user_exception_handler() -> Option<fn(&mut TrapFrame, UserException)> {
         let hook = HANDLER.load(Ordering::Acquire);
@@ -278,6 +297,7 @@ mod kernel {
                 exception::report(kind, frame);
                 panic!("IRQ from user mode with no IRQ handler installed");
             }
+            run_return_hook(frame);
             return;
         }
         let exception = if kind >= LOWER_AARCH32_FIRST {
@@ -308,6 +328,7 @@ mod kernel {
         // SAFETY: the only non-zero value ever stored is a `fn(&mut TrapFrame, UserException)`.
         let handler: fn(&mut TrapFrame, UserException) = unsafe { core::mem::transmute(hook) };
         handler(frame, exception);
+        run_return_hook(frame);
     }
 
     // The user entry. The vector stub (exception.rs) made room for the frame at SP_EL1, stored
