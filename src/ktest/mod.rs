@@ -23,6 +23,7 @@ mod sleeplock;
 mod task;
 pub mod uaccess;
 mod user;
+mod user_processes;
 
 use alloc::string::String;
 use core::fmt::Write;
@@ -57,6 +58,7 @@ fn suites() -> impl Iterator<Item = &'static KTest> {
         .chain(uaccess::TESTS.iter())
         .chain(user::TESTS.iter())
         .chain(fs::TESTS.iter())
+        .chain(user_processes::TESTS.iter())
 }
 
 fn print(args: core::fmt::Arguments<'_>) {

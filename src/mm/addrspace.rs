@@ -880,6 +880,11 @@ static EMPTY_TABLE: crate::arch::aarch64::pagetable::Table =
 pub fn deactivate_user() {
     let table = super::virt_to_phys(&EMPTY_TABLE as *const _ as usize);
     crate::arch::aarch64::tlb::set_ttbr0(table, 0);
+    if let Some(a) = ASIDS.get() {
+        crate::sync::irq::push_off();
+        a.deactivate(crate::percpu::this_cpu().id);
+        crate::sync::irq::pop_off();
+    }
 }
 
 #[cfg(all(test, not(loom)))]

@@ -141,6 +141,13 @@ impl AsidAllocator {
         id != 0 && (id >> self.bits) == (self.generation.load(Ordering::Relaxed) >> self.bits)
     }
 
+    /// CPU `cpu` runs no user address space any more (a kernel thread, or its process exited):
+    /// it no longer holds its last ASID, so that ASID can be released. The next `switch_to` on
+    /// the CPU takes the slow path, as after a roll-over.
+    pub fn deactivate(&self, cpu: usize) {
+        self.active[cpu].store(0, Ordering::Relaxed);
+    }
+
     /// CPU `cpu` switches to the address space whose context id lives in `context` (0 for one
     /// that never ran). Call with IRQs masked, so the CPU does not change under it.
     pub fn switch_to(&self, cpu: usize, context: &AtomicU64) -> Switch {

@@ -8,6 +8,7 @@
 //! files, the address space (every page and the ASID), then the family tree decides who
 //! reaps it.
 
+use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -25,7 +26,8 @@ use crate::fs::FdTable;
 use crate::mm::addrspace::{self, AddressSpace, FaultError, Prot};
 use crate::mm::uaccess;
 use crate::mm::uaccess::Access;
-use crate::task::{self, Completion, Pid};
+use crate::sync::IrqSafeSpinLock;
+use crate::task::{self, Pid};
 
 /// Where every process's stack ends (one page below the top of the user half, so the top
 /// guard stays unmapped), and how far it may grow.
@@ -116,6 +118,15 @@ pub fn spawn(name: &str, args: Vec<String>) -> Result<Pid, SpawnFailure> {
     .map_err(SpawnFailure::Refused)
 }
 
+/// Processes whose thread has been created but has not yet picked up what to run, by pid.
+///
+/// The thread's entry takes no captures on purpose: a closure that owns anything is boxed on
+/// the heap by `task::spawn`, and a process's thread never returns from its entry (it leaves
+/// through `exit_current`), so whatever the entry owned would never be freed.
+static STARTING: IrqSafeSpinLock<BTreeMap<Pid, (Arc<Process>, Start)>> =
+    IrqSafeSpinLock::named("starting processes", BTreeMap::new());
+static STARTED: crate::task::WaitQueue = crate::task::WaitQueue::named("process start");
+
 /// Create the process and its thread; the thread waits until the process is registered.
 fn start_process(
     name: &str,
@@ -125,33 +136,33 @@ fn start_process(
     start: Start,
 ) -> SysResult<Pid> {
     PROCESS_TREE.lock().check_limit(DEFAULT_USER)?;
-    let registered = Arc::new(Completion::new());
-    let slot: Arc<spin::Once<Arc<Process>>> = Arc::new(spin::Once::new());
-    let (thread_registered, thread_slot) = (registered.clone(), slot.clone());
-    let pid = task::spawn(name, move || {
-        thread_registered.wait();
-        let process = thread_slot
-            .get()
-            .expect("registered before completing")
-            .clone();
-        drop(thread_slot);
-        enter_user(process, start)
-    })
-    .map_err(|_| Errno::ENOMEM)?;
+    let pid = task::spawn(name, process_thread).map_err(|_| Errno::ENOMEM)?;
     let process = Arc::new(Process::new(pid, DEFAULT_USER, name, mm, files));
     let added = PROCESS_TREE.lock().add(pid, parent, DEFAULT_USER);
     if let Err(e) = added {
-        // Another fork took the last slot between the check and here: the thread exits at once.
+        // Another fork took the last slot between the check and here: the thread ends at once.
         process.signals.raise(signal::SIGKILL);
-        slot.call_once(|| process);
-        registered.complete();
+        STARTING.lock().insert(pid, (process, start));
+        STARTED.wake_all();
         let _ = task::wait(pid);
         return Err(e);
     }
     PROCESSES.lock().insert(pid, process.clone());
-    slot.call_once(|| process);
-    registered.complete();
+    STARTING.lock().insert(pid, (process, start));
+    STARTED.wake_all();
     Ok(pid)
+}
+
+/// A process's thread: wait for what `start_process` left for it, then enter user mode.
+fn process_thread() -> i32 {
+    let pid = task::current_pid();
+    let mut mine = None;
+    STARTED.wait_until(|| {
+        mine = STARTING.lock().remove(&pid);
+        mine.is_some()
+    });
+    let (process, start) = mine.expect("wait_until returned without our start");
+    enter_user(process, start)
 }
 
 /// The first code of a process's thread: attach the process, load its address space, lay out
@@ -162,8 +173,11 @@ fn enter_user(process: Arc<Process>, start: Start) -> i32 {
     me.set_user_context(process::attach(&process));
     // The switch hook loads the address space from now on; this first time by hand.
     activate_current();
-    if process.signals.fatal().is_some() {
-        exit_current(ExitStatus::Signaled(signal::SIGKILL));
+    if let Some(sig) = process.signals.fatal() {
+        // Killed before it ever ran: everything owned here goes first (the stack is never
+        // unwound).
+        drop((me, process, start));
+        exit_current(ExitStatus::Signaled(sig));
     }
     let mut frame: TrapFrame = match start {
         Start::Forked(frame) => {
@@ -175,6 +189,7 @@ fn enter_user(process: Arc<Process>, start: Start) -> i32 {
             Ok(sp) => TrapFrame::new_user(entry, sp),
             Err(e) => {
                 log::warn!(target: "proc", "pid {}: cannot lay out its arguments: {e}", process.pid);
+                drop((me, process, args));
                 exit_current(ExitStatus::Signaled(signal::SIGSEGV));
             }
         },
@@ -283,24 +298,20 @@ fn on_user_exception(frame: &mut TrapFrame, why: UserException) {
 /// A page fault from user mode: fill or copy the page if the address space allows the access,
 /// else the process dies of SIGSEGV with a one-line report.
 fn user_fault(p: &Process, frame: &TrapFrame, far: usize, access: Access) {
-    let result = p.handle_fault(far, access);
-    match result {
+    match p.handle_fault(far, access) {
         Ok(()) => {}
+        // Like Linux's OOM killer: the process that needed the page dies, the kernel goes on.
         Err(e @ FaultError::OutOfMemory { .. }) => {
-            let _ = e;
-            report_and_raise(p, frame, signal::SIGKILL, "out of memory", Some(far));
+            report_and_raise(p, frame, signal::SIGKILL, &alloc::format!("{e}"), None)
         }
-        Err(e) => {
-            let what = alloc::format!("{e}");
-            report_and_raise(p, frame, signal::SIGSEGV, &what, Some(far));
-        }
+        Err(e) => report_and_raise(p, frame, signal::SIGSEGV, &alloc::format!("{e}"), None),
     }
 }
 
 fn report_and_raise(p: &Process, frame: &TrapFrame, sig: u32, what: &str, far: Option<usize>) {
     match far {
         Some(far) => log::warn!(target: "proc",
-            "pid {} ({}): {} at {far:#x}, pc {:#x}: killed by {}",
+            "pid {} ({}): {} (fault address {far:#x}), pc {:#x}: killed by {}",
             p.pid, p.name(), what, frame.elr, signal::name(sig)),
         None => log::warn!(target: "proc",
             "pid {} ({}): {} at pc {:#x}: killed by {}",
@@ -342,15 +353,19 @@ pub fn exit_current(status: ExitStatus) -> ! {
     }
     // Every page, table and the ASID go back now, not when the parent reaps the process.
     drop(p.mm.lock().take());
-    let effects = PROCESS_TREE.lock().exit(pid, status);
-    if let Some(parent) = effects.wake_parent
-        && let Some(pp) = PROCESSES.lock().get(&parent).cloned()
     {
-        pp.child_exited.wake_all();
-    }
-    KERNEL_CHILD_EXITED.wake_all();
-    for (reaped, _) in &effects.reap {
-        REAPER.push(*reaped);
+        // Everything owned here is dropped before the thread ends: its stack is never unwound.
+        let effects = PROCESS_TREE.lock().exit(pid, status);
+        if let Some(parent) = effects.wake_parent {
+            let parent = PROCESSES.lock().get(&parent).cloned();
+            if let Some(pp) = parent {
+                pp.child_exited.wake_all();
+            }
+        }
+        KERNEL_CHILD_EXITED.wake_all();
+        for (reaped, _) in &effects.reap {
+            REAPER.push(*reaped);
+        }
     }
     let code = match status {
         ExitStatus::Exited(c) => c,

@@ -12,12 +12,15 @@
 
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::numbers::*;
 use crate::arch::aarch64::exception::TrapFrame;
+use crate::config::MAX_CPUS;
 use crate::errno::{Errno, SysResult};
 use crate::mm::addrspace::Prot;
 use crate::mm::uaccess::{self, USER_TOP};
+use crate::percpu::{CacheAligned, PerCpu};
 use crate::proc::process::Process;
 use crate::proc::run;
 use crate::proc::signal;
@@ -51,8 +54,19 @@ const TABLE: &[(u64, Handler)] = &[
     (WAIT4, sys_wait4),
 ];
 
+/// System calls each CPU has served: any CPU runs the kernel for whichever process trapped on
+/// it, and the tests check that all of them did.
+static CALLS_ON: PerCpu<AtomicU64> =
+    PerCpu::new([const { CacheAligned(AtomicU64::new(0)) }; MAX_CPUS]);
+
+/// System calls CPU `cpu` has served since boot.
+pub fn calls_on(cpu: usize) -> u64 {
+    CALLS_ON.for_cpu(cpu).load(Ordering::Relaxed)
+}
+
 /// Run the call the frame asks for; the value for x0.
 pub fn dispatch(p: &Process, frame: &mut TrapFrame) -> i64 {
+    CALLS_ON.get().fetch_add(1, Ordering::Relaxed);
     let nr = frame.x[8];
     match TABLE.binary_search_by_key(&nr, |(n, _)| *n) {
         Ok(i) => match (TABLE[i].1)(p, frame) {

@@ -99,7 +99,10 @@ pub fn enable_event_stream() {
         CNTKCTL_EL1::EVNTIS::CntVct0_15
             + CNTKCTL_EL1::EVNTI.val(bit as u64)
             + CNTKCTL_EL1::EVNTDIR::ZeroToOne
-            + CNTKCTL_EL1::EVNTEN::Enable,
+            + CNTKCTL_EL1::EVNTEN::Enable
+            // User programs may read the virtual counter and its frequency (CNTVCT_EL0,
+            // CNTFRQ_EL0), as on Linux, so they can time themselves without a system call.
+            + CNTKCTL_EL1::EL0VCTEN::SET,
     );
     super::barrier::isb();
 }
