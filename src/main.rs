@@ -53,8 +53,8 @@ mod kernel {
         logger::init_early();
         if entry_el == 3 {
             // Reached only without a boot protocol (firmware, or QEMU's generic loader with
-            // secure=on): the MMU settings below are EL1's and would not apply to the code
-            // running, and nobody offers PSCI to a guest that owns EL3.
+            // secure=on). boot.rs dropped to EL1 only so this could be said: nobody offers PSCI
+            // to a guest that owns EL3, and the firmware's job at EL3 is not quartet's.
             log::error!(target: "boot",
                 "entered at EL3, where secure firmware runs: quartet runs at EL1 and leaves only EL2; boot it with -kernel (QEMU enters at EL1, or at EL2 with virtualization=on) or from firmware that enters it at EL2 or EL1; halting"
             );

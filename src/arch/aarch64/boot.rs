@@ -140,10 +140,25 @@ empty_table: .space 4096                // TTBR0 of every CPU while no process r
 .section .text.boot, "ax"
 
 // Leave EL2 for EL1 if we were entered at EL2 (the Pi 4, QEMU virtualization=on); a no-op at EL1.
-// Clobbers x9. Leaves the entry exception level (1 or 2) in \el_reg.
+// Entered at EL3 (started as firmware), drop to non-secure EL1 too, only so that the MMU this
+// file sets up is the one that translates and kernel_main can say it will not run there.
+// Clobbers x9. Leaves the entry exception level (1, 2 or 3) in \el_reg.
 .macro drop_to_el1 el_reg
     mrs     x9, CurrentEL
     lsr     \el_reg, x9, #2
+    cmp     \el_reg, #3
+    b.ne    3f
+    mov     x9, #0x431                  // SCR_EL3: RW (lower ELs AArch64), RES1 bits 5:4, NS
+    msr     scr_el3, x9
+    msr     cptr_el3, xzr               // no FP/SIMD traps to EL3
+    ldr     x9, =0x30d00800             // SCTLR_EL1 RES1 bits; MMU and caches off
+    msr     sctlr_el1, x9
+    mov     x9, #0x3c5                  // SPSR: EL1h, D, A, I, F masked
+    msr     spsr_el3, x9
+    adr     x9, 1f
+    msr     elr_el3, x9
+    eret
+3:
     cmp     \el_reg, #2
     b.ne    1f
     mov     x9, #(1 << 31)              // HCR_EL2.RW: EL1 runs AArch64; nothing else traps
