@@ -227,14 +227,14 @@ fn broken_shared_list_is_caught(_: &Platform<'static>) -> Result<(), String> {
             "the shared list survived {MAX_BROKEN_ATTEMPTS} runs: this test cannot catch a broken page list"
         ));
     };
-    super::print(format_args!(
-        "frames: caught the shared page list (run {attempt}): page {:#x} held by {} was written by {}; {} collisions in {} allocations, {double_allocations} pages handed out twice, {double_frees} double frees",
+    log::info!(
+        "caught the shared page list (run {attempt}): page {:#x} held by {} was written by {}; {} collisions in {} allocations, {double_allocations} pages handed out twice, {double_frees} double frees",
         report.first[0].load(Ordering::Relaxed),
         describe(report.first[2].load(Ordering::Relaxed)),
         describe(report.first[1].load(Ordering::Relaxed)),
         report.collisions.load(Ordering::Relaxed),
         report.allocations.load(Ordering::Relaxed),
-    ));
+    );
     Ok(())
 }
 

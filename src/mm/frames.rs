@@ -71,6 +71,22 @@ impl PageList {
         Some(frame)
     }
 
+    /// `pop` in the broken shared-list mode: the same steps with a pause between reading the
+    /// length and writing it back, as a task preempted there would take, so the stress test
+    /// meets the race within a bounded run rather than by luck of vCPU timing.
+    fn pop_slowly(&self) -> Option<usize> {
+        let len = self.len();
+        if len == 0 {
+            return None;
+        }
+        let frame = self.frames[len - 1].load(CoreOrdering::Relaxed);
+        for i in 0..256u32 {
+            core::hint::black_box(i);
+        }
+        self.len.store(len - 1, CoreOrdering::Relaxed);
+        Some(frame)
+    }
+
     /// Push unless full; false if there was no room.
     fn push(&self, frame: usize) -> bool {
         let len = self.len();
@@ -203,12 +219,20 @@ impl FramePool {
 
     /// One page: its physical address, refcount 1, contents undefined.
     pub fn alloc(&self) -> Option<usize> {
+        let broken = self.broken_shared_list.load(CoreOrdering::Relaxed);
+        let pop = |list: &PageList| {
+            if broken {
+                list.pop_slowly()
+            } else {
+                list.pop()
+            }
+        };
         let frame = self.with_my_list(|list| {
-            if let Some(frame) = list.pop() {
+            if let Some(frame) = pop(list) {
                 return Some(frame);
             }
             self.refill(list);
-            list.pop()
+            pop(list)
         })?;
         let before = self.count_of(frame).swap(1, Ordering::Relaxed);
         if before != 0 {
