@@ -155,6 +155,11 @@ struct UserSpace {
 
 impl UserSpace {
     fn new(program: &[u32]) -> Result<UserSpace, String> {
+        const TCR_EPD0: u64 = 1 << 7;
+        ensure!(
+            cpu::tcr() & TCR_EPD0 == 0,
+            "TCR_EL1.EPD0 is set: this CPU does no TTBR0 walks, so no user page can be reached"
+        );
         let (l1, l2, l3) = (Page::new()?, Page::new()?, Page::new()?);
         let (code, data, spare) = (Page::new()?, Page::new()?, Page::new()?);
         // Start from what TTBR0 maps now (all of the kernel, while it lives in the low half).
