@@ -1,9 +1,10 @@
 //! In-kernel tests that really run code at EL0 (chapter 19, "User mode and system calls").
 //!
 //! Each test builds a small user address space by hand: a translation table for TTBR0 with one
-//! code page at 0x400000 (EL0 read + execute), one data page at 0x401000 (EL0 read-write, the
-//! stack grows down from 0x402000) and nothing at 0x402000 (a copy running off the data page
-//! faults there). While the kernel itself lives in TTBR0, the new table starts as a copy of the
+//! code page at 64 GiB (EL0 read + execute), one data page after it (EL0 read-write, the stack
+//! grows down from its end) and nothing in the page after that (a copy running off the data page
+//! faults there). 64 GiB is above the RAM of both boards, so nothing of the kernel's is there
+//! while the kernel still lives in TTBR0 (on the Pi 4, RAM starts at 0). While the kernel itself lives in TTBR0, the new table starts as a copy of the
 //! kernel's, so the kernel keeps running on it. A pinned kernel thread loads the table on its CPU,
 //! builds a `TrapFrame` and enters user mode with `start_user`; the test's handler
 //! (`set_user_exception_handler`) records what came back and ends the thread with the status
@@ -66,11 +67,11 @@ pub static TESTS: &[KTest] = &[
 ];
 
 const PAGE: usize = 4096;
-const CODE: usize = 0x40_0000;
-const DATA: usize = 0x40_1000;
-const STACK_TOP: usize = 0x40_2000;
+const CODE: usize = 0x10_0000_0000;
+const DATA: usize = CODE + PAGE;
+const STACK_TOP: usize = DATA + PAGE;
 /// The page after the data page: unmapped, unless the resolver test maps it on demand.
-const SPARE: usize = 0x40_2000;
+const SPARE: usize = STACK_TOP;
 
 // Stage-1 descriptor bits for the hand-made table (the memory manager's address spaces make
 // their own; these serve only this test).
@@ -155,6 +156,11 @@ struct UserSpace {
 
 impl UserSpace {
     fn new(program: &[u32]) -> Result<UserSpace, String> {
+        const TCR_EPD0: u64 = 1 << 7;
+        ensure!(
+            cpu::tcr() & TCR_EPD0 == 0,
+            "TCR_EL1.EPD0 is set: this CPU does no TTBR0 walks, so no user page can be reached"
+        );
         let (l1, l2, l3) = (Page::new()?, Page::new()?, Page::new()?);
         let (code, data, spare) = (Page::new()?, Page::new()?, Page::new()?);
         // Start from what TTBR0 maps now (all of the kernel, while it lives in the low half).
@@ -166,21 +172,22 @@ impl UserSpace {
                 let old = phys_to_virt(current as usize) as *const u64;
                 core::ptr::copy_nonoverlapping(old, l1.entries(), 512);
             }
-            let first_gib = *l1.entries();
-            match first_gib & 0b11 {
+            let gib = (CODE >> 30) & 511;
+            let l1_entry = *l1.entries().add(gib);
+            match l1_entry & 0b11 {
                 0b11 => {
-                    let old = phys_to_virt((first_gib & ADDRESS) as usize) as *const u64;
+                    let old = phys_to_virt((l1_entry & ADDRESS) as usize) as *const u64;
                     core::ptr::copy_nonoverlapping(old, l2.entries(), 512);
                 }
-                0b01 => return Err(String::from("the first GiB is one block: no room")),
+                0b01 => return Err(format!("the GiB at {CODE:#x} is one kernel block")),
                 _ => {}
             }
-            let slot = CODE >> 21;
+            let slot = (CODE >> 21) & 511;
             ensure!(
                 *l2.entries().add(slot) & 1 == 0,
                 "{CODE:#x} is already mapped in TTBR0"
             );
-            *l1.entries() = l2.pa() | VALID_TABLE;
+            *l1.entries().add(gib) = l2.pa() | VALID_TABLE;
             *l2.entries().add(slot) = l3.pa() | VALID_TABLE;
             *l3.entries().add((CODE >> 12) & 511) = code.pa() | USER_CODE;
             *l3.entries().add((DATA >> 12) & 511) = data.pa() | USER_DATA;

@@ -202,6 +202,11 @@ pub fn sctlr() -> u64 {
     SCTLR_EL1.get()
 }
 
+/// TCR_EL1 as it is now (EPD0, bit 7, set means no TTBR0 walks: user addresses all fault).
+pub fn tcr() -> u64 {
+    TCR_EL1.get()
+}
+
 /// TTBR0_EL1 as it is now.
 pub fn ttbr0() -> u64 {
     TTBR0_EL1.get()

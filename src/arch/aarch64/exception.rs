@@ -9,14 +9,14 @@
 //! decides whether to halt the CPU or end the QEMU run. The eight taken from user mode (EL0) have
 //! their own entry and handler, in user.rs (chapter 19).
 //!
-//! Before it stores anything, the kernel's vector entry decides where the frame goes. An exception needs
-//! `EXCEPTION_STACK_RESERVE` bytes: its frame and its handler's own calls. A thread whose SP has
-//! less than that left above its stack's bottom (the *band*) is still within its stack, so an
-//! exception taken there goes to this CPU's emergency stack, and the return puts back the
-//! thread's own SP from the frame: the thread goes on where it was. An SP below the bottom is an
-//! overflow: `handle_exception` reports it and never returns. An exception taken while the
-//! emergency stack is in use puts its frame below the live one; if no frame fits any more, the
-//! CPU stops in the vector rather than write over it.
+//! Before it stores anything, the kernel's vector entry decides where the frame goes. An exception
+//! needs `EXCEPTION_STACK_RESERVE` bytes: its frame and its handler's own calls. A thread whose SP
+//! has less than that left above its stack's bottom (the *band*) is still within its stack, so an
+//! exception taken there goes to this CPU's emergency stack, and the return puts back the thread's
+//! own SP from the frame: the thread goes on where it was. An SP below the bottom is an overflow:
+//! `handle_exception` reports it and never returns. An exception taken while the emergency stack is
+//! in use puts its frame below the live one; if no frame fits any more, the CPU stops in the vector
+//! rather than write over it.
 
 use core::cell::UnsafeCell;
 use core::fmt::Write;
@@ -85,7 +85,7 @@ pub const PERCPU_STACK_BOTTOM_OFFSET: usize = 24;
 /// from user mode loads into TPIDR_EL0 (user.rs).
 pub const PERCPU_TASK_WORD_OFFSET: usize = 40;
 
-/// Bytes an exception may need on the stack it is taken on: its 816-byte frame and the calls of
+/// Bytes an exception may need on the stack it is taken on: its 832-byte frame and the calls of
 /// its handler. With the lock validator on, the tick's path and a preemptive switch at its end
 /// reach about 7 KiB; the in-kernel test `exception_irq_in_the_last_frame_of_a_stack_returns_there`
 /// measures them and fails if they outgrow the reserve. An exception taken with less than this
