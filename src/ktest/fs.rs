@@ -44,9 +44,9 @@ pub static TESTS: &[KTest] = &[
 static PAGES: HeapPages = HeapPages::new();
 
 /// Files each CPU makes, in its own directory and in the shared one.
-const ITERATIONS: usize = 16;
+const ITERATIONS: usize = 6;
 /// Records each CPU appends to the shared log.
-const LOG_RECORDS: usize = 64;
+const LOG_RECORDS: usize = 24;
 /// Rounds a broken variant gets before the test concludes it cannot catch it.
 const BROKEN_ROUNDS: usize = 30;
 
@@ -257,7 +257,7 @@ fn broken_append_is_caught(_: &Platform<'static>) -> Result<(), String> {
         log::info!("one CPU cannot race itself; skipped");
         return Ok(());
     }
-    let records = 300;
+    let records = 100;
     for round in 1..=BROKEN_ROUNDS {
         let fs = RamFs::new(&PAGES, Limits::default());
         fs.broken().set_split_append(true);
@@ -290,7 +290,7 @@ fn broken_create_is_caught(_: &Platform<'static>) -> Result<(), String> {
         log::info!("one CPU cannot race itself; skipped");
         return Ok(());
     }
-    let names = 100;
+    let names = 50;
     for round in 1..=BROKEN_ROUNDS {
         let fs = RamFs::new(&PAGES, Limits::default());
         fs.broken().set_split_create(true);
