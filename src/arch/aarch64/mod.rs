@@ -36,6 +36,7 @@ pub mod psci;
 pub mod semihosting;
 #[cfg(target_os = "none")]
 pub mod tlb;
+#[cfg(target_os = "none")]
 pub mod uaccess;
 #[cfg(target_os = "none")]
 pub mod wait;
