@@ -214,7 +214,11 @@ impl UserSpace {
     unsafe fn activate(&self) -> u64 {
         // SAFETY: the table maps everything the old one did, plus the user pages; the caller
         // keeps the thread on this CPU.
-        unsafe { cpu::replace_ttbr0_local(self.l1.pa()) }
+        let old = unsafe { cpu::replace_ttbr0_local(self.l1.pa()) };
+        // Tell the scheduler's address-space hook to load this table again after a preemption
+        // (bit 0 marks a raw table, not a process).
+        task::current().set_user_context(self.l1.pa() as usize | 1);
+        old
     }
 }
 
@@ -256,6 +260,7 @@ fn with_space_active(body: fn(&UserSpace) -> Result<(), String>) -> i32 {
     // SAFETY: this thread is pinned to this CPU (spawned with a one-CPU mask).
     let old = unsafe { space.activate() };
     let result = body(space);
+    task::current().set_user_context(0);
     // SAFETY: puts back the table this CPU ran on before.
     unsafe { cpu::replace_ttbr0_local(old) };
     drop(guard);
@@ -485,6 +490,7 @@ fn test_handler(frame: &mut TrapFrame, exception: UserException) {
 /// Leave the program for good: back to the kernel's TTBR0, then end the thread.
 fn end_program(status: i32) -> ! {
     let old = OLD_TTBR0.load(Ordering::Relaxed);
+    task::current().set_user_context(0);
     // SAFETY: the thread is pinned; this is the table its CPU ran on before the program.
     unsafe { cpu::replace_ttbr0_local(old) };
     task::exit(status)

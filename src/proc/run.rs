@@ -245,8 +245,21 @@ pub fn current_process() -> Option<&'static Process> {
 
 /// The scheduler's address-space hook: load the next task's user address space, or the empty
 /// table for a kernel thread.
+///
+/// A word with bit 0 set is not a process but a raw translation table a kernel thread installed
+/// by hand (the live user-mode tests of src/ktest/user.rs): it is loaded as it is, and the
+/// first switch after it flushes this CPU's TLB, since such a table may map global pages.
 fn switch_hook(word: usize) {
-    if word == 0 {
+    let cpu = crate::percpu::this_cpu().id;
+    if HAND_MADE_TABLE_USED[cpu].swap(false, Ordering::Relaxed) {
+        crate::arch::aarch64::tlb::flush_all_local();
+    }
+    if word & 1 != 0 {
+        HAND_MADE_TABLE_USED[cpu].store(true, Ordering::Relaxed);
+        // SAFETY: the thread that set the word vouches for the table (see `set_user_context`
+        // in src/ktest/user.rs); the replace flushes this CPU's TLB.
+        unsafe { crate::arch::aarch64::cpu::replace_ttbr0_local((word & !1) as u64) };
+    } else if word == 0 {
         addrspace::deactivate_user();
     } else {
         // SAFETY: as in `current_process`: the task being switched to owns the count.
@@ -254,6 +267,10 @@ fn switch_hook(word: usize) {
         p.switch_in();
     }
 }
+
+/// Per CPU: a hand-made table ran here since the last switch (see `switch_hook`).
+static HAND_MADE_TABLE_USED: [core::sync::atomic::AtomicBool; crate::config::MAX_CPUS] =
+    [const { core::sync::atomic::AtomicBool::new(false) }; crate::config::MAX_CPUS];
 
 fn activate_current() {
     let p = current_process().expect("a process's thread");
@@ -331,6 +348,8 @@ pub fn return_path(_frame: &mut TrapFrame) {
         irqflags::local_irq_enable();
         exit_current(ExitStatus::Signaled(sig));
     }
+    // A system call that used up the slice yields here, as an interrupt's way out would.
+    task::preempt_on_irq_exit();
     p.returning_to_user(crate::arch::counter());
 }
 

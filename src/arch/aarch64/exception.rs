@@ -77,6 +77,11 @@ const VECTOR_NAMES: [&str; 16] = [
     "SError (lower EL, AArch32)",
 ];
 
+/// The system-call number the EL0 vector answers at once without entering the kernel proper:
+/// the floor a system call's cost is measured against (src/bench/syscall.rs). Not a Linux
+/// number (Linux answers -ENOSYS to it); x0 comes back unchanged.
+pub const FLOOR_SYSCALL: u64 = 0x7ff0;
+
 /// Where the vector entry finds this CPU's logical id and stack bottom: offsets into the per-CPU
 /// area TPIDR_EL1 points at. src/percpu.rs lays `CpuArea` out to match (and asserts it).
 pub const PERCPU_ID_OFFSET: usize = 0;
@@ -442,6 +447,22 @@ core::arch::global_asm!(
 .Luser_vector_entry_start\@:
     sub     sp, sp, #{frame_size}
     stp     x0, x1, [sp, #0]
+.if \kind == 8
+    // The floor probe: `svc #0` with x8 = FLOOR_SYSCALL returns at once, having saved and run
+    // nothing, so the benchmark can measure the bare trap and `eret` that every system call
+    // pays (src/bench/syscall.rs). Every register is as the program left it.
+    mrs     x0, esr_el1
+    lsr     x0, x0, #26
+    cmp     x0, #0x15                       // EC: SVC from AArch64
+    b.ne    1f
+    mov     x1, #{floor_syscall}
+    cmp     x8, x1
+    b.ne    1f
+    ldp     x0, x1, [sp, #0]
+    add     sp, sp, #{frame_size}
+    eret
+1:
+.endif
     mov     x0, #\kind
     b       quartet_user_exception_common
     .org    .Luser_vector_entry_start\@ + 0x80
@@ -582,6 +603,7 @@ exception_common:
     emergency_size = const EMERGENCY_STACK_SIZE,
     reserve = const EXCEPTION_STACK_RESERVE,
     frame_size = const core::mem::size_of::<TrapFrame>(),
+    floor_syscall = const FLOOR_SYSCALL,
 );
 // `add`/`cmp` take a 12-bit immediate, optionally shifted left by 12: the reserve and the
 // emergency stack size must be one of those, and the reserve must fit on the emergency stack

@@ -99,23 +99,3 @@ fn bootargs_handle_odd_spacing_empty_values_and_equals_in_values() {
     assert!(!p.has_bootarg("test"));
     assert_eq!(p.bootarg_value("smp"), None);
 }
-
-/// QEMU's tree for `-initrd` (a 10000-byte file): /chosen names where the loader put it, in two
-/// cells each, and that range must be kept from the heap and the page allocator.
-#[test]
-fn the_initrd_from_chosen_is_known_and_reserved() {
-    const WITH_INITRD: &[u8] = include_bytes!("../../../tests/data/dtb/virt-initrd-smp4.dtb");
-    let p = parse_ok("initrd", WITH_INITRD, QEMU_DTB_AT, Board::QemuVirt);
-    let initrd = Region::new(0x4800_0000, 10000);
-    assert_eq!(p.initrd, Some(initrd));
-    assert!(
-        p.reserved
-            .as_slice()
-            .iter()
-            .any(|r| r.start <= initrd.start && initrd.end() <= r.end()),
-        "the initrd is not reserved: {:?}",
-        p.reserved.as_slice()
-    );
-    let plain = parse_ok("no initrd", GICV2_SMP4, QEMU_DTB_AT, Board::QemuVirt);
-    assert_eq!(plain.initrd, None);
-}
