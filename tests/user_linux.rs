@@ -442,3 +442,28 @@ fn every_program_has_a_test_here() {
         );
     }
 }
+
+#[test]
+fn bench_syscall_reports_every_operation_under_linux_too() {
+    let Some(()) = programs_ready() else { return };
+    let r = run("bench-syscall", &["200"]);
+    assert_eq!(r.end, End::Exited(0), "{}{}", r.stdout, r.stderr);
+    let ops: Vec<&str> = r
+        .stdout
+        .lines()
+        .map(|l| {
+            assert!(l.starts_with("bench suite=syscall op="), "{l}");
+            l.split_whitespace().nth(2).unwrap()
+        })
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            "op=floor",
+            "op=getpid",
+            "op=page-fault",
+            "op=fork-exit-wait",
+            "op=switch"
+        ]
+    );
+}

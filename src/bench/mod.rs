@@ -18,7 +18,9 @@
 //!   long hold times: throughput, and CPU time per acquisition (chapter 17);
 //! - `rcu`: 1, 2, ... all online CPUs walking the process list under RCU, an rwlock's read
 //!   lock and a spin lock: walks per second (chapter 18);
-//! - `rcu-read`: on one CPU, the cost of the RCU read side against an unprotected walk.
+//! - `rcu-read`: on one CPU, the cost of the RCU read side against an unprotected walk;
+//! - `syscall`: a user program's null system call, page fault, fork+exit+wait and switch
+//!   between two processes, each also as a ratio to the bare trap-and-return floor (chapter 19).
 //!
 //! `bench=NAME` runs the suites whose name contains NAME; `benchquick` shrinks every run
 //! twentyfold (the boot tests use it to check the format, not the numbers).
@@ -41,6 +43,8 @@ mod rcu;
 mod sched;
 #[cfg(target_os = "none")]
 mod spinblock;
+#[cfg(target_os = "none")]
+mod syscall;
 
 #[cfg(target_os = "none")]
 pub use kernel::run;
@@ -265,6 +269,10 @@ mod kernel {
             name: "rcu-read",
             run: super::rcu::read_side,
         },
+        Suite {
+            name: "syscall",
+            run: super::syscall::run,
+        },
     ];
 
     /// Run the suites whose name contains `filter` (all for ""); returns the result count.
@@ -288,7 +296,7 @@ mod kernel {
         }
         if matched == 0 {
             log::error!(target: "bench",
-                "no suite name contains {filter:?}; suites are: uncontended, locks, atomics, ipi, sched, spinblock, rcu, rcu-read"
+                "no suite name contains {filter:?}; suites are: uncontended, locks, atomics, ipi, sched, spinblock, rcu, rcu-read, syscall"
             );
         }
         let seconds = (counter() - began) as f64 / counter_frequency() as f64;

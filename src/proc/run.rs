@@ -27,7 +27,7 @@ use crate::mm::addrspace::{self, AddressSpace, FaultError, Prot};
 use crate::mm::uaccess;
 use crate::mm::uaccess::Access;
 use crate::sync::IrqSafeSpinLock;
-use crate::task::{self, Pid};
+use crate::task::{self, CpuMask, Pid, Policy};
 
 /// Where every process's stack ends (one page below the top of the user half, so the top
 /// guard stays unmapped), and how far it may grow.
@@ -104,6 +104,12 @@ pub fn load_image(bytes: &[u8]) -> Result<(AddressSpace, usize), SpawnFailure> {
 /// child of the kernel. The caller reaps it with `wait_kernel_child` or gives it away with
 /// `disown`.
 pub fn spawn(name: &str, args: Vec<String>) -> Result<Pid, SpawnFailure> {
+    spawn_on(name, args, CpuMask::ALL)
+}
+
+/// `spawn`, with the process (and every process it forks) allowed only on the CPUs of
+/// `affinity`: the benchmarks pin a process to one CPU.
+pub fn spawn_on(name: &str, args: Vec<String>, affinity: CpuMask) -> Result<Pid, SpawnFailure> {
     let bytes = load_program_bytes(name).map_err(SpawnFailure::NotFound)?;
     let (mm, entry) = load_image(&bytes)?;
     drop(bytes);
@@ -114,6 +120,7 @@ pub fn spawn(name: &str, args: Vec<String>) -> Result<Pid, SpawnFailure> {
         mm,
         super::console::standard_files(),
         Start::Program { entry, args },
+        affinity,
     )
     .map_err(SpawnFailure::Refused)
 }
@@ -134,9 +141,17 @@ fn start_process(
     mm: AddressSpace,
     files: FdTable,
     start: Start,
+    affinity: CpuMask,
 ) -> SysResult<Pid> {
     PROCESS_TREE.lock().check_limit(DEFAULT_USER)?;
-    let pid = task::spawn(name, process_thread).map_err(|_| Errno::ENOMEM)?;
+    let pid = task::spawn_with(
+        name,
+        task::DEFAULT_STACK_SIZE,
+        affinity,
+        Policy::RoundRobin,
+        process_thread,
+    )
+    .map_err(|_| Errno::ENOMEM)?;
     let process = Arc::new(Process::new(pid, DEFAULT_USER, name, mm, files));
     let added = PROCESS_TREE.lock().add(pid, parent, DEFAULT_USER);
     if let Err(e) = added {
@@ -236,7 +251,7 @@ fn push_args(args: &[String]) -> SysResult<usize> {
 
 /// The current task's process, if it is a process's thread.
 pub fn current_process() -> Option<&'static Process> {
-    let word = task::current().user_context();
+    let word = task::current_user_context();
     // SAFETY: a non-zero word was stored by `attach` for this very task, which is running, and
     // is given back only in `exit_current` after the last use. 'static stands for "while this
     // thread runs", which is all any caller (running on it) needs.
@@ -483,7 +498,15 @@ pub fn fork(p: &Process, frame: &TrapFrame) -> SysResult<Pid> {
     let files = p.files.dup_for_fork();
     let mut child_frame = alloc::boxed::Box::new(frame.clone());
     child_frame.x[0] = 0;
-    start_process(&p.name(), p.pid, mm, files, Start::Forked(child_frame))
+    let affinity = task::current().affinity();
+    start_process(
+        &p.name(),
+        p.pid,
+        mm,
+        files,
+        Start::Forked(child_frame),
+        affinity,
+    )
 }
 
 /// `execve`: replace the current program. On success the frame now starts the new program.

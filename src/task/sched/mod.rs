@@ -42,7 +42,7 @@ pub use lifecycle::{
     SpawnError, WaitError, exit, kill, lookup, process_list_poison, settle_reaped, should_stop,
     spawn, spawn_with, tasks, wait,
 };
-pub use runqueue::{current, current_pid, current_token, task_is_running};
+pub use runqueue::{current, current_pid, current_token, current_user_context, task_is_running};
 pub use sleep::{can_sleep, finish_wait, prepare_to_sleep, sleep, sleep_ticks, wake};
 pub use stats::{Stats, cpu_switches, queued_on, running_on, stats, stats_of};
 pub use switch::{SwitchRefused, set_address_space_hook, switch_allowed, yield_now};

@@ -128,6 +128,19 @@ pub fn current_pid() -> Pid {
     current().pid
 }
 
+/// The running task's user-context word (`Task::user_context`) without taking a count on the
+/// task: every system call asks for it, so it costs two loads instead of two atomic updates.
+pub fn current_user_context() -> usize {
+    let flags = irqflags::local_irq_save();
+    let cpu = percpu::this_cpu().id;
+    let p = current_ptr(SCHED.for_cpu(cpu), cpu);
+    // SAFETY: the slot owns a count on `p`, and `p` is the caller itself (it is running), so
+    // the task lives at least as long as this call.
+    let word = unsafe { (*p).user_context() };
+    irqflags::local_irq_restore(flags);
+    word
+}
+
 /// Is the task whose address is `token` running on some CPU right now? (A mutex's optimistic
 /// spin asks this about the owner.) Compares addresses only: it never dereferences.
 pub fn task_is_running(token: usize) -> bool {
