@@ -95,7 +95,13 @@ fn main(args: ulib::Args) -> i32 {
         // SAFETY: nothing uses the mapping any more.
         let _ = unsafe { sys::munmap(base, pages * 4096) };
     }
-    report("page-fault", pages as u64, best as f64 / pages as f64, floor, hz);
+    report(
+        "page-fault",
+        pages as u64,
+        best as f64 / pages as f64,
+        floor,
+        hz,
+    );
 
     let forks = (n / 100).clamp(10, 200);
     let fork_exit_wait = per_op(forks, || match sys::fork() {
