@@ -1022,7 +1022,23 @@ fn bench_quick_prints_one_result_per_lock_and_cpu_count_and_tools_bench_reads_th
         .filter(|l| l.starts_with("bench "))
         .map(bench_fields)
         .collect();
-    for r in &results {
+    // The system-call suite's lines come from a user program and name operations, not locks.
+    let syscall_ops: Vec<&str> = results
+        .iter()
+        .filter(|r| r["suite"] == "syscall")
+        .map(|r| {
+            for key in ["op", "ns_per_op", "ratio_to_floor"] {
+                assert!(r.contains_key(key), "{key} missing from {r:?}");
+            }
+            r["op"]
+        })
+        .collect();
+    assert_eq!(
+        syscall_ops,
+        ["floor", "getpid", "page-fault", "fork-exit-wait", "switch"],
+        "the syscall suite's operations"
+    );
+    for r in results.iter().filter(|r| r["suite"] != "syscall") {
         for key in ["suite", "lock", "cpus", "ops_per_sec", "fairness"] {
             assert!(r.contains_key(key), "{key} missing from {r:?}");
         }
@@ -1101,7 +1117,7 @@ fn bench_quick_prints_one_result_per_lock_and_cpu_count_and_tools_bench_reads_th
         "{locks_csv}"
     );
     assert!(out.join("locks-fairness.svg").exists());
-    assert!(printed.contains("Targets (issue 3)"), "{printed}");
+    assert!(printed.contains("Targets, from this run:"), "{printed}");
     std::fs::remove_dir_all(&out).unwrap();
 }
 
@@ -1749,4 +1765,106 @@ fn a_malformed_initramfs_is_refused_with_where_and_why_and_the_shell_still_start
     );
     let cat = s.command("cat /first");
     assert!(cat.contains("kept\n"), "{cat}");
+}
+
+/// A user program built by `make` (build.rs builds the user crate and the C program).
+fn built_user_program(path: &str) -> Vec<u8> {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    std::fs::read(&file).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; `make image` builds the user programs (the C one needs gcc-aarch64-linux-gnu, which tools/setup installs)",
+            file.display()
+        )
+    })
+}
+
+#[test]
+fn user_programs_from_the_image_and_the_initramfs_run_from_the_shell() {
+    let hello_c = built_user_program("target/user/c/hello-c");
+    let hello = built_user_program("target/user/aarch64-unknown-none/release/hello");
+    let archive = newc_archive(&[
+        ("bin", 0o040755, b""),
+        ("bin/hello-c", 0o100755, &hello_c),
+        ("bin/hello", 0o100755, &hello),
+        ("etc", 0o040755, b""),
+        ("etc/notes", 0o100644, b"not a program\n"),
+    ]);
+    let path = initrd_file("programs.cpio", &archive);
+    let mut s = session_with_initrd(&path);
+    let c = s.command("run /bin/hello-c one");
+    assert!(
+        c.contains("hello from C, pid ") && c.contains(", argc 2\n  one\n"),
+        "the C program from the initramfs did not run:\n{c}"
+    );
+    assert!(c.contains("hello-c exited with status 0"), "{c}");
+    let rust = s.command("run /bin/hello");
+    assert!(
+        rust.contains("hello from pid ") && rust.contains("hello exited with status 0"),
+        "{rust}"
+    );
+    let embedded = s.command("run fork-tree");
+    assert!(
+        embedded.contains("all right") && embedded.contains("exited with status 0"),
+        "{embedded}"
+    );
+    let progs = s.command("progs");
+    for listed in ["hello", "bad-forkbomb", "/bin/hello-c"] {
+        assert!(
+            progs.contains(listed),
+            "progs does not list {listed}:\n{progs}"
+        );
+    }
+    assert!(
+        !progs.contains("/etc/notes"),
+        "progs lists a text file:\n{progs}"
+    );
+    let refused = s.command("run /etc/notes");
+    assert!(
+        refused.contains("run: /etc/notes: not a program quartet can run: "),
+        "{refused}"
+    );
+    let missing = s.command("run nosuchprogram");
+    assert!(
+        missing.contains("run: nosuchprogram: cannot read the program: ENOENT"),
+        "{missing}"
+    );
+    let segv = s.command("run bad-read-kernel");
+    assert!(
+        segv.contains("killed by SIGSEGV")
+            && segv.contains("bad-read-kernel killed by SIGSEGV (11)"),
+        "{segv}"
+    );
+    // Ctrl-C reaches a foreground program that never enters the kernel, as SIGINT.
+    s.send(b"run bad-loop\r");
+    s.expect("looping forever");
+    s.send(b"\x03");
+    let ended = s.expect(PROMPT);
+    assert!(ended.contains("bad-loop killed by SIGINT (2)"), "{ended}");
+    // A background loop shows in ps with user time, and kill ends it.
+    let started = s.command("run bad-loop &");
+    let pid: u32 = started
+        .split('[')
+        .nth(1)
+        .and_then(|r| r.split(']').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no [pid] in {started:?}"));
+    let ps = s.command("ps");
+    assert!(
+        ps.contains("user processes:") && ps.contains("bad-loop"),
+        "{ps}"
+    );
+    let killed = s.command(&format!("kill {pid}"));
+    assert!(
+        killed.contains(&format!("sent SIGKILL to process {pid}")),
+        "{killed}"
+    );
+    let mut gone = false;
+    for _ in 0..50 {
+        if s.command("ps").contains("no user processes") {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(gone, "the killed background process is still listed");
 }

@@ -868,17 +868,14 @@ pub fn asid_stats() -> (usize, usize, u64) {
     (a.in_use(), a.count(), a.rollovers())
 }
 
-/// The table TTBR0 holds when no user space runs: no valid entry, so any user address faults.
-#[cfg(target_os = "none")]
-static EMPTY_TABLE: crate::arch::aarch64::pagetable::Table =
-    crate::arch::aarch64::pagetable::Table::EMPTY;
-
 /// Leave user space on this CPU: TTBR0 -> the empty table with ASID 0 (kernel threads).
 ///
 /// Like `activate`, only once the kernel runs from TTBR1 (the high half).
 #[cfg(target_os = "none")]
 pub fn deactivate_user() {
-    let table = super::virt_to_phys(&EMPTY_TABLE as *const _ as usize);
+    // The same empty table boot gave every CPU (src/arch/aarch64/mmu.rs), with ASID 0, which
+    // no address space gets.
+    let table = crate::arch::aarch64::mmu::empty_table_address() as usize;
     crate::arch::aarch64::tlb::set_ttbr0(table, 0);
     if let Some(a) = ASIDS.get() {
         crate::sync::irq::push_off();

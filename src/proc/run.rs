@@ -255,7 +255,8 @@ pub fn current_process() -> Option<&'static Process> {
     // SAFETY: a non-zero word was stored by `attach` for this very task, which is running, and
     // is given back only in `exit_current` after the last use. 'static stands for "while this
     // thread runs", which is all any caller (running on it) needs.
-    (word != 0).then(|| unsafe { process::from_word(word) })
+    // Bit 0 marks a raw table a test installed (see `switch_hook`), not a process.
+    (word != 0 && word & 1 == 0).then(|| unsafe { process::from_word(word) })
 }
 
 /// The scheduler's address-space hook: load the next task's user address space, or the empty
