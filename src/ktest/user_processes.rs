@@ -7,14 +7,16 @@
 
 use alloc::format;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use super::KTest;
 use crate::platform::Platform;
+use crate::proc::console::{Capture, files_writing_to};
 use crate::proc::run;
 use crate::proc::signal::{SIGBUS, SIGILL, SIGKILL, SIGSEGV};
 use crate::proc::tree::ExitStatus;
-use crate::task::{self, Pid};
+use crate::task::{self, CpuMask, Pid};
 
 pub static TESTS: &[KTest] = &[
     KTest {
@@ -47,11 +49,20 @@ pub static TESTS: &[KTest] = &[
     },
 ];
 
-fn start(name: &str, args: &[&str]) -> Result<Pid, String> {
+/// Start `name` with its output captured (the boot tests hold the console to kernel lines).
+fn start_capturing(name: &str, args: &[&str]) -> Result<(Pid, Arc<Capture>), String> {
     let mut argv = Vec::with_capacity(args.len() + 1);
     argv.push(String::from(name));
     argv.extend(args.iter().map(|a| String::from(*a)));
-    run::spawn(name, argv).map_err(|e| format!("{name}: {e}"))
+    let out = Arc::new(Capture::new());
+    let files = files_writing_to(out.clone());
+    let pid = run::spawn_with_files(name, argv, CpuMask::ALL, files)
+        .map_err(|e| format!("{name}: {e}"))?;
+    Ok((pid, out))
+}
+
+fn start(name: &str, args: &[&str]) -> Result<Pid, String> {
+    start_capturing(name, args).map(|(pid, _)| pid)
 }
 
 fn wait(name: &str, pid: Pid) -> Result<ExitStatus, String> {
@@ -72,7 +83,17 @@ fn expect(name: &str, args: &[&str], want: ExitStatus) -> Result<(), String> {
 }
 
 fn hello(_: &Platform<'static>) -> Result<(), String> {
-    expect("hello", &[], ExitStatus::Exited(0))
+    let (pid, out) = start_capturing("hello", &["one"])?;
+    let status = wait("hello", pid)?;
+    let text = out.text();
+    if status != ExitStatus::Exited(0) {
+        return Err(format!("hello ended {status:?}, printing {text:?}"));
+    }
+    let want = format!("hello from pid {pid} (parent 0) on cpu ");
+    if !text.starts_with(&want) || !text.contains(", argc 2\n  argv[1] = one\n") {
+        return Err(format!("hello printed {text:?}"));
+    }
+    Ok(())
 }
 
 fn sixteen_mixed(_: &Platform<'static>) -> Result<(), String> {

@@ -110,6 +110,17 @@ pub fn spawn(name: &str, args: Vec<String>) -> Result<Pid, SpawnFailure> {
 /// `spawn`, with the process (and every process it forks) allowed only on the CPUs of
 /// `affinity`: the benchmarks pin a process to one CPU.
 pub fn spawn_on(name: &str, args: Vec<String>, affinity: CpuMask) -> Result<Pid, SpawnFailure> {
+    spawn_with_files(name, args, affinity, super::console::standard_files())
+}
+
+/// `spawn_on` with the descriptor table the program starts with (the tests give it a file that
+/// captures its output).
+pub fn spawn_with_files(
+    name: &str,
+    args: Vec<String>,
+    affinity: CpuMask,
+    files: FdTable,
+) -> Result<Pid, SpawnFailure> {
     let bytes = load_program_bytes(name).map_err(SpawnFailure::NotFound)?;
     let (mm, entry) = load_image(&bytes)?;
     drop(bytes);
@@ -118,7 +129,7 @@ pub fn spawn_on(name: &str, args: Vec<String>, affinity: CpuMask) -> Result<Pid,
         short,
         KERNEL_PARENT,
         mm,
-        super::console::standard_files(),
+        files,
         Start::Program { entry, args },
         affinity,
     )
