@@ -439,7 +439,9 @@ pub fn release(pid: Pid) {
 /// shell's Ctrl-C).
 pub fn wait_kernel_child(pid: Pid, mut interrupt: impl FnMut() -> bool) -> SysResult<ExitStatus> {
     loop {
-        if let Some(status) = PROCESS_TREE.lock().reap_kernel_child(pid)? {
+        // The tree's lock is released before `release`, which may sleep.
+        let reaped = PROCESS_TREE.lock().reap_kernel_child(pid)?;
+        if let Some(status) = reaped {
             release(pid);
             return Ok(status);
         }
