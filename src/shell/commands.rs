@@ -631,6 +631,22 @@ fn page_frames(sh: &mut Shell) {
         sh,
         format_args!("ASIDs: {asids} of {of} taken in this generation, {rollovers} roll-overs\n"),
     );
+    let processes = crate::proc::processes();
+    if !processes.is_empty() {
+        sh.write("pages per process:");
+        for p in processes {
+            print(
+                sh,
+                format_args!(" {} ({}) {}", p.pid, p.name(), p.pages_in_use()),
+            );
+        }
+        sh.write("\n");
+    }
+    let fs = crate::fs::root().usage();
+    print(
+        sh,
+        format_args!("file system: {} pages of file contents\n", fs.pages),
+    );
 }
 
 fn log_lines(sh: &mut Shell, args: &[&str]) -> Outcome {
