@@ -58,7 +58,7 @@ pub fn init(platform: &Platform<'_>) {
 
 /// Write one complete line (it should end in '\n').
 pub fn write_line(line: &str) {
-    // With the MMU off a lock may never be taken (FACTS.md), so early lines go unlocked; only
+    // With the MMU off a lock may never be taken (chapter 4), so early lines go unlocked; only
     // the boot CPU runs then, so nothing can interleave with them.
     if !crate::arch::aarch64::mmu::is_enabled() || UART.is_held_by_current_cpu() {
         emergency_write(line);

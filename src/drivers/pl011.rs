@@ -167,7 +167,7 @@ mod tests {
 
     #[test]
     fn pi4_divisors_match_the_bcm2711_clock() {
-        // 48 MHz reference clock (config.txt pins it): values from FACTS.md.
+        // 48 MHz reference clock (config.txt pins it): IBRD/FBRD from the PL011 baud formula.
         assert_eq!(baud_divisors(48_000_000, 115_200), (26, 3));
         assert_eq!(baud_divisors(48_000_000, 921_600), (3, 16));
     }

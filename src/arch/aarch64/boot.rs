@@ -15,7 +15,7 @@
 //! their own MPIDR, switch the MMU on with the trampoline and the real kernel map, jump high,
 //! drop the trampoline (TTBR0 becomes the empty table) and run `secondary_main`. Nothing here
 //! touches a lock or an atomic: with the MMU off every data access is Device memory, where
-//! exclusive loads and stores may never succeed (FACTS.md).
+//! exclusive loads and stores may never succeed (chapter 4 explains why).
 
 use core::sync::atomic::AtomicU64;
 
