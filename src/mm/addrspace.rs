@@ -829,27 +829,11 @@ impl AddressSpace {
     }
 
     /// Run this address space's user half on this CPU: TTBR0 = root | ASID << 48, with the
-    /// local TLB flush a new ASID generation asks for.
-    ///
-    /// Until the kernel runs in the high half, TTBR0 holds the kernel's identity map, and
-    /// loading a user table there would unmap the kernel: do not call this before then.
+    /// local TLB flush a new ASID generation asks for. It takes `&self`: it uses only the root,
+    /// fixed for the space's life, and the ASID word, which is atomic, so the scheduler's switch
+    /// hook can call it with IRQs masked, without the lock around the space.
     #[cfg(target_os = "none")]
-    pub fn activate(&mut self) {
-        use crate::arch::aarch64::tlb;
-        crate::sync::irq::push_off();
-        let cpu = crate::percpu::this_cpu().id;
-        let switch = asids().switch_to(cpu, &self.context);
-        if switch.flush_local_tlb {
-            tlb::flush_all_local();
-        }
-        tlb::set_ttbr0(self.root, switch.asid);
-        crate::sync::irq::pop_off();
-    }
-    /// `activate` for a caller that cannot take the lock around the space (the scheduler's
-    /// switch hook, with IRQs masked): it uses only the root, fixed for the space's life, and
-    /// the ASID word, which is atomic.
-    #[cfg(target_os = "none")]
-    pub fn activate_shared(&self) {
+    pub fn activate(&self) {
         use crate::arch::aarch64::tlb;
         crate::sync::irq::push_off();
         let cpu = crate::percpu::this_cpu().id;

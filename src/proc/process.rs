@@ -115,11 +115,11 @@ impl Process {
     pub fn switch_in(&self) {
         // SAFETY: only the process's own thread replaces or drops the address space (exec,
         // exit), and that thread is not running while a CPU switches to it, or is the caller
-        // itself with IRQs masked; everyone else only reads. `activate_shared` touches only the
+        // itself with IRQs masked; everyone else only reads. `activate` touches only the
         // root (fixed for the space's life) and the ASID word (atomic).
         let mm = unsafe { &*self.mm.data_ptr() };
         match mm {
-            Some(mm) => mm.activate_shared(),
+            Some(mm) => mm.activate(),
             None => addrspace::deactivate_user(),
         }
     }

@@ -33,11 +33,6 @@ impl Reaper {
         self.wakeup.wake_one();
     }
 
-    /// Processes waiting to be freed.
-    pub fn backlog(&self) -> usize {
-        self.pending.lock().len()
-    }
-
     /// Start the reaper's thread (once).
     pub fn start(&'static self) {
         self.started.call_once(|| {

@@ -334,7 +334,7 @@ fn on_user_exception(frame: &mut TrapFrame, why: UserException) {
                 UserException::Breakpoint => (signal::SIGTRAP, "breakpoint"),
                 _ => (signal::SIGILL, "unexpected exception"),
             };
-            report_and_raise(p, frame, sig, what, None);
+            report_and_raise(p, frame, sig, what);
         }
     }
 }
@@ -346,21 +346,16 @@ fn user_fault(p: &Process, frame: &TrapFrame, far: usize, access: Access) {
         Ok(()) => {}
         // Like Linux's OOM killer: the process that needed the page dies, the kernel goes on.
         Err(e @ FaultError::OutOfMemory { .. }) => {
-            report_and_raise(p, frame, signal::SIGKILL, &alloc::format!("{e}"), None)
+            report_and_raise(p, frame, signal::SIGKILL, &alloc::format!("{e}"))
         }
-        Err(e) => report_and_raise(p, frame, signal::SIGSEGV, &alloc::format!("{e}"), None),
+        Err(e) => report_and_raise(p, frame, signal::SIGSEGV, &alloc::format!("{e}")),
     }
 }
 
-fn report_and_raise(p: &Process, frame: &TrapFrame, sig: u32, what: &str, far: Option<usize>) {
-    match far {
-        Some(far) => log::warn!(target: "proc",
-            "pid {} ({}): {} (fault address {far:#x}), pc {:#x}: killed by {}",
-            p.pid, p.name(), what, frame.elr, signal::name(sig)),
-        None => log::warn!(target: "proc",
-            "pid {} ({}): {} at pc {:#x}: killed by {}",
-            p.pid, p.name(), what, frame.elr, signal::name(sig)),
-    }
+fn report_and_raise(p: &Process, frame: &TrapFrame, sig: u32, what: &str) {
+    log::warn!(target: "proc",
+        "pid {} ({}): {} at pc {:#x}: killed by {}",
+        p.pid, p.name(), what, frame.elr, signal::name(sig));
     p.signals.raise(sig);
 }
 
@@ -408,7 +403,6 @@ pub fn exit_current(status: ExitStatus) -> ! {
                 pp.child_exited.wake_all();
             }
         }
-        KERNEL_CHILD_EXITED.wake_all();
         for (reaped, _) in &effects.reap {
             REAPER.push(*reaped);
         }
@@ -422,10 +416,6 @@ pub fn exit_current(status: ExitStatus) -> ! {
     unsafe { process::detach(word) };
     task::exit(code)
 }
-
-/// Where the kernel's own waits (the shell's `run`) sleep until one of its children exits.
-pub static KERNEL_CHILD_EXITED: crate::task::WaitQueue =
-    crate::task::WaitQueue::named("kernel child exited");
 
 /// Free everything left of process `pid` once its thread is gone: the task itself (reaped from
 /// the scheduler's process list) and the registry's reference.
