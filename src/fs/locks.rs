@@ -79,6 +79,9 @@ pub fn lock_fd_table<T>(lock: &FdTableLock<T>) -> FdTableGuard<'_, T> {
     lock.lock()
 }
 
+/// Iterations of the busy loop inside a broken variant's gap (tens of microseconds under QEMU).
+const GAP_SPINS: u32 = 4096;
+
 /// The deliberately broken variants of one ramfs, off unless a test turns one on. They belong
 /// to one file system, not to all, so a test that breaks its own ramfs leaves every other alone.
 #[derive(Default)]
@@ -105,5 +108,16 @@ impl Broken {
     }
     pub(crate) fn split_create(&self) -> bool {
         self.split_create.load(Ordering::Relaxed)
+    }
+    /// The gap a broken variant leaves between its two acquisitions, held open on purpose.
+    ///
+    /// Two CPUs must be inside the gap at the same moment for the bug to show. Under QEMU the
+    /// vCPUs are host threads that a busy host runs in turns, so a gap of a few instructions is
+    /// rarely shared; one this long makes the gap most of each operation, and then any moment
+    /// two vCPUs run together shows the bug.
+    pub(crate) fn hold_the_gap_open(&self) {
+        for i in 0..GAP_SPINS {
+            core::hint::black_box(i);
+        }
     }
 }

@@ -496,11 +496,8 @@ impl RamFs {
         if self.inner.broken.split_create() {
             // BROKEN on purpose: the name was checked under one acquisition and is inserted
             // under another, so a creator running in between is not seen.
-            // The busy loop widens the gap, so that tests see the race within a bounded run.
             drop(ns);
-            for i in 0..256u32 {
-                core::hint::black_box(i);
-            }
+            self.inner.broken.hold_the_gap_open();
             ns = locks::lock_namespace(&self.inner.namespace);
         }
         let inode = self.make_inode(FileKind::Regular)?;
@@ -740,9 +737,7 @@ impl File for OpenFile {
             // BROKEN on purpose: the end is read under one acquisition and written at under
             // another, so two appenders can both write at the same old end.
             let end = locks::lock_inode(&self.inode.contents).size;
-            for i in 0..64u32 {
-                core::hint::black_box(i);
-            }
+            self.fs.broken.hold_the_gap_open();
             let mut contents = locks::lock_inode(&self.inode.contents);
             let n = self.inode.write_at(&mut contents, end, buf)?;
             self.offset.store((end + n) as u64, Ordering::Relaxed);
