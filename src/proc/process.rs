@@ -31,15 +31,15 @@ use crate::task::{Mutex, Pid, WaitQueue};
 /// limit needs a user to count against.
 pub const DEFAULT_USER: u32 = 1000;
 
-/// Time a process spent, in counter ticks.
+/// Time a process spent, in counter ticks, sampled at the timer tick: each tick is charged
+/// whole to what it interrupted (src/proc/run.rs `account_tick`), so short stretches average
+/// out rather than being timed one by one.
 #[derive(Debug, Default)]
 pub struct Times {
     /// Running user code.
     pub user: AtomicU64,
     /// Running the kernel on the process's behalf (system calls, faults).
     pub system: AtomicU64,
-    /// When the thread last entered the kernel from user mode, or returned to user mode.
-    pub last_crossing: AtomicU64,
 }
 
 /// A user process. See the module doc.
@@ -124,25 +124,15 @@ impl Process {
         }
     }
 
-    /// Account the stretch since the last crossing to user time: the thread has just entered
-    /// the kernel from user mode at `now`.
-    pub fn entered_kernel(&self, now: u64) {
-        let last = self.times.last_crossing.swap(now, Ordering::Relaxed);
-        if last != 0 {
-            self.times
-                .user
-                .fetch_add(now.saturating_sub(last), Ordering::Relaxed);
-        }
-    }
-
-    /// Account the stretch since entry to system time: the thread returns to user mode at `now`.
-    pub fn returning_to_user(&self, now: u64) {
-        let last = self.times.last_crossing.swap(now, Ordering::Relaxed);
-        if last != 0 {
-            self.times
-                .system
-                .fetch_add(now.saturating_sub(last), Ordering::Relaxed);
-        }
+    /// Charge one tick's worth of counter ticks to user or system time: the tick found this
+    /// process's thread running user code (`from_user`) or the kernel on its behalf.
+    pub fn charge_tick(&self, from_user: bool, ticks: u64) {
+        let bucket = if from_user {
+            &self.times.user
+        } else {
+            &self.times.system
+        };
+        bucket.fetch_add(ticks, Ordering::Relaxed);
     }
 }
 

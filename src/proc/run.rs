@@ -310,7 +310,6 @@ fn activate_current() {
 /// process's own kernel stack, with IRQs masked.
 fn on_user_exception(frame: &mut TrapFrame, why: UserException) {
     let p = current_process().expect("an exception from EL0 on a thread with no process");
-    p.entered_kernel(crate::arch::counter());
     irqflags::local_irq_enable();
     match why {
         UserException::Syscall => {
@@ -360,7 +359,7 @@ fn report_and_raise(p: &Process, frame: &TrapFrame, sig: u32, what: &str) {
 }
 
 /// The last kernel code before user mode: a pending fatal signal ends the process here
-/// (the frame is never returned to); otherwise account system time and go back.
+/// (the frame is never returned to); a thread whose slice is used up yields; then back.
 pub fn return_path(_frame: &mut TrapFrame) {
     let Some(p) = current_process() else {
         return;
@@ -372,7 +371,15 @@ pub fn return_path(_frame: &mut TrapFrame) {
     }
     // A system call that used up the slice yields here, as an interrupt's way out would.
     task::preempt_on_irq_exit();
-    p.returning_to_user(crate::arch::counter());
+}
+
+/// The tick's time accounting: a tick that found a process's thread running charges it to the
+/// process, as user time if it interrupted user mode, else as system time. A thread asleep in
+/// the kernel (in `wait4`, say) is not running and is charged nothing.
+fn account_tick(from_user: bool, ticks: u64) {
+    if let Some(p) = current_process() {
+        p.charge_tick(from_user, ticks);
+    }
 }
 
 /// End the current process with `status`: close its files, free its address space (pages,
@@ -540,6 +547,9 @@ pub fn init() {
     arch_user::set_user_exception_handler(on_user_exception);
     arch_user::set_return_to_user_hook(return_path);
     task::set_address_space_hook(switch_hook);
+    if !crate::irq::tick::set_account_hook(account_tick) {
+        log::warn!(target: "proc", "a time-accounting hook was already set: process times stay 0");
+    }
     crate::arch::aarch64::uaccess::set_user_fault_resolver(resolve_copy_fault);
     REAPER.start();
 }

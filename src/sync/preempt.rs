@@ -70,6 +70,11 @@ pub fn cpu_count_address(cpu: usize) -> usize {
     COUNT.for_cpu(cpu) as *const AtomicU32 as usize
 }
 
+/// Is `word` one of the CPUs' own counts (a CPU's flow runs), rather than a task's?
+pub fn is_cpu_count_address(word: usize) -> bool {
+    (cpu_count_address(0)..=cpu_count_address(MAX_CPUS - 1)).contains(&word)
+}
+
 #[inline(always)]
 fn add(delta: u32) {
     if let Some(c) = mine() {

@@ -47,6 +47,13 @@ pub struct TrapFrame {
     pub reserved: u64,
 }
 const _: () = assert!(core::mem::size_of::<TrapFrame>() == 832);
+
+impl TrapFrame {
+    /// Was the exception taken from user mode? SPSR.M[4:0] reads 0 (EL0t, AArch64) exactly then.
+    pub fn came_from_user(&self) -> bool {
+        self.spsr & 0x1f == 0
+    }
+}
 // The assembly below and in user.rs addresses the fields by these offsets.
 const _: () = {
     use core::mem::offset_of;

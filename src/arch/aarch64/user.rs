@@ -361,8 +361,12 @@ quartet_user_exception_common:
     mrs     x11, spsr_el1
     stp     x10, x11, [sp, #248]
     mrs     x10, esr_el1
+    mov     x11, xzr                        // a system call has no fault address to read
+    lsr     x12, x10, #26
+    cmp     x12, #0x15                      // EC: SVC from AArch64
+    b.eq    1f
     mrs     x11, far_el1
-    stp     x10, x11, [sp, #264]
+1:  stp     x10, x11, [sp, #264]
     mrs     x10, sp_el0
     str     x10, [sp, #280]
     add     x10, sp, #288
@@ -438,19 +442,42 @@ quartet_user_exception_return:
     ldp     q26, q27, [x10, #416]
     ldp     q28, q29, [x10, #448]
     ldp     q30, q31, [x10, #480]
+    // A register that already holds the frame's value is not written again: after a system
+    // call that nothing interrupted, FPCR, FPSR, SP_EL0, ELR and SPSR all still do. Under QEMU
+    // every system-register write ends a translated block (a lookup and, for some, a helper
+    // call), so the skips save about a tenth of a null system call; on hardware a read and a
+    // compare cost about what the write would.
     add     x13, sp, #800
     ldp     x11, x12, [x13]
+    mrs     x14, fpcr
+    cmp     x14, x11
+    b.eq    1f
     msr     fpcr, x11
+1:  mrs     x14, fpsr
+    cmp     x14, x12
+    b.eq    1f
     msr     fpsr, x12
-    ldr     x10, [x13, #16]
+1:  ldr     x10, [x13, #16]
     msr     tpidr_el0, x10
     ldr     x10, [sp, #280]
+    mrs     x14, sp_el0
+    cmp     x14, x10
+    b.eq    1f
     msr     sp_el0, x10
+1:  mrs     x14, tpidrro_el0
+    cbz     x14, 1f
     msr     tpidrro_el0, xzr                // the kernel's entry uses it as scratch
-    ldp     x10, x11, [sp, #248]
+1:  ldp     x10, x11, [sp, #248]
     and     x11, x11, #{spsr_keep}          // EL0t, AArch64, DAIF clear: only NZCV from the frame
+    mrs     x14, elr_el1
+    cmp     x14, x10
+    b.eq    1f
     msr     elr_el1, x10
+1:  mrs     x14, spsr_el1
+    cmp     x14, x11
+    b.eq    1f
     msr     spsr_el1, x11
+1:
     ldp     x2, x3, [sp, #16]
     ldp     x4, x5, [sp, #32]
     ldp     x6, x7, [sp, #48]

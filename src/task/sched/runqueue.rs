@@ -128,17 +128,23 @@ pub fn current_pid() -> Pid {
     current().pid
 }
 
-/// The running task's user-context word (`Task::user_context`) without taking a count on the
-/// task: every system call asks for it, so it costs two loads instead of two atomic updates.
+/// The running task's user-context word (`Task::user_context`), found from the task word
+/// alone: every system call asks for it, so it costs one `mrs` and one load, with no count
+/// taken and no interrupt masking (Linux finds `current` the same way, in SP_EL0).
+///
+/// While a spawned task runs, the task word is the address of its own `preempt_count` field
+/// (`Task::task_word`), so the task is that address minus the field's offset. A CPU's own flow
+/// (task 0, the idle loop) uses the CPU's count instead and never has a user context. A
+/// preemption anywhere in here changes nothing: the word read is this task's on any CPU.
 pub fn current_user_context() -> usize {
-    let flags = irqflags::local_irq_save();
-    let cpu = percpu::this_cpu().id;
-    let p = current_ptr(SCHED.for_cpu(cpu), cpu);
-    // SAFETY: the slot owns a count on `p`, and `p` is the caller itself (it is running), so
-    // the task lives at least as long as this call.
-    let word = unsafe { (*p).user_context() };
-    irqflags::local_irq_restore(flags);
-    word
+    let word = crate::arch::task_word();
+    if word == 0 || crate::sync::preempt::is_cpu_count_address(word) {
+        return 0;
+    }
+    let task = (word - core::mem::offset_of!(Task, preempt_count)) as *const Task;
+    // SAFETY: the word is the running task's own count (above), inside its `Task`, which the
+    // CPU's reference keeps alive while it runs; the caller is that task.
+    unsafe { (*task).user_context() }
 }
 
 /// Is the task whose address is `token` running on some CPU right now? (A mutex's optimistic
