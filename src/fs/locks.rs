@@ -23,15 +23,18 @@
 //! a few microseconds.
 //!
 //! Every acquisition goes through the three `lock_*` functions below, so that the kernel can
-//! later choose, at boot, between these fine-grained locks, one lock per subsystem, or one big
-//! kernel lock, by changing this file alone.
+//! choose at boot between these fine-grained locks alone and, under the subsystem strategy
+//! (src/proc/locking.rs, chapter 25), one lock for the whole file system taken before each of
+//! them (`serialize_with`): it is recursive, so the namespace-then-inode nesting takes it once.
 //!
 //! `Broken` holds the deliberately broken variants the stress test must catch (chapter 22, "What
 //! goes wrong without the locks"). Each splits one critical section in two, the classic
 //! check-then-act bug, which breaks the fs's invariants without any undefined behaviour.
 
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::ops::{Deref, DerefMut};
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
+use crate::sync::biglock::{BigLock, Hold};
 use crate::sync::spinlock::DefaultRawLock;
 use crate::sync::{SpinLock, SpinLockGuard};
 
@@ -42,9 +45,47 @@ pub type InodeLock<T> = SpinLock<T>;
 /// The lock over one process's descriptor table.
 pub type FdTableLock<T> = SpinLock<T>;
 
-pub type NamespaceGuard<'a, T> = SpinLockGuard<'a, T, DefaultRawLock>;
-pub type InodeGuard<'a, T> = SpinLockGuard<'a, T, DefaultRawLock>;
-pub type FdTableGuard<'a, T> = SpinLockGuard<'a, T, DefaultRawLock>;
+/// A guard of one of the fs's locks, and, under the subsystem strategy, one level of the
+/// whole file system's lock, taken before it and let go after it.
+pub struct FsGuard<'a, T> {
+    // Fields drop in order: the fine lock first, then the subsystem's.
+    guard: SpinLockGuard<'a, T, DefaultRawLock>,
+    _subsystem: Hold,
+}
+
+impl<T> Deref for FsGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.guard
+    }
+}
+
+impl<T> DerefMut for FsGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.guard
+    }
+}
+
+pub type NamespaceGuard<'a, T> = FsGuard<'a, T>;
+pub type InodeGuard<'a, T> = FsGuard<'a, T>;
+pub type FdTableGuard<'a, T> = FsGuard<'a, T>;
+
+/// The file system's one lock under the subsystem strategy (src/proc/locking.rs); none
+/// otherwise.
+static SUBSYSTEM_LOCK: AtomicPtr<BigLock> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Serialize the whole file system with `lock` as well as its own locks (at boot, before any
+/// file is used).
+pub fn serialize_with(lock: &'static BigLock) {
+    SUBSYSTEM_LOCK.store(lock as *const BigLock as *mut BigLock, Ordering::Release);
+}
+
+#[track_caller]
+fn subsystem() -> Hold {
+    let lock = SUBSYSTEM_LOCK.load(Ordering::Acquire);
+    // SAFETY: only `serialize_with` stores, from a `&'static BigLock`.
+    Hold::take((!lock.is_null()).then(|| unsafe { &*lock }))
+}
 
 /// A namespace lock. Every one is built here, so the lock validator sees one class.
 pub fn new_namespace_lock<T>(tree: T) -> NamespaceLock<T> {
@@ -63,20 +104,35 @@ pub fn new_fd_table_lock<T>(slots: T) -> FdTableLock<T> {
 
 /// Take the namespace lock: first in the fs's order, after an fd-table lock if one is held.
 #[inline]
+#[track_caller]
 pub fn lock_namespace<T>(lock: &NamespaceLock<T>) -> NamespaceGuard<'_, T> {
-    lock.lock()
+    let _subsystem = subsystem();
+    FsGuard {
+        guard: lock.lock(),
+        _subsystem,
+    }
 }
 
 /// Take an inode lock: last in the fs's order.
 #[inline]
+#[track_caller]
 pub fn lock_inode<T>(lock: &InodeLock<T>) -> InodeGuard<'_, T> {
-    lock.lock()
+    let _subsystem = subsystem();
+    FsGuard {
+        guard: lock.lock(),
+        _subsystem,
+    }
 }
 
 /// Take an fd-table lock: first in the fs's order.
 #[inline]
+#[track_caller]
 pub fn lock_fd_table<T>(lock: &FdTableLock<T>) -> FdTableGuard<'_, T> {
-    lock.lock()
+    let _subsystem = subsystem();
+    FsGuard {
+        guard: lock.lock(),
+        _subsystem,
+    }
 }
 
 /// Iterations of the busy loop inside a broken variant's gap (tens of microseconds under QEMU).

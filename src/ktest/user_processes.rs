@@ -98,7 +98,19 @@ fn hello(_: &Platform<'static>) -> Result<(), String> {
 
 fn sixteen_mixed(_: &Platform<'static>) -> Result<(), String> {
     let cpus: Vec<usize> = crate::smp::online_cpus().collect();
-    let before: Vec<u64> = cpus
+    // Where the processes trapped: the CPU that served each call, or under the leader
+    // strategy the CPU that handed it to cpu0.
+    let leader = crate::proc::locking::strategy() == crate::proc::locking::Strategy::Leader;
+    let trapped_on = |c: usize| {
+        if leader {
+            crate::proc::locking::handoffs_from(c)
+                + u64::from(c == 0) * crate::syscall::table::calls_on(0)
+        } else {
+            crate::syscall::table::calls_on(c)
+        }
+    };
+    let before: Vec<u64> = cpus.iter().map(|&c| trapped_on(c)).collect();
+    let served_before: Vec<u64> = cpus
         .iter()
         .map(|&c| crate::syscall::table::calls_on(c))
         .collect();
@@ -120,13 +132,27 @@ fn sixteen_mixed(_: &Platform<'static>) -> Result<(), String> {
     let idle: Vec<usize> = cpus
         .iter()
         .zip(&before)
-        .filter(|&(&c, &b)| crate::syscall::table::calls_on(c) == b)
+        .filter(|&(&c, &b)| trapped_on(c) == b)
         .map(|(&c, _)| c)
         .collect();
     if !idle.is_empty() && cpus.len() > 1 {
         return Err(format!(
             "16 processes made system calls, but never on cpu {idle:?}: the load was not shared"
         ));
+    }
+    if leader {
+        // Every call ran on the leader, wherever the process trapped.
+        let served_elsewhere: Vec<usize> = cpus
+            .iter()
+            .zip(&served_before)
+            .filter(|&(&c, &b)| c != 0 && crate::syscall::table::calls_on(c) != b)
+            .map(|(&c, _)| c)
+            .collect();
+        if !served_elsewhere.is_empty() {
+            return Err(format!(
+                "locking=leader, yet cpu {served_elsewhere:?} served system calls itself"
+            ));
+        }
     }
     Ok(())
 }

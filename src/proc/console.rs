@@ -17,6 +17,7 @@ impl File for Console {
     }
 
     fn write(&self, buf: &[u8]) -> SysResult<usize> {
+        let _console = super::locking::subsystem(super::locking::Subsystem::Console);
         crate::console::write_bytes(buf);
         Ok(buf.len())
     }

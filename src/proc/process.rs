@@ -18,7 +18,7 @@
 
 use alloc::string::String;
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::signal::Pending;
 use crate::fs::FdTable;
@@ -56,6 +56,9 @@ pub struct Process {
     pub times: Times,
     /// Page faults this process took (demand-zero fills and copy-on-write copies).
     pub faults: AtomicU64,
+    /// Where the process's thread runs user code (a `CpuMask`): what `fork` gives the child.
+    /// The thread's own mask may differ for a while (the leader strategy moves it to CPU 0).
+    pub user_affinity: AtomicU32,
 }
 
 impl Process {
@@ -69,6 +72,7 @@ impl Process {
             signals: Pending::new(),
             child_exited: WaitQueue::new(),
             times: Times::default(),
+            user_affinity: AtomicU32::new(crate::task::state::CpuMask::ALL.0),
             faults: AtomicU64::new(0),
         }
     }
@@ -89,6 +93,7 @@ impl Process {
             Access::Write => addrspace::Access::Write,
             Access::Exec => addrspace::Access::Exec,
         };
+        let _mm = super::locking::subsystem(super::locking::Subsystem::Mm);
         let mut mm = self.mm.lock();
         let Some(mm) = mm.as_mut() else {
             return Err(FaultError::NoRegion { addr: far });
@@ -100,6 +105,7 @@ impl Process {
 
     /// Run `f` on the address space under its lock; ESRCH once the process has exited.
     pub fn with_mm<R>(&self, f: impl FnOnce(&mut AddressSpace) -> R) -> crate::errno::SysResult<R> {
+        let _mm = super::locking::subsystem(super::locking::Subsystem::Mm);
         let mut mm = self.mm.lock();
         let mm = mm.as_mut().ok_or(crate::errno::Errno::ESRCH)?;
         Ok(f(mm))

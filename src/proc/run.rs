@@ -14,6 +14,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
+use super::locking::{self, Subsystem};
 use super::process::{self, DEFAULT_USER, Process};
 use super::signal;
 use super::tree::{ExitStatus, KERNEL_PARENT, WaitFor};
@@ -154,6 +155,7 @@ fn start_process(
     start: Start,
     affinity: CpuMask,
 ) -> SysResult<Pid> {
+    let _proc = locking::subsystem(Subsystem::Proc);
     PROCESS_TREE.lock().check_limit(DEFAULT_USER)?;
     let pid = task::spawn_with(
         name,
@@ -164,6 +166,7 @@ fn start_process(
     )
     .map_err(|_| Errno::ENOMEM)?;
     let process = Arc::new(Process::new(pid, DEFAULT_USER, name, mm, files));
+    process.user_affinity.store(affinity.0, Ordering::Relaxed);
     let added = PROCESS_TREE.lock().add(pid, parent, DEFAULT_USER);
     if let Err(e) = added {
         // Another fork took the last slot between the check and here: the thread ends at once.
@@ -313,14 +316,14 @@ fn on_user_exception(frame: &mut TrapFrame, why: UserException) {
     irqflags::local_irq_enable();
     match why {
         UserException::Syscall => {
-            let result = crate::syscall::dispatch(p, frame);
+            let result = locking::on_the_leader(|| crate::syscall::dispatch(p, frame));
             frame.x[0] = result as u64;
         }
         UserException::DataAbort { far, access, .. } => {
-            user_fault(p, frame, far, access);
+            locking::on_the_leader(|| user_fault(p, frame, far, access));
         }
         UserException::InstructionAbort { far, .. } => {
-            user_fault(p, frame, far, Access::Exec);
+            locking::on_the_leader(|| user_fault(p, frame, far, Access::Exec));
         }
         other => {
             let (sig, what) = match other {
@@ -361,14 +364,16 @@ fn report_and_raise(p: &Process, frame: &TrapFrame, sig: u32, what: &str) {
 /// The last kernel code before user mode: a pending fatal signal ends the process here
 /// (the frame is never returned to); a thread whose slice is used up yields; then back.
 pub fn return_path(_frame: &mut TrapFrame) {
-    let Some(p) = current_process() else {
-        return;
-    };
-    if let Some(sig) = p.signals.fatal() {
+    if let Some(p) = current_process()
+        && let Some(sig) = p.signals.fatal()
+    {
         // After an interrupt IRQs are still masked; the teardown may sleep.
         irqflags::local_irq_enable();
         exit_current(ExitStatus::Signaled(sig));
     }
+    // The big kernel lock goes before a possible switch: taking it back only to drop it at
+    // the `eret` would make another CPU wait for nothing.
+    locking::leave_to_user();
     // A system call that used up the slice yields here, as an interrupt's way out would.
     task::preempt_on_irq_exit();
 }
@@ -400,8 +405,12 @@ pub fn exit_current(status: ExitStatus) -> ! {
         irqflags::local_irq_restore(flags);
     }
     // Every page, table and the ASID go back now, not when the parent reaps the process.
-    drop(p.mm.lock().take());
     {
+        let _mm = locking::subsystem(Subsystem::Mm);
+        drop(p.mm.lock().take());
+    }
+    {
+        let _proc = locking::subsystem(Subsystem::Proc);
         // Everything owned here is dropped before the thread ends: its stack is never unwound.
         let effects = PROCESS_TREE.lock().exit(pid, status);
         if let Some(parent) = effects.wake_parent {
@@ -428,6 +437,7 @@ pub fn exit_current(status: ExitStatus) -> ! {
 /// the scheduler's process list) and the registry's reference.
 pub fn release(pid: Pid) {
     let _ = task::wait(pid);
+    let _proc = locking::subsystem(Subsystem::Proc);
     PROCESSES.lock().remove(&pid);
 }
 
@@ -437,7 +447,10 @@ pub fn release(pid: Pid) {
 pub fn wait_kernel_child(pid: Pid, mut interrupt: impl FnMut() -> bool) -> SysResult<ExitStatus> {
     loop {
         // The tree's lock is released before `release`, which may sleep.
-        let reaped = PROCESS_TREE.lock().reap_kernel_child(pid)?;
+        let reaped = {
+            let _proc = locking::subsystem(Subsystem::Proc);
+            PROCESS_TREE.lock().reap_kernel_child(pid)?
+        };
         if let Some(status) = reaped {
             release(pid);
             return Ok(status);
@@ -451,6 +464,7 @@ pub fn wait_kernel_child(pid: Pid, mut interrupt: impl FnMut() -> bool) -> SysRe
 
 /// Nobody will wait for `pid` (a background `run`): the reaper frees it when it ends.
 pub fn disown(pid: Pid) {
+    let _proc = locking::subsystem(Subsystem::Proc);
     if PROCESS_TREE.lock().disown(pid).is_some() {
         REAPER.push(pid);
     }
@@ -461,6 +475,7 @@ pub fn kill(pid: Pid, sig: u32) -> SysResult<()> {
     if sig > signal::MAX_SIGNAL {
         return Err(Errno::EINVAL);
     }
+    let _proc = locking::subsystem(Subsystem::Proc);
     let p = PROCESSES.lock().get(&pid).cloned().ok_or(Errno::ESRCH)?;
     if PROCESS_TREE.lock().is_zombie(pid) {
         return Ok(()); // Linux accepts signals to zombies and ignores them
@@ -484,6 +499,7 @@ pub fn wait_child(p: &Process, which: WaitFor) -> SysResult<(Pid, ExitStatus)> {
             result = Err(Errno::EINTR);
             return true;
         }
+        let _proc = locking::subsystem(Subsystem::Proc);
         match PROCESS_TREE.lock().reap_child(p.pid, which) {
             Ok(Some(found)) => {
                 result = Ok(found);
@@ -504,12 +520,18 @@ pub fn wait_child(p: &Process, which: WaitFor) -> SysResult<(Pid, ExitStatus)> {
 
 /// `fork`: a copy of the current process whose thread returns 0 from the same call.
 pub fn fork(p: &Process, frame: &TrapFrame) -> SysResult<Pid> {
+    // Under the subsystem strategy: processes, then memory, then files (the lock order).
+    let _proc = locking::subsystem(Subsystem::Proc);
     PROCESS_TREE.lock().check_limit(p.user)?;
-    let mm = p.mm.lock().as_mut().ok_or(Errno::ESRCH)?.fork()?;
+    let mm = {
+        let _mm = locking::subsystem(Subsystem::Mm);
+        p.mm.lock().as_mut().ok_or(Errno::ESRCH)?.fork()?
+    };
     let files = p.files.dup_for_fork();
     let mut child_frame = alloc::boxed::Box::new(frame.clone());
     child_frame.x[0] = 0;
-    let affinity = task::current().affinity();
+    // The parent's own mask: under the leader strategy its thread is on CPU 0 just now.
+    let affinity = CpuMask(p.user_affinity.load(Ordering::Relaxed));
     start_process(
         &p.name(),
         p.pid,
@@ -532,7 +554,10 @@ pub fn exec(p: &Process, frame: &mut TrapFrame, path: &str, args: Vec<String>) -
         Err(SpawnFailure::NotFound(e) | SpawnFailure::Refused(e)) => return Err(e),
     };
     drop(bytes);
-    let old = p.mm.lock().replace(mm);
+    let old = {
+        let _mm = locking::subsystem(Subsystem::Mm);
+        p.mm.lock().replace(mm)
+    };
     activate_current();
     drop(old);
     let sp = push_args(&args)?;
@@ -546,6 +571,7 @@ pub fn exec(p: &Process, frame: &mut TrapFrame, path: &str, args: Vec<String>) -
 pub fn init() {
     arch_user::set_user_exception_handler(on_user_exception);
     arch_user::set_return_to_user_hook(return_path);
+    arch_user::set_entry_from_user_hook(locking::enter_from_user);
     task::set_address_space_hook(switch_hook);
     if !crate::irq::tick::set_account_hook(account_tick) {
         log::warn!(target: "proc", "a time-accounting hook was already set: process times stay 0");

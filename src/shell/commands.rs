@@ -438,6 +438,34 @@ fn cpus(sh: &mut Shell, _: &[&str]) -> Outcome {
             ),
         );
     }
+    let locking = crate::proc::locking::strategy();
+    print(
+        sh,
+        format_args!("locking={}: {}\n", locking.name(), locking.describe()),
+    );
+    if locking == crate::proc::locking::Strategy::Leader {
+        print(
+            sh,
+            format_args!(
+                "  {} system calls and faults handed to cpu0 so far\n",
+                crate::proc::locking::handoffs()
+            ),
+        );
+    }
+    for lock in crate::proc::locking::BIG_LOCKS {
+        let (acquired, contended, waited) = lock.stats();
+        if acquired > 0 {
+            let freq = crate::arch::counter_frequency().max(1);
+            print(
+                sh,
+                format_args!(
+                    "  {:<12} taken {acquired}, found held {contended}, waited {} us\n",
+                    lock.name(),
+                    waited * 1_000_000 / freq
+                ),
+            );
+        }
+    }
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 //! IRQ disable it rests on, the preempt count, the reader-writer lock and the seqlock.
 
 pub mod atomic;
+pub mod biglock;
 pub mod completion;
 pub mod irq;
 pub mod lockdep;
@@ -21,6 +22,7 @@ pub mod spsc;
 pub mod waitqueue;
 
 pub use atomic::{AtomicBits, AtomicCounter};
+pub use biglock::BigLock;
 pub use completion::Completion;
 pub use irq::IrqSafeSpinLock;
 pub use mutex::{Mutex, MutexGuard, RawMutex};

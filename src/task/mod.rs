@@ -34,9 +34,9 @@ pub use sched::{
     Policy, SLICE_TICKS, SpawnError, Stats, SwitchRefused, Task, WaitError, can_sleep,
     cpu_switches, current, current_pid, current_token, current_user_context, exit, finish_wait,
     idle_once, init_cpu, kill, lookup, preempt_on_irq_exit, prepare_to_sleep, process_list_poison,
-    queued_on, running_on, set_address_space_hook, settle_reaped, should_stop, sleep, sleep_ticks,
-    spawn, spawn_with, start_secondary_if_ready, stats, stats_of, switch_allowed, task_is_running,
-    tasks, tick, wait, wake, yield_now,
+    queued_on, running_on, set_address_space_hook, set_current_affinity, settle_reaped,
+    should_stop, sleep, sleep_ticks, spawn, spawn_with, start_secondary_if_ready, stats, stats_of,
+    switch_allowed, task_is_running, tasks, tick, wait, wake, yield_now,
 };
 #[cfg(target_os = "none")]
 pub use sleeper::{Completion, KernelSleeper, Mutex, RwSemaphore, Semaphore, WaitQueue};

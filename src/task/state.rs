@@ -150,6 +150,15 @@ impl CpuMask {
     pub const fn is_empty(self) -> bool {
         self.0 == 0
     }
+
+    /// The lowest-numbered CPU in the mask, if any.
+    pub const fn first(self) -> Option<usize> {
+        if self.0 == 0 {
+            None
+        } else {
+            Some(self.0.trailing_zeros() as usize)
+        }
+    }
 }
 
 #[cfg(all(test, not(loom)))]

@@ -191,6 +191,23 @@ mod kernel {
     }
 
     static RETURN_HOOK: AtomicUsize = AtomicUsize::new(0);
+    static ENTRY_HOOK: AtomicUsize = AtomicUsize::new(0);
+
+    /// Run `hook` as the first kernel code after every entry from user mode (a system call, a
+    /// fault, an interrupt), with IRQs masked, before anything is handled. The locking strategy
+    /// takes the big kernel lock there; the return hook is where it goes again.
+    pub fn set_entry_from_user_hook(hook: fn()) {
+        ENTRY_HOOK.store(hook as usize, Ordering::Release);
+    }
+
+    fn run_entry_hook() {
+        let hook = ENTRY_HOOK.load(Ordering::Acquire);
+        if hook != 0 {
+            // SAFETY: the only non-zero value ever stored is a `fn()` (above).
+            let hook: fn() = unsafe { core::mem::transmute(hook) };
+            hook();
+        }
+    }
 
     /// Run `hook` as the last kernel code before every return to user mode (after a system
     /// call, a fault or an interrupt from EL0), on the thread's kernel stack; IRQs may be
@@ -292,6 +309,7 @@ mod kernel {
     /// Every exception taken from EL0 comes here (from `quartet_user_exception_common`).
     #[unsafe(no_mangle)]
     extern "C" fn handle_user_exception(kind: u64, frame: &mut TrapFrame) {
+        run_entry_hook();
         if kind == LOWER_IRQ {
             if !exception::dispatch_irq(frame) {
                 exception::report(kind, frame);

@@ -45,6 +45,8 @@ pub use lifecycle::{
 pub use runqueue::{current, current_pid, current_token, current_user_context, task_is_running};
 pub use sleep::{can_sleep, finish_wait, prepare_to_sleep, sleep, sleep_ticks, wake};
 pub use stats::{Stats, cpu_switches, queued_on, running_on, stats, stats_of};
-pub use switch::{SwitchRefused, set_address_space_hook, switch_allowed, yield_now};
+pub use switch::{
+    SwitchRefused, set_address_space_hook, set_current_affinity, switch_allowed, yield_now,
+};
 pub use task::{Policy, Task};
 pub use timeslice::{SLICE_TICKS, preempt_on_irq_exit, tick};

@@ -41,6 +41,9 @@ pub(super) struct CpuSched {
     pub(super) current: AtomicPtr<Task>,
     /// The task the CPU just switched away from, owned (one count) until `finish_switch`.
     pub(super) prev: AtomicPtr<Task>,
+    /// `prev` must move to another CPU (its mask no longer names this one): `finish_switch`
+    /// queues it there.
+    pub(super) prev_moves: AtomicBool,
     /// The CPU's idle task (owns one count), null until `init_cpu`.
     pub(super) idle: AtomicPtr<Task>,
     /// Switch at the next chance: set by the tick when a slice ends, and by a wake that
@@ -56,6 +59,7 @@ impl CpuSched {
             queued: AtomicUsize::new(0),
             current: AtomicPtr::new(core::ptr::null_mut()),
             prev: AtomicPtr::new(core::ptr::null_mut()),
+            prev_moves: AtomicBool::new(false),
             idle: AtomicPtr::new(core::ptr::null_mut()),
             need_resched: AtomicBool::new(false),
             counters: Counters {

@@ -25,14 +25,14 @@ use core::fmt;
 use core::sync::atomic::Ordering;
 
 use super::lifecycle::exit;
-use super::runqueue::{SCHED, clone_from_raw, current, current_ptr};
+use super::runqueue::{SCHED, clone_from_raw, current, current_ptr, enqueue};
 use super::sleep::wake;
 use super::task::Task;
 use crate::arch::aarch64::context;
 use crate::arch::{counter, irqflags};
 use crate::percpu;
 use crate::sync::preempt::{self, HARDIRQ_MASK, SOFTIRQ_MASK};
-use crate::task::state::TaskState;
+use crate::task::state::{CpuMask, TaskState};
 
 /// Give the CPU to the next runnable task, if there is one; come back after the others had
 /// their turn.
@@ -42,6 +42,23 @@ use crate::task::state::TaskState;
 pub fn yield_now() {
     crate::smp::refuse_sleep_in_posted_call("yield_now");
     schedule(Reason::Yield);
+}
+
+/// Give the current task the mask `mask`; if it excludes the CPU the task runs on, the task
+/// moves at once (it switches away and is queued on the first CPU of the mask). Returns the
+/// mask it had. The leader strategy runs a system call on CPU 0 this way (src/proc/locking.rs).
+pub fn set_current_affinity(mask: CpuMask) -> CpuMask {
+    assert!(
+        crate::smp::online_cpus().any(|c| mask.contains(c)),
+        "set_current_affinity: the mask {:#x} names no online CPU",
+        mask.0
+    );
+    let me = current();
+    let old = CpuMask(me.affinity.swap(mask.0, Ordering::Relaxed));
+    if !mask.contains(percpu::this_cpu().id) {
+        yield_now();
+    }
+    old
 }
 
 /// Why this CPU may not switch tasks right now.
@@ -136,6 +153,14 @@ pub(super) enum Reason {
 /// Switch away from the current task for `reason`. Returns when the task is switched back to,
 /// or at once if it may go on (nothing else to run, or woken before it slept).
 pub(super) fn schedule(reason: Reason) {
+    // A task gives up its big locks while it is off the CPU and takes them back when it runs
+    // again (src/sync/biglock.rs): a holder that sleeps must not stop every other CPU.
+    let held = crate::sync::biglock::release_for_switch();
+    switch_away(reason);
+    held.reacquire();
+}
+
+fn switch_away(reason: Reason) {
     if let Err(why) = switch_allowed() {
         panic!("cannot switch tasks: {why}");
     }
@@ -147,6 +172,10 @@ pub(super) fn schedule(reason: Reason) {
     // count away below, and we are that task: it cannot be freed while we run on it.
     let prev = unsafe { &*prev_ptr };
     let idle_ptr = s.idle.load(Ordering::Acquire);
+    // A task whose mask no longer names this CPU (`move_current_to`) goes on running, but not
+    // here: it leaves the CPU even with nothing else to run, and `finish_switch` queues it on
+    // a CPU it may use once its registers are saved.
+    let leaves_this_cpu = !prev.is_idle() && !prev.affinity().contains(cpu);
     let next: Option<Arc<Task>> = {
         let mut queue = s.queue.lock();
         let goes_on = match reason {
@@ -166,6 +195,8 @@ pub(super) fn schedule(reason: Reason) {
             }
             prev.asleep.store(true, Ordering::Relaxed);
         }
+        let moves = goes_on && leaves_this_cpu;
+        let goes_on = goes_on && !moves;
         let picked = queue.pop_for(cpu);
         let next = match picked {
             Some(t) => {
@@ -188,6 +219,7 @@ pub(super) fn schedule(reason: Reason) {
             }
         };
         s.queued.store(queue.len(), Ordering::Release);
+        s.prev_moves.store(moves, Ordering::Relaxed);
         next
     };
     let Some(next) = next else {
@@ -296,6 +328,12 @@ fn finish_switch() {
         drop(stack);
     }
     prev.on_cpu.store(false, Ordering::Release);
+    if s.prev_moves.swap(false, Ordering::Relaxed)
+        && let Some(target) = prev.affinity().first()
+    {
+        prev.migrations.fetch_add(1, Ordering::Relaxed);
+        enqueue(target, prev.clone());
+    }
     if exited {
         let waiters = core::mem::take(&mut *prev.exit_waiters.lock());
         for w in &waiters {

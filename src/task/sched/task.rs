@@ -49,7 +49,9 @@ pub struct Task {
     /// The CPU the task last ran on, or whose queue holds it. Changed only under that CPU's
     /// run-queue lock (a wake or a pull), so holding the lock of `cpu` pins the task there.
     pub(super) cpu: AtomicU32,
-    pub(super) affinity: CpuMask,
+    /// Where it may run. Only the task itself changes it once it runs (`move_current_to`,
+    /// `set_current_affinity`); a switch away from a CPU the mask no longer names moves it.
+    pub(super) affinity: AtomicU32,
     pub(super) policy: Policy,
     /// Task 0 of a secondary CPU, or the boot CPU's idle task: never queued, run when
     /// nothing else can. Set once, when the CPU's scheduler starts (`init_cpu`).
@@ -104,7 +106,7 @@ unsafe impl Sync for Task {}
 
 impl Queued for Arc<Task> {
     fn affinity(&self) -> CpuMask {
-        self.affinity
+        Task::affinity(self)
     }
 }
 
@@ -126,7 +128,7 @@ impl Task {
     }
 
     pub fn affinity(&self) -> CpuMask {
-        self.affinity
+        CpuMask(self.affinity.load(Ordering::Relaxed))
     }
 
     pub fn policy(&self) -> Policy {
@@ -226,7 +228,7 @@ impl Task {
     /// own flows (task 0 and the idle task never migrate, and a switch happens only with the
     /// count at 0, so they can share the CPU's count safely).
     pub(super) fn task_word(&self, cpu: usize) -> usize {
-        if self.affinity == CpuMask::only(cpu) && (self.pid == 0 || self.is_idle()) {
+        if self.affinity() == CpuMask::only(cpu) && (self.pid == 0 || self.is_idle()) {
             preempt::cpu_count_address(cpu)
         } else {
             &self.preempt_count as *const AtomicU32 as usize
@@ -267,7 +269,7 @@ impl Task {
                 TaskState::Runnable
             }),
             cpu: AtomicU32::new(cpu as u32),
-            affinity,
+            affinity: AtomicU32::new(affinity.0),
             policy,
             is_idle: AtomicBool::new(is_idle),
             exit_status: AtomicI32::new(0),
