@@ -420,7 +420,7 @@ mod tests {
         let inside = Arc::new(AtomicUsize::new(0));
         let overlaps = Arc::new(AtomicUsize::new(0));
         let threads: Vec<_> = (0..4)
-            .map(|t| {
+            .map(|_| {
                 let (inside, overlaps) = (inside.clone(), overlaps.clone());
                 std::thread::spawn(move || {
                     as_task();
