@@ -8,6 +8,7 @@ pub mod atomic;
 pub mod completion;
 pub mod irq;
 pub mod lockdep;
+pub mod lockstat;
 pub mod mutex;
 pub mod preempt;
 pub mod rwlock;
