@@ -78,15 +78,23 @@ qemu-tests:
 ## make bench: the in-kernel benchmarks on QEMU virt (CPU=max, so LSE is measured too), collected
 ## into build/bench/*.csv and *.svg with the targets checked. BENCH_ARGS="--quick" for a format check.
 ## The benchmark kernel is built without the lock validator (`--no-default-features`), so
-## the numbers are the locks' own.
+## the numbers are the locks' own. LOCKSTAT=1 builds lock statistics in (chapter 9), for the
+## `bench suite=lockstat` lines; they cost every lock a little, so they are off by default.
 BENCH_ELF := target/bench/aarch64-unknown-none/release/quartet
+comma := ,
+BENCH_FEATURES := $(if $(filter 1,$(LOCKSTAT)),--features lockstat)
 bench: setup build/bench/kernel8.img
 	CPU=$(if $(filter command line environment,$(origin CPU)),$(CPU),max) tools/bench --image build/bench/kernel8.img $(BENCH_ARGS)
-build/bench/kernel8.img: $(SOURCES)
-	cargo build --release --no-default-features --target-dir target/bench
+# The features the bench image was built with: rewritten only when LOCKSTAT changes, so that
+# changing it rebuilds the image and keeping it does not.
+build/bench/features: FORCE
+	@mkdir -p $(@D)
+	@echo '$(BENCH_FEATURES)' | cmp -s - $@ || echo '$(BENCH_FEATURES)' > $@
+build/bench/kernel8.img: $(SOURCES) build/bench/features
+	cargo build --release --no-default-features $(BENCH_FEATURES) --target-dir target/bench
 	@mkdir -p $(@D)
 	$(OBJCOPY) -O binary $(BENCH_ELF) $@
-	@echo "image: $@ ($$(stat -c %s $@) bytes, no lock validator)"
+	@echo "image: $@ ($$(stat -c %s $@) bytes, no lock validator$(if $(BENCH_FEATURES),$(comma) with lock statistics))"
 
 ## make image: build/virt/kernel8.img, an arm64 Image (the loader passes the DTB in x0).
 image: build/virt/kernel8.img

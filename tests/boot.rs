@@ -1296,8 +1296,8 @@ fn shell_lists_commands_rejects_bogus_ones_runs_tests_and_powers_off() {
     let mut s = Session::start(&[("SMP", "4")], "");
     let help = s.command("help");
     for command in [
-        "help", "cpus", "irqs", "locks", "mem", "ps", "spawn", "kill", "top", "log", "test",
-        "bench", "demo", "poweroff", "reboot",
+        "help", "cpus", "irqs", "locks", "lockstat", "mem", "ps", "spawn", "kill", "top", "log",
+        "test", "bench", "demo", "poweroff", "reboot",
     ] {
         assert!(
             help.lines()
@@ -1309,7 +1309,9 @@ fn shell_lists_commands_rejects_bogus_ones_runs_tests_and_powers_off() {
 
     let bogus = s.command("bogus");
     assert!(
-        bogus.contains("bogus: unknown command; the commands are: help cpus irqs locks mem"),
+        bogus.contains(
+            "bogus: unknown command; the commands are: help cpus irqs locks lockstat mem"
+        ),
         "{bogus}"
     );
     assert!(bogus.contains("type help for their usage"), "{bogus}");
@@ -1630,6 +1632,23 @@ fn shell_irqs_and_locks_show_interrupts_and_the_validator() {
         locks.lines().any(|l| l.starts_with("console ")),
         "the console lock is a known class:\n{locks}"
     );
+    // Lock statistics: the console lock has been taken (every line printed takes it).
+    let stats = s.command("lockstat");
+    assert!(stats.contains("bounces"), "{stats}");
+    let console = stats
+        .lines()
+        .find(|l| l.starts_with("console "))
+        .unwrap_or_else(|| panic!("no console row:\n{stats}"));
+    let acquired: u64 = console
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(acquired > 0, "{console}");
+    let reset = s.command("lockstat reset");
+    assert!(reset.contains("lock statistics reset"), "{reset}");
+    let bad = s.command("lockstat everything");
+    assert!(bad.contains("usage"), "{bad}");
     s.send(b"poweroff\r");
     s.expect("shell: powering off");
     let (status, output) = s.exit_status();

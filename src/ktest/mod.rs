@@ -14,6 +14,7 @@ mod interrupts;
 pub mod irqlock;
 mod kernel_half;
 pub mod litmus;
+mod lockstat;
 pub mod locktorture;
 mod proclist;
 mod rcu;
@@ -45,6 +46,7 @@ fn suites() -> impl Iterator<Item = &'static KTest> {
         .chain(atomics::TESTS.iter())
         .chain(litmus::TESTS.iter())
         .chain(locktorture::TESTS.iter())
+        .chain(lockstat::TESTS.iter())
         .chain(rwseq::TESTS.iter())
         .chain(interrupts::TESTS.iter())
         .chain(exception::TESTS.iter())

@@ -142,6 +142,14 @@ static COMMANDS: &[Command<Shell>] = &[
         run: locks,
     },
     Command {
+        name: "lockstat",
+        args: "[reset]",
+        about: "lock statistics per class: contentions, wait and hold times, bounces (chapter 9)",
+        min_args: 0,
+        max_args: 1,
+        run: super::lockstat::lockstat,
+    },
+    Command {
         name: "mem",
         args: "",
         about: "RAM and reserved regions, the kernel image, heap ranges and use",

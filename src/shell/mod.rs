@@ -20,6 +20,8 @@ mod commands;
 #[cfg(target_os = "none")]
 mod files;
 #[cfg(target_os = "none")]
+mod lockstat;
+#[cfg(target_os = "none")]
 mod programs;
 #[cfg(target_os = "none")]
 mod tasks;

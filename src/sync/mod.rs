@@ -9,6 +9,7 @@ pub mod biglock;
 pub mod completion;
 pub mod irq;
 pub mod lockdep;
+pub mod lockstat;
 pub mod mutex;
 pub mod preempt;
 pub mod rwlock;

@@ -37,6 +37,8 @@ use core::ops::{Deref, DerefMut};
 // Statistics are plain atomics even under loom: they take part in no model.
 use core::sync::atomic::{AtomicU32, AtomicU64};
 
+use super::lockdep::LockClass;
+use super::lockstat::{self, Acquire};
 use super::shim::{Ordering, const_unless_loom};
 use super::sleep::{AtomicUsize, Sleeper};
 use super::waitqueue::WaitQueue;
@@ -112,19 +114,43 @@ pub struct RawMutex<S: Sleeper> {
     /// Looks at a running owner before sleeping: 0 makes a pure sleeping lock.
     spin_limit: AtomicU32,
     waiters: WaitQueue<S>,
+    /// Where the mutex was built (and its name, if any): the key of its lock statistics
+    /// (chapter 9). The validator does not check mutexes.
+    class: LockClass,
+    /// Lock statistics' record of this mutex; empty without the `lockstat` feature.
+    stat: lockstat::PerLock,
 }
 
 impl<S: Sleeper> RawMutex<S> {
     const_unless_loom! {
-        /// An unlocked mutex.
+        /// An unlocked mutex, whose statistics' class is the caller's location.
+        #[track_caller]
         pub const fn new() -> Self {
+            Self::named("")
+        }
+    }
+
+    const_unless_loom! {
+        /// An unlocked mutex with a name for lock statistics (`lockstat`).
+        #[track_caller]
+        pub const fn named(name: &'static str) -> Self {
             RawMutex {
                 owner: AtomicUsize::new(0),
                 counters: Counters::new(),
                 spin_limit: AtomicU32::new(SPIN_LIMIT),
-                // One validator class for every mutex's queue lock (src/sync/waitqueue.rs).
-                waiters: WaitQueue::named("mutex wait queue"),
+                waiters: Self::wait_queue(),
+                class: LockClass::at(name, core::panic::Location::caller()),
+                stat: lockstat::PerLock::new(),
             }
+        }
+    }
+
+    const_unless_loom! {
+        /// One validator class for every mutex's queue lock (src/sync/waitqueue.rs). Built here,
+        /// in a function without `#[track_caller]`: called from `named`, the queue's class
+        /// would be the mutex's caller, one class per mutex and the mutex's own.
+        const fn wait_queue() -> WaitQueue<S> {
+            WaitQueue::named("mutex wait queue")
         }
     }
 
@@ -148,6 +174,7 @@ impl<S: Sleeper> RawMutex<S> {
             .is_ok()
         {
             Counters::bump(&self.counters.fast, 1);
+            lockstat::acquired(&self.class, &self.stat, Acquire::UNCONTENDED, false);
             return;
         }
         self.lock_slow(me);
@@ -162,13 +189,17 @@ impl<S: Sleeper> RawMutex<S> {
             holder(self.owner.load(Ordering::Relaxed)) != me,
             "mutex locked again by the task that holds it (token {me:#x}): it would wait for itself forever"
         );
+        // The wait lock statistics see runs from here to holding the mutex, sleeps included.
+        let waiting = lockstat::begin_acquire();
         if self.spin(me) {
             Counters::bump(&self.counters.spun, 1);
+            lockstat::acquired(&self.class, &self.stat, waiting, true);
             return;
         }
         let sleeps = self.waiters.wait_until(|| self.acquire_or_flag(me));
         Counters::bump(&self.counters.queued, 1);
         Counters::bump(&self.counters.sleeps, sleeps as u64);
+        lockstat::acquired(&self.class, &self.stat, waiting, true);
     }
 
     /// Optimistic spinning: true if we took the lock. Gives up at once when the owner is not
@@ -224,11 +255,15 @@ impl<S: Sleeper> RawMutex<S> {
     pub fn try_lock(&self) -> bool {
         let me = Self::me();
         let word = self.owner.load(Ordering::Relaxed);
-        holder(word) == 0
+        let taken = holder(word) == 0
             && self
                 .owner
                 .compare_exchange(word, me | word, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
+                .is_ok();
+        if taken {
+            lockstat::acquired(&self.class, &self.stat, Acquire::UNCONTENDED, false);
+        }
+        taken
     }
 
     /// How many looks at a running owner before sleeping (`SPIN_LIMIT` unless set): 0 never
@@ -248,6 +283,11 @@ impl<S: Sleeper> RawMutex<S> {
     #[track_caller]
     pub fn unlock(&self) {
         let me = Self::me();
+        // Statistics first, while we still hold it; a caller that does not own the mutex gets
+        // to the panic below without having touched them.
+        if lockstat::ENABLED && holder(self.owner.load(Ordering::Relaxed)) == me {
+            lockstat::released(&self.class, &self.stat);
+        }
         if self
             .owner
             .compare_exchange(me, 0, Ordering::Release, Ordering::Relaxed)
@@ -305,9 +345,15 @@ impl<S: Sleeper> RawMutex<S> {
     pub fn stats(&self) -> MutexStats {
         self.counters.snapshot()
     }
+
+    /// The key of the mutex's lock statistics: where it was built, and its name.
+    pub fn class(&self) -> &LockClass {
+        &self.class
+    }
 }
 
 impl<S: Sleeper> Default for RawMutex<S> {
+    #[track_caller]
     fn default() -> Self {
         Self::new()
     }
@@ -333,9 +379,19 @@ unsafe impl<T: ?Sized + Send, S: Sleeper> Sync for Mutex<T, S> {}
 
 impl<T, S: Sleeper> Mutex<T, S> {
     const_unless_loom! {
+        /// A mutex whose lock statistics' class is the caller's location.
+        #[track_caller]
         pub const fn new(data: T) -> Self {
+            Self::named("", data)
+        }
+    }
+
+    const_unless_loom! {
+        /// A mutex with a name for lock statistics (`lockstat`).
+        #[track_caller]
+        pub const fn named(name: &'static str, data: T) -> Self {
             Mutex {
-                raw: RawMutex::new(),
+                raw: RawMutex::named(name),
                 data: UnsafeCell::new(data),
             }
         }
@@ -409,6 +465,11 @@ impl<T: ?Sized, S: Sleeper> Mutex<T, S> {
 
     pub fn stats(&self) -> MutexStats {
         self.raw.stats()
+    }
+
+    /// See `RawMutex::class`.
+    pub fn class(&self) -> &LockClass {
+        self.raw.class()
     }
 }
 

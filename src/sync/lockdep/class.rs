@@ -224,12 +224,19 @@ impl ClassSlot {
 
 impl Lockdep {
     /// The class's table slot, registering it on first use. `None` if the table is full.
+    #[inline]
     pub(super) fn class_index(&self, class: &LockClass) -> Option<usize> {
         match class.id.load(Ordering::Relaxed) {
-            0 => {}
-            UNTRACKED => return None,
-            id => return Some(id as usize - 1),
+            0 => self.register(class),
+            UNTRACKED => None,
+            id => Some(id as usize - 1),
         }
+    }
+
+    /// The first use of `class`: find its slot, or take a free one.
+    #[cold]
+    #[inline(never)]
+    fn register(&self, class: &LockClass) -> Option<usize> {
         let mine = site_ptr(class.defined_at);
         let same = |key: *mut Location<'static>| {
             // SAFETY: keys are null or made by `site_ptr` from a `&'static Location`.
@@ -301,13 +308,18 @@ impl Lockdep {
         }
     }
 
-    /// Every registered class with its counters, for a `locks` command.
-    pub fn classes(&self) -> impl Iterator<Item = ClassStats> + '_ {
-        let registered = self
+    /// The slots registered so far: 0..n (slots fill in order).
+    pub(super) fn registered(&self) -> core::ops::Range<usize> {
+        0..self
             .classes
             .iter()
             .take_while(|s| !s.key.load(Ordering::Acquire).is_null())
-            .count();
+            .count()
+    }
+
+    /// Every registered class with its counters, for a `locks` command.
+    pub fn classes(&self) -> impl Iterator<Item = ClassStats> + '_ {
+        let registered = self.registered().end;
         (0..registered).map(move |i| {
             let s = &self.classes[i];
             let usage = s.usage.load(Ordering::Relaxed);

@@ -389,6 +389,20 @@ pub fn stuck_report(
     LOCKDEP.stuck_report(class, lock, cpu, waited_ms, owner)
 }
 
+/// The slot of `class` in the kernel validator's class table (registering it on first use),
+/// or `None` if the table is full. Works with the validator compiled out too: lock statistics
+/// (src/sync/lockstat.rs) keep their counters beside these slots.
+#[inline]
+pub fn class_slot(class: &LockClass) -> Option<usize> {
+    LOCKDEP.class_index(class)
+}
+
+/// Every class registered in the kernel validator's table, in slot order (whether or not the
+/// validator is compiled in: `class_slot` registers classes too).
+pub fn registered_classes() -> alloc::vec::Vec<ClassInfo> {
+    LOCKDEP.registered().map(|i| LOCKDEP.info(i)).collect()
+}
+
 /// `LOCKDEP.classes`: the `locks` table (empty when compiled out).
 pub fn classes() -> impl Iterator<Item = ClassStats> {
     LOCKDEP.classes().filter(|_| ENABLED)

@@ -25,6 +25,7 @@ pub use ticket::TicketLock;
 pub use ttas::TtasLock;
 
 use crate::sync::lockdep::LockClass;
+use crate::sync::lockstat::{self, Acquire};
 use crate::sync::preempt;
 
 /// The algorithm under a `SpinLock`.
@@ -58,8 +59,11 @@ pub struct SpinLock<T: ?Sized, R: RawSpinLock = DefaultRawLock> {
     raw: R,
     /// The holder's per-CPU pointer (TPIDR_EL1), or 0 when free or held before per-CPU setup.
     holder: AtomicUsize,
-    /// The validator's key: where this lock was constructed (chapter 12).
+    /// The validator's key: where this lock was constructed (chapter 12). Lock statistics are
+    /// kept per class too.
     class: LockClass,
+    /// Lock statistics' record of this lock (chapter 9); empty without the `lockstat` feature.
+    stat: lockstat::PerLock,
     data: UnsafeCell<T>,
 }
 
@@ -82,6 +86,7 @@ impl<T, R: RawSpinLock> SpinLock<T, R> {
             raw: R::UNLOCKED,
             holder: AtomicUsize::new(0),
             class: LockClass::at(name, Location::caller()),
+            stat: lockstat::PerLock::new(),
             data: UnsafeCell::new(data),
         }
     }
@@ -107,7 +112,13 @@ impl<T: ?Sized, R: RawSpinLock> SpinLock<T, R> {
         if validate::active() {
             return self.lock_validated(Location::caller());
         }
-        self.raw.lock();
+        // Lock statistics need to know whether the lock made us wait, so they try first. A
+        // constant: without the `lockstat` feature this line is not there at all.
+        if lockstat::ENABLED {
+            self.raw_lock_counted();
+        } else {
+            self.raw.lock();
+        }
         self.holder
             .store(crate::arch::percpu_pointer(), Ordering::Relaxed);
         SpinLockGuard {
@@ -115,6 +126,20 @@ impl<T: ?Sized, R: RawSpinLock> SpinLock<T, R> {
             tracked: false,
             _not_send: PhantomData,
         }
+    }
+
+    /// The raw lock, for lock statistics: a try, and only if it fails the clock and the spin.
+    /// Returns whether we waited.
+    #[inline]
+    fn raw_lock_counted(&self) -> bool {
+        if self.raw.try_lock() {
+            lockstat::acquired(&self.class, &self.stat, Acquire::UNCONTENDED, false);
+            return false;
+        }
+        let waiting = lockstat::begin_acquire();
+        self.raw.lock();
+        lockstat::acquired(&self.class, &self.stat, waiting, true);
+        true
     }
 
     #[cold]
@@ -127,8 +152,12 @@ impl<T: ?Sized, R: RawSpinLock> SpinLock<T, R> {
             site,
         );
         let tracked = spin.tracked();
-        // Find out whether we had to wait (the `locks` statistics).
-        if !tracked || !self.raw.try_lock() {
+        // Find out whether we had to wait (the `locks` statistics, and lock statistics').
+        if lockstat::ENABLED {
+            if self.raw_lock_counted() && tracked {
+                validate::contended(&self.class);
+            }
+        } else if !tracked || !self.raw.try_lock() {
             if tracked {
                 validate::contended(&self.class);
             }
@@ -149,6 +178,7 @@ impl<T: ?Sized, R: RawSpinLock> SpinLock<T, R> {
     pub fn try_lock(&self) -> Option<SpinLockGuard<'_, T, R>> {
         preempt::preempt_disable();
         if self.raw.try_lock() {
+            lockstat::acquired(&self.class, &self.stat, Acquire::UNCONTENDED, false);
             self.holder
                 .store(crate::arch::percpu_pointer(), Ordering::Relaxed);
             let tracked = validate::active()
@@ -166,6 +196,17 @@ impl<T: ?Sized, R: RawSpinLock> SpinLock<T, R> {
 
     pub fn is_locked(&self) -> bool {
         self.raw.is_locked()
+    }
+
+    /// The lock's class: its validator key and the key of its lock statistics.
+    pub fn class(&self) -> &LockClass {
+        &self.class
+    }
+
+    /// The raw lock underneath, for tests that instrument it.
+    #[cfg(test)]
+    pub(crate) fn raw(&self) -> &R {
+        &self.raw
     }
 
     /// True if the lock is held by the CPU (or host thread) calling this.
@@ -229,6 +270,7 @@ impl<T: ?Sized, R: RawSpinLock> Drop for SpinLockGuard<'_, T, R> {
         if self.tracked {
             validate::before_release(&self.lock.class, self.lock.address());
         }
+        lockstat::released(&self.lock.class, &self.lock.stat);
         self.lock.holder.store(0, Ordering::Relaxed);
         // SAFETY: this guard is the proof that we hold the lock.
         unsafe { self.lock.raw.unlock() };
