@@ -115,6 +115,7 @@ mod kernel {
             !platform.has_bootarg("nolockdep") && platform.bootarg_value("bench").is_none(),
         );
         let platform: &'static Platform<'static> = PLATFORM.call_once(|| platform);
+        quartet::proc::locking::init(platform);
         report_boot(platform, dtb, &layout, entry_el, tables_used);
 
         // 5. Interrupts: the GIC's distributor, and the handlers every CPU will share. Each CPU

@@ -3,6 +3,7 @@
 
 pub mod elf;
 pub mod embedded;
+pub mod locking;
 pub mod signal;
 pub mod tree;
 
