@@ -1130,7 +1130,8 @@ fn bench_bkl_quick_reports_every_cpu_count_for_each_kernel_share_with_amdahl() {
     let run = boot(Boot {
         board: Board::Virt,
         env: &[("SMP", "2"), ("CPU", "max")],
-        bootargs: "bench=bkl benchquick locking=bkl",
+        // The 50% runs do the work given here; the 10% runs calibrate their own.
+        bootargs: "bench=bkl benchquick locking=bkl bklwork=50:3:20000",
         dtb: None,
     });
     assert_eq!(run.status, Some(0), "bench exits 0:\n{}", run.output);
@@ -1159,6 +1160,7 @@ fn bench_bkl_quick_reports_every_cpu_count_for_each_kernel_share_with_amdahl() {
         for key in ["kernel_share", "kernel_share_1cpu"] {
             assert!(num(r, key) > 0.0 && num(r, key) < 1.0, "{key} in {r:?}");
         }
+        assert_eq!(r["runs"], "2", "{r:?}");
         seen.push((r["kernel_pct"], r["cpus"]));
     }
     assert_eq!(
@@ -1167,6 +1169,9 @@ fn bench_bkl_quick_reports_every_cpu_count_for_each_kernel_share_with_amdahl() {
         "one line per kernel share and CPU count:\n{}",
         run.output
     );
+    assert_eq!((rows[2]["ops"], rows[2]["user_iters"]), ("3", "20000"));
+    assert_eq!((rows[3]["ops"], rows[3]["user_iters"]), ("6", "20000"));
+    assert_eq!(rows[0]["user_iters"], rows[1]["user_iters"]);
     for pair in rows.chunks(2) {
         let (one, two) = (&pair[0], &pair[1]);
         // Every copy does the one-CPU run's work; the prediction comes from that run.

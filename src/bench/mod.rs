@@ -69,6 +69,8 @@ mod kernel {
     #[derive(Clone, Copy)]
     pub struct Scale {
         pub quick: bool,
+        /// The boot arguments, for a suite that takes settings from them (bkl's `bklwork=`).
+        pub bootargs: &'static str,
     }
 
     const QUICK_DIVISOR: u64 = 20;
@@ -287,6 +289,7 @@ mod kernel {
     pub fn run(platform: &Platform<'static>, filter: &str) -> usize {
         let scale = Scale {
             quick: platform.has_bootarg("benchquick"),
+            bootargs: platform.bootargs,
         };
         let cpus = smp::online_cpus().count();
         log::info!(target: "bench",
