@@ -1038,7 +1038,11 @@ fn bench_quick_prints_one_result_per_lock_and_cpu_count_and_tools_bench_reads_th
         ["floor", "getpid", "page-fault", "fork-exit-wait", "switch"],
         "the syscall suite's operations"
     );
-    for r in results.iter().filter(|r| r["suite"] != "syscall") {
+    // So do the bkl experiment's (bench_bkl_quick_... checks them).
+    for r in results
+        .iter()
+        .filter(|r| r["suite"] != "syscall" && r["suite"] != "bkl")
+    {
         for key in ["suite", "lock", "cpus", "ops_per_sec", "fairness"] {
             assert!(r.contains_key(key), "{key} missing from {r:?}");
         }
@@ -1118,6 +1122,108 @@ fn bench_quick_prints_one_result_per_lock_and_cpu_count_and_tools_bench_reads_th
     );
     assert!(out.join("locks-fairness.svg").exists());
     assert!(printed.contains("Targets, from this run:"), "{printed}");
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn bench_bkl_quick_reports_every_cpu_count_for_each_kernel_share_with_amdahl() {
+    let run = boot(Boot {
+        board: Board::Virt,
+        env: &[("SMP", "2"), ("CPU", "max")],
+        // The 50% runs do the work given here; the 10% runs calibrate their own.
+        bootargs: "bench=bkl benchquick locking=bkl bklwork=50:3:20000",
+        dtb: None,
+    });
+    assert_eq!(run.status, Some(0), "bench exits 0:\n{}", run.output);
+    let rows: Vec<_> = run
+        .output
+        .lines()
+        .filter(|l| l.starts_with("bench "))
+        .map(bench_fields)
+        .collect();
+    let num = |r: &std::collections::HashMap<&str, &str>, key: &str| -> f64 {
+        r.get(key)
+            .unwrap_or_else(|| panic!("{key} missing from {r:?}"))
+            .parse()
+            .unwrap_or_else(|_| panic!("{key} is not a number in {r:?}"))
+    };
+    let mut seen = Vec::new();
+    for r in &rows {
+        assert_eq!(r["suite"], "bkl", "{r:?}");
+        assert_eq!(
+            r["strategy"], "bkl",
+            "the strategy the boot asked for: {r:?}"
+        );
+        for key in ["ops", "ticks", "ops_per_sec", "amdahl_ops_per_sec"] {
+            assert!(num(r, key) > 0.0, "{key} in {r:?}");
+        }
+        for key in ["kernel_share", "kernel_share_1cpu"] {
+            assert!(num(r, key) > 0.0 && num(r, key) < 1.0, "{key} in {r:?}");
+        }
+        assert_eq!(r["runs"], "2", "{r:?}");
+        seen.push((r["kernel_pct"], r["cpus"]));
+    }
+    assert_eq!(
+        seen,
+        [("10", "1"), ("10", "2"), ("50", "1"), ("50", "2")],
+        "one line per kernel share and CPU count:\n{}",
+        run.output
+    );
+    assert_eq!((rows[2]["ops"], rows[2]["user_iters"]), ("3", "20000"));
+    assert_eq!((rows[3]["ops"], rows[3]["user_iters"]), ("6", "20000"));
+    assert_eq!(rows[0]["user_iters"], rows[1]["user_iters"]);
+    for pair in rows.chunks(2) {
+        let (one, two) = (&pair[0], &pair[1]);
+        // Every copy does the one-CPU run's work; the prediction comes from that run.
+        assert_eq!(num(two, "ops"), 2.0 * num(one, "ops"), "{pair:?}");
+        assert_eq!(num(one, "kernel_share"), num(one, "kernel_share_1cpu"));
+        assert_eq!(two["kernel_share_1cpu"], one["kernel_share_1cpu"]);
+        assert_eq!(one["amdahl_ops_per_sec"], one["ops_per_sec"]);
+        let f = num(one, "kernel_share_1cpu");
+        let predicted = num(one, "ops_per_sec") / (f + (1.0 - f) / 2.0);
+        let printed = num(two, "amdahl_ops_per_sec");
+        assert!(
+            (printed - predicted).abs() <= 0.002 * predicted + 0.1,
+            "Amdahl at 2 CPUs: printed {printed}, from the 1-CPU line {predicted}: {pair:?}"
+        );
+    }
+
+    // tools/bench reads the same log: CSV, both charts with their dashed predictions, a table.
+    let out = std::env::temp_dir().join(format!("quartet-bench-bkl-{}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
+    let log = out.join("raw.log");
+    std::fs::write(&log, &run.output).unwrap();
+    let tool = Command::new(root().join("tools/bench"))
+        .arg("--from-log")
+        .arg(&log)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run tools/bench");
+    let printed = String::from_utf8_lossy(&tool.stdout);
+    assert!(
+        tool.status.success(),
+        "tools/bench failed:\n{printed}\n{}",
+        String::from_utf8_lossy(&tool.stderr)
+    );
+    let csv = std::fs::read_to_string(out.join("bkl.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 4, "{csv}");
+    assert!(
+        csv.lines().next().unwrap().contains("amdahl_ops_per_sec"),
+        "{csv}"
+    );
+    for pct in ["10", "50"] {
+        let svg = std::fs::read_to_string(out.join(format!("bkl-{pct}.svg"))).unwrap();
+        assert!(
+            svg.contains("stroke-dasharray"),
+            "no dashed prediction in bkl-{pct}.svg"
+        );
+    }
+    assert!(
+        printed.contains("mix under each locking strategy"),
+        "{printed}"
+    );
+    assert!(printed.contains("bkl at 2 CPUs within 20%"), "{printed}");
     std::fs::remove_dir_all(&out).unwrap();
 }
 

@@ -467,3 +467,81 @@ fn bench_syscall_reports_every_operation_under_linux_too() {
         ]
     );
 }
+
+/// The `key=value` fields of mix's result line, after checking it is the only line.
+fn mix_fields(r: &Run) -> std::collections::HashMap<String, String> {
+    assert_eq!(r.end, End::Exited(0), "{}{}", r.stdout, r.stderr);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "mix prints one line: {:?}", r.stdout);
+    let rest = lines[0]
+        .strip_prefix("mix: ")
+        .unwrap_or_else(|| panic!("{:?}", lines[0]));
+    rest.split(' ')
+        .map(|pair| {
+            let (k, v) = pair
+                .split_once('=')
+                .unwrap_or_else(|| panic!("{pair:?} in {rest:?}"));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn mix_reports_its_work_and_kernel_share_under_linux_too() {
+    let Some(()) = programs_ready() else { return };
+    let dir = scratch("mix");
+    let light = mix_fields(&run_in(
+        &dir,
+        "mix",
+        &["--kernel-pct", "10", "--ops", "6"],
+        Duration::from_secs(60),
+    ));
+    let heavy = mix_fields(&run_in(
+        &dir,
+        "mix",
+        &["--kernel-pct", "90", "--ops", "30"],
+        Duration::from_secs(60),
+    ));
+    let n = |f: &std::collections::HashMap<String, String>, k: &str| -> f64 {
+        f.get(k)
+            .unwrap_or_else(|| panic!("{k} missing from {f:?}"))
+            .parse()
+            .unwrap_or_else(|_| panic!("{k} is not a number in {f:?}"))
+    };
+    for (f, pct, ops) in [(&light, 10.0, 6.0), (&heavy, 90.0, 30.0)] {
+        assert_eq!(n(f, "kernel_pct"), pct, "{f:?}");
+        assert_eq!(n(f, "ops"), ops, "{f:?}");
+        // Counter readings exceed f64's exact integers: compared as integers.
+        let int = |k: &str| f[k].parse::<u64>().unwrap();
+        assert_eq!(int("ticks"), int("end") - int("start"), "{f:?}");
+        let (kernel, user) = (n(f, "kernel_ticks"), n(f, "user_ticks"));
+        assert!(kernel > 0.0 && kernel + user <= n(f, "ticks"), "{f:?}");
+        let share = kernel / (kernel + user);
+        assert!((n(f, "kernel_share") - share).abs() < 0.001, "{f:?}");
+    }
+    // The loop was sized from each run's own calibration: 90% asks for far less user work.
+    assert!(n(&light, "user_iters") > 10.0 * n(&heavy, "user_iters"));
+    assert!(
+        n(&heavy, "kernel_share") > n(&light, "kernel_share") + 0.3,
+        "10%: {light:?}\n90%: {heavy:?}"
+    );
+    // Each operation's file was unlinked again.
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+
+    let missing = run_in(
+        &dir,
+        "mix",
+        &["--ops", "1", "--dir", "no-such-dir"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(missing.end, End::Exited(1), "{}", missing.stderr);
+    assert!(
+        missing.stderr.contains("open (create) failed"),
+        "{}",
+        missing.stderr
+    );
+    let bad = run_in(&dir, "mix", &["--kernel-pct", "0"], Duration::from_secs(60));
+    assert_eq!(bad.end, End::Exited(2));
+    assert!(bad.stderr.contains("1 to 100 percent"), "{}", bad.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -20,7 +20,10 @@
 //!   lock and a spin lock: walks per second (chapter 18);
 //! - `rcu-read`: on one CPU, the cost of the RCU read side against an unprotected walk;
 //! - `syscall`: a user program's null system call, page fault, fork+exit+wait and switch
-//!   between two processes, each also as a ratio to the bare trap-and-return floor (chapter 19).
+//!   between two processes, each also as a ratio to the bare trap-and-return floor (chapter 19);
+//! - `bkl`: 1, 2, ... all online CPUs each running a copy of the user program `mix`, with 10%
+//!   and 50% of its time in the kernel: throughput under this boot's kernel-locking strategy
+//!   against Amdahl's prediction for a kernel one CPU at a time (chapter 9).
 //!
 //! `bench=NAME` runs the suites whose name contains NAME; `benchquick` shrinks every run
 //! twentyfold (the boot tests use it to check the format, not the numbers).
@@ -29,6 +32,7 @@
 //! share the host's cores, and a waiter whose thread is descheduled stalls a FIFO lock. The
 //! ranking and the ratios are what the chapters discuss; the absolute values are not a Pi 4's.
 
+pub mod bkl;
 #[cfg(target_os = "none")]
 mod ipi;
 pub mod stats;
@@ -65,6 +69,8 @@ mod kernel {
     #[derive(Clone, Copy)]
     pub struct Scale {
         pub quick: bool,
+        /// The boot arguments, for a suite that takes settings from them (bkl's `bklwork=`).
+        pub bootargs: &'static str,
     }
 
     const QUICK_DIVISOR: u64 = 20;
@@ -273,12 +279,17 @@ mod kernel {
             name: "syscall",
             run: super::syscall::run,
         },
+        Suite {
+            name: "bkl",
+            run: super::bkl::run,
+        },
     ];
 
     /// Run the suites whose name contains `filter` (all for ""); returns the result count.
     pub fn run(platform: &Platform<'static>, filter: &str) -> usize {
         let scale = Scale {
             quick: platform.has_bootarg("benchquick"),
+            bootargs: platform.bootargs,
         };
         let cpus = smp::online_cpus().count();
         log::info!(target: "bench",
@@ -296,7 +307,7 @@ mod kernel {
         }
         if matched == 0 {
             log::error!(target: "bench",
-                "no suite name contains {filter:?}; suites are: uncontended, locks, atomics, ipi, sched, spinblock, rcu, rcu-read, syscall"
+                "no suite name contains {filter:?}; suites are: uncontended, locks, atomics, ipi, sched, spinblock, rcu, rcu-read, syscall, bkl"
             );
         }
         let seconds = (counter() - began) as f64 / counter_frequency() as f64;

@@ -31,6 +31,7 @@ use core::panic::Location;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::sync::lockdep::LockClass;
+use crate::sync::lockstat;
 use crate::sync::preempt;
 use crate::sync::spinlock::{RawSpinLock, TicketLock, validate};
 
@@ -52,6 +53,8 @@ pub struct BigLock {
     wait_ticks: AtomicU64,
     broken_reacquire: AtomicBool,
     class: LockClass,
+    /// The lock statistics' record of this lock (empty unless built with `lockstat`).
+    stats: lockstat::PerLock,
 }
 
 impl BigLock {
@@ -69,6 +72,7 @@ impl BigLock {
             wait_ticks: AtomicU64::new(0),
             broken_reacquire: AtomicBool::new(false),
             class: LockClass::at(name, Location::caller()),
+            stats: lockstat::PerLock::new(),
         }
     }
 
@@ -164,10 +168,18 @@ impl BigLock {
         } else {
             validate::Spin::Untracked
         };
-        if !self.raw.try_lock() {
+        if self.raw.try_lock() {
+            lockstat::acquired(
+                &self.class,
+                &self.stats,
+                lockstat::Acquire::UNCONTENDED,
+                false,
+            );
+        } else {
             if spin.tracked() {
                 validate::contended(&self.class);
             }
+            let waiting = lockstat::begin_acquire();
             let start = crate::arch::counter();
             self.raw.lock();
             self.contentions.fetch_add(1, Ordering::Relaxed);
@@ -175,6 +187,7 @@ impl BigLock {
                 crate::arch::counter().saturating_sub(start),
                 Ordering::Relaxed,
             );
+            lockstat::acquired(&self.class, &self.stats, waiting, true);
         }
         validate::after_spin(spin);
         self.acquisitions.fetch_add(1, Ordering::Relaxed);
@@ -185,6 +198,7 @@ impl BigLock {
     }
 
     fn release_outermost(&self) {
+        lockstat::released(&self.class, &self.stats);
         if self.tracked.swap(false, Ordering::Relaxed) {
             validate::before_release(&self.class, self.address());
         }

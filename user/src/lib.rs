@@ -18,6 +18,7 @@
 //! ```
 #![no_std]
 
+pub mod clock;
 pub mod dirent;
 pub mod io;
 pub mod rand;
