@@ -6,6 +6,7 @@
 //! configurations and checks these lines; the QEMU exit status says whether M was 0.
 
 mod atomics;
+mod biglock;
 pub mod exception;
 mod foundation;
 mod frames;
@@ -47,6 +48,7 @@ fn suites() -> impl Iterator<Item = &'static KTest> {
         .chain(litmus::TESTS.iter())
         .chain(locktorture::TESTS.iter())
         .chain(lockstat::TESTS.iter())
+        .chain(biglock::TESTS.iter())
         .chain(rwseq::TESTS.iter())
         .chain(interrupts::TESTS.iter())
         .chain(exception::TESTS.iter())

@@ -59,6 +59,8 @@ pub struct Process {
     /// Where the process's thread runs user code (a `CpuMask`): what `fork` gives the child.
     /// The thread's own mask may differ for a while (the leader strategy moves it to CPU 0).
     pub user_affinity: AtomicU32,
+    /// The CPU the thread last entered the kernel from (what `getcpu` answers).
+    pub user_cpu: AtomicU32,
 }
 
 impl Process {
@@ -73,6 +75,7 @@ impl Process {
             child_exited: WaitQueue::new(),
             times: Times::default(),
             user_affinity: AtomicU32::new(crate::task::state::CpuMask::ALL.0),
+            user_cpu: AtomicU32::new(0),
             faults: AtomicU64::new(0),
         }
     }

@@ -313,6 +313,8 @@ fn activate_current() {
 /// process's own kernel stack, with IRQs masked.
 fn on_user_exception(frame: &mut TrapFrame, why: UserException) {
     let p = current_process().expect("an exception from EL0 on a thread with no process");
+    p.user_cpu
+        .store(crate::percpu::this_cpu().id as u32, Ordering::Relaxed);
     irqflags::local_irq_enable();
     match why {
         UserException::Syscall => {

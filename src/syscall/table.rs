@@ -233,8 +233,10 @@ fn sys_kill(_p: &Process, frame: &mut TrapFrame) -> SysResult<u64> {
 
 /// getcpu(cpu, node, cache): the CPU this call runs on, as the source texts' "the CPU on which
 /// it was made traps to the kernel" promises.
-fn sys_getcpu(_p: &Process, frame: &mut TrapFrame) -> SysResult<u64> {
-    let cpu = crate::percpu::this_cpu().id as u32;
+fn sys_getcpu(p: &Process, frame: &mut TrapFrame) -> SysResult<u64> {
+    // The CPU the program trapped from: under the leader strategy the call itself runs on
+    // CPU 0, but the question is where the program runs.
+    let cpu = p.user_cpu.load(core::sync::atomic::Ordering::Relaxed);
     if arg(frame, 0) != 0 {
         uaccess::copy_to_user(arg(frame, 0) as usize, &cpu.to_le_bytes())?;
     }

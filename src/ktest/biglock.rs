@@ -1,0 +1,178 @@
+//! The big lock under several CPUs (chapter 24, "One big kernel lock").
+//!
+//! `biglock_holders_that_sleep_still_exclude_each_other`: two kernel threads per CPU take one
+//! big lock, nest it, and inside it sleep or yield now and then (so the lock goes at the switch
+//! and comes back after it); a counter of threads inside must never read more than one.
+//! `biglock_broken_reacquire_is_caught`: the same with the broken variant, whose holder believes
+//! it has the lock back after a switch without taking it: some round must see two inside.
+//! `biglock_subsystem_order_inversion_is_reported`: the subsystem locks taken in the documented
+//! order, then two of them the other way round: the lock validator reports the cycle at once,
+//! before any CPU waits for another.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use super::KTest;
+use crate::ensure;
+use crate::platform::Platform;
+use crate::proc::locking::{SUB_FS, SUB_PROC};
+use crate::sync::biglock::{self, BigLock};
+use crate::sync::lockdep;
+use crate::sync::spinlock::validate::{self, ReportKind};
+use crate::task::{self, CpuMask, Policy};
+
+pub static TESTS: &[KTest] = &[
+    KTest {
+        name: "biglock_holders_that_sleep_still_exclude_each_other",
+        run: |_| holders_exclude(),
+    },
+    KTest {
+        name: "biglock_broken_reacquire_is_caught",
+        run: |_| broken_is_caught(),
+    },
+    KTest {
+        name: "biglock_subsystem_order_inversion_is_reported",
+        run: subsystem_inversion,
+    },
+];
+
+static TORTURE: BigLock = BigLock::named("test: big lock");
+static BROKEN: BigLock = BigLock::named("test: broken big lock");
+
+/// Critical sections per thread, and every how many a thread sleeps inside one.
+const ROUNDS: usize = 120;
+const SWITCH_EVERY: usize = 5;
+/// Runs the broken variant gets before the test concludes it cannot catch it.
+const BROKEN_ATTEMPTS: usize = 8;
+
+/// Two threads per online CPU hammer `lock`; how many times a thread found another inside.
+fn torture(lock: &'static BigLock) -> Result<usize, String> {
+    if !biglock::register(lock) {
+        return Err("no room to register the test's big lock".into());
+    }
+    let inside = Arc::new(AtomicUsize::new(0));
+    let overlaps = Arc::new(AtomicUsize::new(0));
+    let mut pids = Vec::new();
+    for cpu in crate::smp::online_cpus() {
+        for n in 0..2 {
+            let (inside, overlaps) = (inside.clone(), overlaps.clone());
+            let pid = task::spawn_with(
+                &format!("biglock/{cpu}.{n}"),
+                task::DEFAULT_STACK_SIZE,
+                CpuMask::only(cpu),
+                Policy::RoundRobin,
+                move || {
+                    for round in 0..ROUNDS {
+                        lock.lock();
+                        lock.lock(); // the holder may take it again
+                        if inside.fetch_add(1, Ordering::SeqCst) != 0 {
+                            overlaps.fetch_add(1, Ordering::SeqCst);
+                        }
+                        if round % SWITCH_EVERY == 0 {
+                            // Off the CPU inside: the lock goes, and must come back before
+                            // this thread runs on.
+                            inside.fetch_sub(1, Ordering::SeqCst);
+                            if round % (2 * SWITCH_EVERY) == 0 {
+                                task::sleep_ticks(1);
+                            } else {
+                                task::yield_now();
+                            }
+                            if inside.fetch_add(1, Ordering::SeqCst) != 0 {
+                                overlaps.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                        for i in 0..200u32 {
+                            core::hint::black_box(i);
+                        }
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                        lock.unlock();
+                        lock.unlock();
+                    }
+                    0
+                },
+            )
+            .map_err(|e| format!("spawn: {e}"))?;
+            pids.push(pid);
+        }
+    }
+    for pid in pids {
+        task::wait(pid).map_err(|e| format!("wait {pid}: {e}"))?;
+    }
+    Ok(overlaps.load(Ordering::SeqCst))
+}
+
+fn holders_exclude() -> Result<(), String> {
+    let (acquired_before, contended_before, _) = TORTURE.stats();
+    let overlaps = torture(&TORTURE)?;
+    let (acquired, contended, _) = TORTURE.stats();
+    let cpus = crate::smp::online_cpus().count();
+    log::info!(target: "biglock",
+        "{} threads on {cpus} CPUs: {} outermost acquisitions, {} found it held, {overlaps} overlaps",
+        2 * cpus, acquired - acquired_before, contended - contended_before);
+    ensure!(
+        overlaps == 0,
+        "{overlaps} times a thread found another inside the big lock"
+    );
+    // Every sleep inside gives the lock up and takes it back: more outermost acquisitions than
+    // critical sections shows the release at the switch really happened.
+    let sections = (2 * cpus * ROUNDS) as u64;
+    ensure!(
+        acquired - acquired_before > sections,
+        "{} outermost acquisitions for {sections} critical sections: the switches inside never released it",
+        acquired - acquired_before
+    );
+    Ok(())
+}
+
+fn broken_is_caught() -> Result<(), String> {
+    if crate::smp::online_cpus().count() < 2 {
+        log::info!(target: "biglock", "one CPU cannot race itself; skipped");
+        return Ok(());
+    }
+    BROKEN.set_broken_reacquire(true);
+    let mut result = Err(format!(
+        "the broken big lock let nobody in twice in {BROKEN_ATTEMPTS} runs: this test cannot catch it"
+    ));
+    for attempt in 1..=BROKEN_ATTEMPTS {
+        let overlaps = torture(&BROKEN)?;
+        if overlaps > 0 {
+            log::info!(target: "biglock",
+                "the broken reacquire was caught (run {attempt}): {overlaps} times two threads were inside");
+            result = Ok(());
+            break;
+        }
+    }
+    BROKEN.set_broken_reacquire(false);
+    result
+}
+
+fn subsystem_inversion(_: &Platform<'static>) -> Result<(), String> {
+    ensure!(
+        validate::active(),
+        "the lock validator is off (bootargs nolockdep or bench)"
+    );
+    lockdep::rearm();
+    let (before, _) = validate::reports();
+    // The documented order: processes before files (fork takes them so).
+    SUB_PROC.lock();
+    SUB_FS.lock();
+    SUB_FS.unlock();
+    SUB_PROC.unlock();
+    let (middle, _) = validate::reports();
+    ensure!(middle == before, "sub.proc then sub.fs alone was reported");
+    // The other order, on one CPU: nothing waits here, but two CPUs doing these two things at
+    // once would each hold the lock the other wants.
+    SUB_FS.lock();
+    SUB_PROC.lock();
+    SUB_PROC.unlock();
+    SUB_FS.unlock();
+    let (after, kind) = validate::reports();
+    ensure!(
+        after > before && kind == ReportKind::LockOrderCycle,
+        "sub.fs then sub.proc after sub.proc then sub.fs was not reported as an inversion (last report {kind:?})"
+    );
+    Ok(())
+}
