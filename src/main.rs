@@ -360,6 +360,7 @@ mod kernel {
                 });
             }
             "irq-deadlock" => quartet::ktest::irqlock::deadlock_demo(),
+            "lock-order" => quartet::ktest::biglock::lock_order_demo(),
             "task-overflow" => {
                 quartet::ktest::exception::task_overflow_demo();
                 power::exit(1);
@@ -369,7 +370,7 @@ mod kernel {
                 power::exit(1);
             }
             other => {
-                log::error!(target: "boot", "unknown demo {other:?}; demos are: fault, oom, overflow, task-overflow, panic, irq-deadlock, uaccess-nofixup")
+                log::error!(target: "boot", "unknown demo {other:?}; demos are: fault, oom, overflow, task-overflow, panic, irq-deadlock, uaccess-nofixup, lock-order")
             }
         }
     }

@@ -299,6 +299,46 @@ fn test_run(board: Board, env: &[(&str, &str)]) -> Run {
     })
 }
 
+/// The process, file-system and big-lock tests under locking strategy `strategy`, on 4 CPUs:
+/// every strategy must run the same programs with the same results.
+fn assert_strategy_passes(strategy: &str) {
+    let bootargs = format!("test=user_,fs_,biglock locking={strategy}");
+    let run = boot(Boot {
+        board: Board::Virt,
+        env: &[("SMP", "4"), ("GIC", "3")],
+        bootargs: &bootargs,
+        dtb: None,
+    });
+    assert_online(&run, 4, 4);
+    let announced = format!("INFO  locking: {strategy}: ");
+    assert!(
+        run.output.lines().any(|l| l.contains(&announced)),
+        "the boot log does not announce `{announced}`:\n{}",
+        run.output
+    );
+    assert_suite_passed(&run);
+}
+
+#[test]
+fn locking_bkl_runs_the_processes_files_and_big_lock_tests_on_4_cpus() {
+    assert_strategy_passes("bkl");
+}
+
+#[test]
+fn locking_fine_runs_the_processes_files_and_big_lock_tests_on_4_cpus() {
+    assert_strategy_passes("fine");
+}
+
+#[test]
+fn locking_subsystem_runs_the_processes_files_and_big_lock_tests_on_4_cpus() {
+    assert_strategy_passes("subsystem");
+}
+
+#[test]
+fn locking_leader_runs_the_processes_files_and_big_lock_tests_on_4_cpus() {
+    assert_strategy_passes("leader");
+}
+
 #[test]
 fn virt_gicv2_smp1() {
     let run = test_run(Board::Virt, &[("SMP", "1"), ("GIC", "2")]);
@@ -1165,7 +1205,14 @@ fn bench_bkl_quick_reports_every_cpu_count_for_each_kernel_share_with_amdahl() {
     }
     assert_eq!(
         seen,
-        [("10", "1"), ("10", "2"), ("50", "1"), ("50", "2")],
+        [
+            ("10", "1"),
+            ("10", "2"),
+            ("50", "1"),
+            ("50", "2"),
+            ("90", "1"),
+            ("90", "2")
+        ],
         "one line per kernel share and CPU count:\n{}",
         run.output
     );

@@ -26,6 +26,7 @@ const DEMOS: &[&str] = &[
     "panic",
     "irq-deadlock",
     "uaccess-nofixup",
+    "lock-order",
 ];
 
 /// How many log lines `log` shows when not told.
@@ -248,7 +249,7 @@ static COMMANDS: &[Command<Shell>] = &[
     Command {
         name: "demo",
         args: "<name>",
-        about: "fault, oom, overflow, task-overflow, panic, irq-deadlock or uaccess-nofixup: fail on purpose; ENDS THE SESSION",
+        about: "fault, oom, overflow, task-overflow, panic, irq-deadlock, uaccess-nofixup or lock-order: fail on purpose; all but lock-order END THE SESSION",
         min_args: 1,
         max_args: 1,
         run: demo,
