@@ -249,7 +249,7 @@ static COMMANDS: &[Command<Shell>] = &[
     Command {
         name: "demo",
         args: "<name>",
-        about: "fault, oom, overflow, task-overflow, panic, irq-deadlock, uaccess-nofixup or lock-order: fail on purpose; all but lock-order END THE SESSION",
+        about: "fault, oom, overflow, task-overflow, panic, irq-deadlock, uaccess-nofixup or lock-order: fail on purpose; ENDS THE SESSION (lock-order only reports)",
         min_args: 1,
         max_args: 1,
         run: demo,
