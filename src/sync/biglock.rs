@@ -33,11 +33,13 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsiz
 use crate::sync::lockdep::LockClass;
 use crate::sync::lockstat;
 use crate::sync::preempt;
-use crate::sync::spinlock::{RawSpinLock, TicketLock, validate};
+use crate::sync::spinlock::{DefaultRawLock, RawSpinLock, validate};
 
 /// A lock held by a task, recursively, and dropped while the task is off the CPU.
 pub struct BigLock {
-    raw: TicketLock,
+    /// The ticket lock (`DefaultRawLock`; under loom, whose ticket lock cannot be built in a
+    /// `const`, the plain test-and-set lock, as for every kernel `SpinLock`).
+    raw: DefaultRawLock,
     /// The holder's task word (`arch::task_word`, unique to the running task), 0 when free.
     owner: AtomicUsize,
     /// How many times the holder has taken it; touched only by the holder.
@@ -62,7 +64,7 @@ impl BigLock {
     #[track_caller]
     pub const fn named(name: &'static str) -> Self {
         BigLock {
-            raw: TicketLock::UNLOCKED,
+            raw: DefaultRawLock::UNLOCKED,
             owner: AtomicUsize::new(0),
             depth: AtomicU32::new(0),
             holder_cpu: AtomicUsize::new(0),
