@@ -45,6 +45,8 @@ static BROKEN: BigLock = BigLock::named("test: broken big lock");
 /// Critical sections per thread, and every how many a thread sleeps inside one.
 const ROUNDS: usize = 120;
 const SWITCH_EVERY: usize = 5;
+/// Busy-loop iterations of each critical section (tens of microseconds under QEMU).
+const WORK_INSIDE: u32 = 3000;
 /// Runs the broken variant gets before the test concludes it cannot catch it.
 const BROKEN_ATTEMPTS: usize = 8;
 
@@ -84,8 +86,14 @@ fn torture(lock: &'static BigLock) -> Result<usize, String> {
                                 overlaps.fetch_add(1, Ordering::SeqCst);
                             }
                         }
-                        for i in 0..200u32 {
+                        // Work inside long enough that the lock is rarely free: a holder that
+                        // comes back from a switch without it then almost always finds another
+                        // thread inside, here or at the check after the work.
+                        for i in 0..WORK_INSIDE {
                             core::hint::black_box(i);
+                        }
+                        if inside.load(Ordering::SeqCst) != 1 {
+                            overlaps.fetch_add(1, Ordering::SeqCst);
                         }
                         inside.fetch_sub(1, Ordering::SeqCst);
                         lock.unlock();
