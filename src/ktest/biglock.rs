@@ -4,7 +4,8 @@
 //! big lock, nest it, and inside it sleep or yield now and then (so the lock goes at the switch
 //! and comes back after it); a counter of threads inside must never read more than one.
 //! `biglock_broken_reacquire_is_caught`: the same with the broken variant, whose holder believes
-//! it has the lock back after a switch without taking it: some round must see two inside.
+//! it has the lock back after a switch without taking it: some thread must come back from a
+//! switch without owning the lock, or find another inside.
 //! `biglock_subsystem_order_inversion_is_reported`: the subsystem locks taken in the documented
 //! order, then two of them the other way round: the lock validator reports the cycle at once,
 //! before any CPU waits for another.
@@ -50,17 +51,19 @@ const WORK_INSIDE: u32 = 3000;
 /// Runs the broken variant gets before the test concludes it cannot catch it.
 const BROKEN_ATTEMPTS: usize = 8;
 
-/// Two threads per online CPU hammer `lock`; how many times a thread found another inside.
-fn torture(lock: &'static BigLock) -> Result<usize, String> {
+/// Two threads per online CPU hammer `lock`: how many times a thread found another inside,
+/// and how many times one came back from a switch inside without owning the lock.
+fn torture(lock: &'static BigLock) -> Result<(usize, usize), String> {
     if !biglock::register(lock) {
         return Err("no room to register the test's big lock".into());
     }
     let inside = Arc::new(AtomicUsize::new(0));
     let overlaps = Arc::new(AtomicUsize::new(0));
+    let unowned = Arc::new(AtomicUsize::new(0));
     let mut pids = Vec::new();
     for cpu in crate::smp::online_cpus() {
         for n in 0..2 {
-            let (inside, overlaps) = (inside.clone(), overlaps.clone());
+            let (inside, overlaps, unowned) = (inside.clone(), overlaps.clone(), unowned.clone());
             let pid = task::spawn_with(
                 &format!("biglock/{cpu}.{n}"),
                 task::DEFAULT_STACK_SIZE,
@@ -84,6 +87,12 @@ fn torture(lock: &'static BigLock) -> Result<usize, String> {
                             }
                             if inside.fetch_add(1, Ordering::SeqCst) != 0 {
                                 overlaps.fetch_add(1, Ordering::SeqCst);
+                            }
+                            // Back from the switch the thread must own the lock again, at the
+                            // depth it left: a thread inside without owning it is a critical
+                            // section open to every other CPU, whether or not one came in.
+                            if lock.depth_of_current() != 2 {
+                                unowned.fetch_add(1, Ordering::SeqCst);
                             }
                         }
                         // Work inside long enough that the lock is rarely free: a holder that
@@ -109,20 +118,23 @@ fn torture(lock: &'static BigLock) -> Result<usize, String> {
     for pid in pids {
         task::wait(pid).map_err(|e| format!("wait {pid}: {e}"))?;
     }
-    Ok(overlaps.load(Ordering::SeqCst))
+    Ok((
+        overlaps.load(Ordering::SeqCst),
+        unowned.load(Ordering::SeqCst),
+    ))
 }
 
 fn holders_exclude() -> Result<(), String> {
     let (acquired_before, contended_before, _) = TORTURE.stats();
-    let overlaps = torture(&TORTURE)?;
+    let (overlaps, unowned) = torture(&TORTURE)?;
     let (acquired, contended, _) = TORTURE.stats();
     let cpus = crate::smp::online_cpus().count();
     log::info!(target: "biglock",
         "{} threads on {cpus} CPUs: {} outermost acquisitions, {} found it held, {overlaps} overlaps",
         2 * cpus, acquired - acquired_before, contended - contended_before);
     ensure!(
-        overlaps == 0,
-        "{overlaps} times a thread found another inside the big lock"
+        overlaps == 0 && unowned == 0,
+        "{overlaps} times a thread found another inside the big lock; {unowned} times one came back from a switch without it"
     );
     // Every sleep inside gives the lock up and takes it back: more outermost acquisitions than
     // critical sections shows the release at the switch really happened.
@@ -142,13 +154,13 @@ fn broken_is_caught() -> Result<(), String> {
     }
     BROKEN.set_broken_reacquire(true);
     let mut result = Err(format!(
-        "the broken big lock let nobody in twice in {BROKEN_ATTEMPTS} runs: this test cannot catch it"
+        "the broken big lock let nobody in twice, and every thread owned it after its switches, in {BROKEN_ATTEMPTS} runs: this test cannot catch it"
     ));
     for attempt in 1..=BROKEN_ATTEMPTS {
-        let overlaps = torture(&BROKEN)?;
-        if overlaps > 0 {
+        let (overlaps, unowned) = torture(&BROKEN)?;
+        if overlaps > 0 || unowned > 0 {
             log::info!(target: "biglock",
-                "the broken reacquire was caught (run {attempt}): {overlaps} times two threads were inside");
+                "the broken reacquire was caught (run {attempt}): {unowned} times a thread came back from a switch without the lock, {overlaps} times two threads were inside");
             result = Ok(());
             break;
         }

@@ -177,6 +177,14 @@ pub fn enter_from_user() {
 /// The last thing before user mode: the big kernel lock goes. A thread that returns to user
 /// mode holding a big lock more than once has leaked a level; that is a kernel bug.
 pub fn leave_to_user() {
+    // Nothing of this CPU's interrupt masking may travel to user mode: a push_off left over
+    // here would make the next switch on this CPU refuse (and panic), far from its cause.
+    let depth = crate::sync::irq::depth();
+    if depth != 0 {
+        log::error!(target: "locking",
+            "returning to user mode on cpu{} with IRQ-disable depth {depth}: a path left an IRQ-safe lock or push_off behind",
+            percpu::this_cpu().id);
+    }
     if BKL.held_by_current() {
         assert_eq!(
             BKL.depth_of_current(),
