@@ -265,6 +265,29 @@ fn assert_online(run: &Run, online: usize, listed: usize) {
     );
 }
 
+/// Run `tools/bench --from-log` on a boot's output in a fresh temporary directory, as
+/// `make bench` does after a run; the directory and what the tool printed.
+fn tools_bench_from_log(run: &Run, name: &str) -> (PathBuf, String) {
+    let out = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
+    let log = out.join("raw.log");
+    std::fs::write(&log, &run.output).unwrap();
+    let tool = Command::new(root().join("tools/bench"))
+        .arg("--from-log")
+        .arg(&log)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run tools/bench");
+    let printed = String::from_utf8_lossy(&tool.stdout).into_owned();
+    assert!(
+        tool.status.success(),
+        "tools/bench failed:\n{printed}\n{}",
+        String::from_utf8_lossy(&tool.stderr)
+    );
+    (out, printed)
+}
+
 /// A test-mode run passed: every test line ok, the closing line says 0 failed, status 0.
 fn assert_suite_passed(run: &Run) {
     let closing: Vec<_> = run.output.lines().filter_map(closing_counts).collect();
@@ -1140,23 +1163,7 @@ fn bench_quick_prints_one_result_per_lock_and_cpu_count_and_tools_bench_reads_th
     }
 
     // tools/bench turns the same output into CSV files (what `make bench` does after a run).
-    let out = std::env::temp_dir().join(format!("quartet-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&out).unwrap();
-    let log = out.join("raw.log");
-    std::fs::write(&log, &run.output).unwrap();
-    let tool = Command::new(root().join("tools/bench"))
-        .arg("--from-log")
-        .arg(&log)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .expect("run tools/bench");
-    let printed = String::from_utf8_lossy(&tool.stdout);
-    assert!(
-        tool.status.success(),
-        "tools/bench failed:\n{printed}\n{}",
-        String::from_utf8_lossy(&tool.stderr)
-    );
+    let (out, printed) = tools_bench_from_log(&run, "quartet-bench");
     let locks_csv = std::fs::read_to_string(out.join("locks.csv")).unwrap();
     assert_eq!(
         locks_csv.lines().count(),
@@ -1241,23 +1248,7 @@ fn bench_bkl_quick_reports_every_cpu_count_for_each_kernel_share_with_amdahl() {
     }
 
     // tools/bench reads the same log: CSV, both charts with their dashed predictions, a table.
-    let out = std::env::temp_dir().join(format!("quartet-bench-bkl-{}", std::process::id()));
-    std::fs::create_dir_all(&out).unwrap();
-    let log = out.join("raw.log");
-    std::fs::write(&log, &run.output).unwrap();
-    let tool = Command::new(root().join("tools/bench"))
-        .arg("--from-log")
-        .arg(&log)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .expect("run tools/bench");
-    let printed = String::from_utf8_lossy(&tool.stdout);
-    assert!(
-        tool.status.success(),
-        "tools/bench failed:\n{printed}\n{}",
-        String::from_utf8_lossy(&tool.stderr)
-    );
+    let (out, printed) = tools_bench_from_log(&run, "quartet-bench-bkl");
     let csv = std::fs::read_to_string(out.join("bkl.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 6, "{csv}");
     assert!(
