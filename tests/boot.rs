@@ -358,9 +358,6 @@ fn locking_subsystem_runs_the_processes_files_and_big_lock_tests_on_4_cpus() {
 }
 
 #[test]
-#[ignore = "a known rare bug: once in six runs under load, a system call handed to cpu0 found an \
-            IRQ-disable depth of 1 on its own CPU and the yield refused to switch; run with \
-            --ignored to chase it"]
 fn locking_leader_runs_the_processes_files_and_big_lock_tests_on_4_cpus() {
     assert_strategy_passes("leader");
 }

@@ -178,8 +178,14 @@ pub fn enter_from_user() {
 /// mode holding a big lock more than once has leaked a level; that is a kernel bug.
 pub fn leave_to_user() {
     // Nothing of this CPU's interrupt masking may travel to user mode: a push_off left over
-    // here would make the next switch on this CPU refuse (and panic), far from its cause.
-    let depth = crate::sync::irq::depth();
+    // here would make the next switch on this CPU refuse (and panic), far from its cause. A
+    // push_off masks IRQs, so only a CPU with IRQs masked can have one left over (and after a
+    // system call, with IRQs on, the check costs one register read).
+    let depth = if crate::arch::irqflags::irqs_disabled() {
+        crate::sync::irq::depth()
+    } else {
+        0
+    };
     if depth != 0 {
         log::error!(target: "locking",
             "returning to user mode on cpu{} with IRQ-disable depth {depth}: a path left an IRQ-safe lock or push_off behind",

@@ -78,8 +78,22 @@ pub fn pop_off() {
 }
 
 /// How deep this CPU's push_off nesting is.
+///
+/// Finding "this CPU" and reading its record are two steps. With IRQs on, a tick between them
+/// can preempt the task and move it, and it would then read the record of the CPU it left,
+/// which may be inside a push_off section of another task's at that moment. So the read runs
+/// with IRQs masked. (This was a real bug: a task moving to CPU 0 under the leader strategy
+/// was told, rarely, that it could not switch because of an IRQ-disable depth of 1.)
 pub fn depth() -> u32 {
-    percpu::current_id().map_or(0, |id| NESTING.for_cpu(id).depth.load(Ordering::Relaxed))
+    let read =
+        || percpu::current_id().map_or(0, |id| NESTING.for_cpu(id).depth.load(Ordering::Relaxed));
+    if irqflags::irqs_disabled() {
+        return read();
+    }
+    let flags = irqflags::local_irq_save();
+    let depth = read();
+    irqflags::local_irq_restore(flags);
+    depth
 }
 
 /// A spin lock whose holders run with IRQs disabled on their CPU.

@@ -117,17 +117,22 @@ pub fn switch_allowed() -> Result<(), SwitchRefused> {
             preempt_count: count,
         });
     }
+    // Both records below are per-CPU: they are read with IRQs masked, or a preemption between
+    // finding this CPU's number and reading its record could move the task, which would then
+    // judge itself by the CPU it left (see `irq::depth`).
+    let flags = irqflags::local_irq_save();
     let depth = crate::sync::irq::depth();
+    let held = crate::sync::lockdep::held(percpu::this_cpu().id)
+        .next()
+        .map(|held| (held.class.name, held.site));
+    irqflags::local_irq_restore(flags);
     if depth != 0 {
         return Err(SwitchRefused::IrqSafeLockHeld { depth });
     }
     // Before the preempt count: a held spin lock also disables preemption, and its name and
     // site say more than the count does.
-    if let Some(held) = crate::sync::lockdep::held(percpu::this_cpu().id).next() {
-        return Err(SwitchRefused::LockHeld {
-            name: held.class.name,
-            site: held.site,
-        });
+    if let Some((name, site)) = held {
+        return Err(SwitchRefused::LockHeld { name, site });
     }
     if count != 0 {
         return Err(SwitchRefused::PreemptDisabled {
