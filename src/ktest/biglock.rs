@@ -9,6 +9,9 @@
 //! `biglock_subsystem_order_inversion_is_reported`: the subsystem locks taken in the documented
 //! order, then two of them the other way round: the lock validator reports the cycle at once,
 //! before any CPU waits for another.
+//! `biglock_subsystem_locks_are_taken_by_their_calls_only_under_subsystem`: `mix` (files, page
+//! faults, fork, wait, yield) must take `sub.proc`, `sub.mm` and `sub.fs` under the subsystem
+//! strategy, at least once per operation each, and none of them under any other strategy.
 
 use alloc::format;
 use alloc::string::String;
@@ -37,6 +40,10 @@ pub static TESTS: &[KTest] = &[
     KTest {
         name: "biglock_subsystem_order_inversion_is_reported",
         run: subsystem_inversion,
+    },
+    KTest {
+        name: "biglock_subsystem_locks_are_taken_by_their_calls_only_under_subsystem",
+        run: |_| subsystem_coverage(),
     },
 ];
 
@@ -210,5 +217,64 @@ fn subsystem_inversion_inner() -> Result<(), String> {
         after > before && kind == ReportKind::LockOrderCycle,
         "sub.fs then sub.proc after sub.proc then sub.fs was not reported as an inversion (last report {kind:?})"
     );
+    Ok(())
+}
+
+/// Operations of `mix` in the coverage test.
+const COVERAGE_OPS: u64 = 4;
+
+fn subsystem_coverage() -> Result<(), String> {
+    use crate::proc::console::{Capture, files_writing_to};
+    use crate::proc::locking::{self, SUB_MM, Strategy};
+    use crate::proc::run;
+    use crate::proc::tree::ExitStatus;
+
+    const DIR: &str = "/ktest-subsystem";
+    match crate::fs::mkdir(DIR) {
+        Ok(()) | Err(crate::errno::Errno::EEXIST) => {}
+        Err(e) => return Err(format!("cannot make {DIR}: {e}")),
+    }
+    let locks = [&SUB_PROC, &SUB_MM, &SUB_FS];
+    let before: Vec<u64> = locks.iter().map(|l| l.stats().0).collect();
+    let ops = format!("{COVERAGE_OPS}");
+    let argv = ["mix", "--ops", &ops, "--user-iters", "100", "--dir", DIR]
+        .map(String::from)
+        .to_vec();
+    let out = Arc::new(Capture::new());
+    let pid = run::spawn_with_files("mix", argv, CpuMask::ALL, files_writing_to(out.clone()))
+        .map_err(|e| format!("cannot start mix: {e}"))?;
+    let status = run::wait_kernel_child(pid, || false).map_err(|e| format!("wait for mix: {e}"))?;
+    ensure!(
+        status == ExitStatus::Exited(0),
+        "mix ended {status:?}, printing {:?}",
+        out.text()
+    );
+    // Every file mix made it unlinked, so the directory goes too, or this test left one behind.
+    crate::fs::rmdir(DIR).map_err(|e| format!("rmdir {DIR} after mix: {e}"))?;
+    let taken: Vec<u64> = locks
+        .iter()
+        .zip(&before)
+        .map(|(l, b)| l.stats().0 - b)
+        .collect();
+    let subsystem = locking::strategy() == Strategy::Subsystem;
+    for (lock, &n) in locks.iter().zip(&taken) {
+        if subsystem {
+            ensure!(
+                n >= COVERAGE_OPS,
+                "`{}` was taken {n} times in {COVERAGE_OPS} operations of mix: some of its calls run without it",
+                lock.name()
+            );
+        } else {
+            ensure!(
+                n == 0,
+                "`{}` was taken {n} times under locking={}: only the subsystem strategy takes it",
+                lock.name(),
+                locking::strategy().name()
+            );
+        }
+    }
+    log::info!(target: "ktest",
+        "subsystem locks over {COVERAGE_OPS} operations of mix under locking={}: sub.proc {}, sub.mm {}, sub.fs {}",
+        locking::strategy().name(), taken[0], taken[1], taken[2]);
     Ok(())
 }

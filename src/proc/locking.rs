@@ -8,7 +8,7 @@
 //! |------------|----------------------------------------|-------|
 //! | `leader`   | CPU 0 only: a system call or page fault on another CPU moves its thread to CPU 0 and back | `on_the_leader` |
 //! | `bkl`      | one CPU at a time: one big kernel lock from every entry from user mode to the return | `enter_from_user`, `leave_to_user` |
-//! | `subsystem`| one CPU per subsystem: a lock each for processes, memory, files and the console | `subsystem` and the fs's `serialize_with` |
+//! | `subsystem`| one CPU per subsystem: a lock each for the scheduler and processes, memory, files and the console | `subsystem` and the fs's `serialize_with` |
 //! | `fine`     | any CPU: only the data locks (per inode, per address space, per-CPU run queues, RCU) | (nothing added) |
 //!
 //! The data locks stay in every strategy. The coarse locks are *added* on top of them, so the
@@ -75,7 +75,7 @@ impl Strategy {
                 "one big kernel lock from every entry from user mode to the return (recursive, dropped while asleep)"
             }
             Strategy::Subsystem => {
-                "one lock each for processes, memory, files and the console, in that order"
+                "one lock each for the scheduler and processes, memory, files and the console, in that order"
             }
             Strategy::Fine => {
                 "data locks only: per inode, per address space, per-CPU run queues and page lists, RCU"
@@ -119,7 +119,9 @@ pub static BIG_LOCKS: [&BigLock; 5] = [&BKL, &SUB_PROC, &SUB_MM, &SUB_FS, &SUB_C
 /// A subsystem, for `subsystem`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Subsystem {
-    /// The process table and family tree: spawn, fork, exit, wait, kill.
+    /// The scheduler's system calls and the process table: sched_yield, nanosleep, spawn,
+    /// fork, exit, wait, kill, getppid. (The switch itself runs on the per-CPU run-queue locks
+    /// in every strategy, and lets this lock go, as it lets every big lock go.)
     Proc,
     /// Address spaces: page faults, mmap, munmap, brk, fork's copy, exec's swap, exit's teardown.
     Mm,

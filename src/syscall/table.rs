@@ -21,6 +21,7 @@ use crate::errno::{Errno, SysResult};
 use crate::mm::addrspace::Prot;
 use crate::mm::uaccess::{self, USER_TOP};
 use crate::percpu::{CacheAligned, PerCpu};
+use crate::proc::locking::{self, Subsystem};
 use crate::proc::process::Process;
 use crate::proc::run;
 use crate::proc::signal;
@@ -196,6 +197,9 @@ fn sys_exit(_p: &Process, frame: &mut TrapFrame) -> SysResult<u64> {
 }
 
 fn sys_sched_yield(_p: &Process, _frame: &mut TrapFrame) -> SysResult<u64> {
+    // The scheduler's calls belong to the scheduler-and-processes subsystem (the lock is let
+    // go across the switch itself, as every big lock is).
+    let _sched = locking::subsystem(Subsystem::Proc);
     crate::task::yield_now();
     Ok(0)
 }
@@ -217,6 +221,7 @@ fn sys_nanosleep(p: &Process, frame: &mut TrapFrame) -> SysResult<u64> {
         if p.signals.fatal().is_some() {
             return Err(Errno::EINTR);
         }
+        let _sched = locking::subsystem(Subsystem::Proc);
         crate::task::sleep_ticks(1);
     }
     Ok(0)
@@ -251,6 +256,7 @@ fn sys_getpid(p: &Process, _frame: &mut TrapFrame) -> SysResult<u64> {
 }
 
 fn sys_getppid(p: &Process, _frame: &mut TrapFrame) -> SysResult<u64> {
+    let _proc = locking::subsystem(Subsystem::Proc);
     let tree = crate::proc::PROCESS_TREE.lock();
     Ok(tree.parent_of(p.pid).unwrap_or(0) as u64)
 }
