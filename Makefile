@@ -25,7 +25,7 @@ USER_CFLAGS := -static -nostdlib -ffreestanding -fno-pie -no-pie -O2 -Wall -Wext
                -Wl,-Ttext-segment=0x400000 -Wl,-z,max-page-size=0x10000 -Wl,-z,noexecstack \
                -Wl,--build-id=none
 
-.PHONY: user setup-rpi4 all run run-rpi4 test unit loom lint qemu-tests image rpi4 sdcard gdb doc book setup clean bench FORCE
+.PHONY: user setup-rpi4 all run run-rpi4 test unit loom lint qemu-tests image rpi4 sdcard gdb doc book setup clean bench bench-host bench-host-check FORCE
 
 all: image rpi4
 
@@ -44,7 +44,7 @@ run-rpi4: setup-rpi4 rpi4
 	tools/qemu-run --board rpi4 --image build/rpi4/kernel8.img
 
 ## make test: host unit tests, loom models, lint, both kernels, then the QEMU boot tests.
-test: setup-rpi4 unit loom lint image rpi4 qemu-tests
+test: setup-rpi4 unit loom lint bench-host-check image rpi4 qemu-tests
 
 ## make user: the user programs alone, into target/user (the kernel's build.rs does the same and
 ## embeds them). Each is a static Linux arm64 executable: `qemu-aarch64 target/user/.../hello`.
@@ -71,6 +71,7 @@ lint:
 	cargo clippy --release --manifest-path user/Cargo.toml --target aarch64-unknown-none --target-dir target/user -- -D warnings
 	cargo clippy --release -- -D warnings
 	cargo clippy --target $(HOST) --lib --tests -- -D warnings
+	cargo fmt --manifest-path tools/bench-host/Cargo.toml --all -- --check
 
 qemu-tests:
 	cargo test --target $(HOST) --test boot --test docs --test user_linux -- --test-threads=2
@@ -85,6 +86,22 @@ comma := ,
 BENCH_FEATURES := $(if $(filter 1,$(LOCKSTAT)),--features lockstat)
 bench: setup build/bench/kernel8.img
 	CPU=$(if $(filter command line environment,$(origin CPU)),$(CPU),max) tools/bench --image build/bench/kernel8.img $(BENCH_ARGS)
+	@$(MAKE) --no-print-directory bench-host
+
+## make bench-host: the same algorithms on the host's real cores (chapter 9, "On real cores"):
+## tools/bench-host, a host program built on the kernel crate, against spin, parking_lot, std,
+## crossbeam-epoch and arc-swap; into build/bench/host/ with the targets checked.
+## BENCH_ARGS="--quick" for a format check. On an AArch64 Linux host it runs the kernel's own
+## LDXR/STXR or LSE atomics.
+BENCH_HOST := target/bench-host/$(HOST)/release/bench-host
+bench-host:
+	cargo build --release --manifest-path tools/bench-host/Cargo.toml --target $(HOST) --target-dir target/bench-host
+	tools/bench --host --binary $(BENCH_HOST) $(filter --quick,$(BENCH_ARGS))
+
+## make bench-host-check (part of make test): the host benchmark compiles, cleanly, for this
+## host and for an AArch64 Linux host, where it uses src/arch/aarch64's atomics.
+bench-host-check:
+	cargo clippy --manifest-path tools/bench-host/Cargo.toml --target aarch64-unknown-linux-gnu --target-dir target/bench-host -- -D warnings
 # The features the bench image was built with: rewritten only when LOCKSTAT changes, so that
 # changing it rebuilds the image and keeping it does not.
 build/bench/features: FORCE

@@ -32,9 +32,26 @@ pub fn set_task_word(word: usize) {
 
 /// A spinning host thread gives its core away: test threads outnumber cores, and a lock holder
 /// that lost its core would otherwise wait a whole time slice for spinners to give up.
-#[cfg(not(loom))]
+#[cfg(not(any(loom, feature = "host-bench")))]
 pub fn cpu_relax() {
     std::thread::yield_now();
+}
+
+/// The host benchmark (tools/bench-host) pins one thread per core, as the kernel runs one flow
+/// per CPU, so a spinner waits as on the target: with the spin-loop hint, `YIELD` on AArch64
+/// as in src/arch/aarch64/cpu.rs, `PAUSE` on x86. A yield here would measure the host's
+/// scheduler instead of the lock. (Its oversubscribed point, two threads a core, shows what
+/// such spinning costs when a holder loses its core.)
+#[cfg(all(feature = "host-bench", not(loom)))]
+#[inline]
+pub fn cpu_relax() {
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: a hint instruction; no memory or register effects.
+    unsafe {
+        core::arch::asm!("yield", options(nomem, nostack, preserves_flags))
+    };
+    #[cfg(not(target_arch = "aarch64"))]
+    core::hint::spin_loop();
 }
 
 /// Under loom a spinning thread must hand the turn to loom's scheduler: loom runs its threads
@@ -84,6 +101,10 @@ pub fn counter_frequency() -> u64 {
 }
 
 /// The host stand-in for src/arch/aarch64/atomic.rs: the same operations on core atomics.
+#[cfg_attr(
+    all(feature = "host-bench", target_arch = "aarch64", not(loom)),
+    allow(dead_code)
+)]
 pub mod atomic {
     use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -125,6 +146,10 @@ pub mod atomic {
 /// target's behaviour instead: after `sleep_like_wfe(looks)`, a wait returns only once the word
 /// differs from the value it was given, as a WFE that only a store to the word can wake (no
 /// interrupt, no SEV, no event stream). A wait that sees no change in `looks` looks panics.
+#[cfg_attr(
+    all(feature = "host-bench", target_arch = "aarch64", not(loom)),
+    allow(dead_code)
+)]
 pub mod wait {
     use core::fmt::LowerHex;
     use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, Ordering};

@@ -286,6 +286,7 @@ pub fn reset() {
 }
 
 /// Ticks of the generic counter as nanoseconds.
+#[cfg(feature = "lockstat")]
 fn nanoseconds(ticks: u64, frequency: u64) -> u64 {
     (ticks as u128 * 1_000_000_000 / frequency.max(1) as u128) as u64
 }

@@ -27,14 +27,26 @@ pub use crate::arch::cpu_relax;
 
 /// Release-store the low half of a 32-bit word that others change with atomic adds (the ticket
 /// lock's unlock). On the target it is one `STLRH` (src/arch/aarch64/atomic.rs).
-#[cfg(all(target_os = "none", not(loom)))]
+#[cfg(all(
+    any(
+        target_os = "none",
+        all(feature = "host-bench", target_arch = "aarch64")
+    ),
+    not(loom)
+))]
 pub use crate::arch::atomic::store_release_low_half;
 
-/// Elsewhere (host tests and loom) Rust cannot express a halfword store into a word that others
+/// Elsewhere (host tests, the host benchmark on x86 and loom) Rust cannot express a halfword store into a word that others
 /// change with 32-bit atomics, so it is the same effect in Rust's terms: one compare-exchange
 /// over the whole word that replaces the low half, with release ordering, retried while other
 /// threads change the high half. One definition serves both, over this module's `AtomicU32`.
-#[cfg(any(not(target_os = "none"), loom))]
+#[cfg(not(all(
+    any(
+        target_os = "none",
+        all(feature = "host-bench", target_arch = "aarch64")
+    ),
+    not(loom)
+)))]
 pub fn store_release_low_half(word: &AtomicU32, half: u16) {
     let mut seen = word.load(Ordering::Relaxed);
     loop {

@@ -25,7 +25,7 @@
 //! `add_wait_queue`, `schedule` and `__set_current_state(TASK_RUNNING)`.
 //!
 //! The kernel's implementation lives with the scheduler in src/task/. The locks are generic
-//! over `Sleeper`, so they also run on the host: `ThreadSleeper` (tests only) plays a task with
+//! over `Sleeper`, so they also run on the host: `ThreadSleeper` (tests and the host benchmark) plays a task with
 //! a thread, std threads with `park`/`unpark` in unit tests, and loom's threads with a
 //! condition variable in the models (`make loom`).
 
@@ -99,8 +99,11 @@ pub trait Sleeper: 'static {
 
 #[cfg(test)]
 pub(crate) use host::ThreadSleeper;
+/// The host benchmark measures quartet's mutex with host threads playing tasks.
+#[cfg(all(feature = "host-bench", not(test)))]
+pub use host::ThreadSleeper;
 
-#[cfg(test)]
+#[cfg(any(test, feature = "host-bench"))]
 mod host {
     use super::Sleeper;
     use std::sync::Arc;
@@ -109,7 +112,7 @@ mod host {
     use core::sync::atomic::AtomicUsize as TokenCounter;
 
     /// The host's task: one per thread, created on first use.
-    pub(crate) struct ThreadRecord {
+    pub struct ThreadRecord {
         token: usize,
         bed: Bed,
     }
@@ -125,7 +128,7 @@ mod host {
             })
         }
 
-        #[cfg_attr(loom, allow(dead_code))]
+        #[cfg_attr(any(loom, not(test)), allow(dead_code))]
         pub(crate) fn token(&self) -> usize {
             self.token
         }
@@ -244,7 +247,7 @@ mod host {
 
     /// `Sleeper` for host tests: a thread plays a task (std threads in unit tests, loom's
     /// threads under `--cfg loom`), each with its own `ThreadRecord`.
-    pub(crate) struct ThreadSleeper;
+    pub struct ThreadSleeper;
 
     impl Sleeper for ThreadSleeper {
         type Task = Arc<ThreadRecord>;

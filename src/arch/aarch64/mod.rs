@@ -10,7 +10,12 @@ pub mod pagetable;
 pub mod timer;
 pub mod user;
 
-#[cfg(target_os = "none")]
+// The atomics and the waits are user-mode instructions: the host benchmark on an AArch64 Linux
+// host runs them too (src/arch/mod.rs).
+#[cfg(any(
+    target_os = "none",
+    all(feature = "host-bench", target_arch = "aarch64", not(loom))
+))]
 pub mod atomic;
 #[cfg(target_os = "none")]
 pub mod backtrace;
@@ -38,7 +43,10 @@ pub mod semihosting;
 pub mod tlb;
 #[cfg(target_os = "none")]
 pub mod uaccess;
-#[cfg(target_os = "none")]
+#[cfg(any(
+    target_os = "none",
+    all(feature = "host-bench", target_arch = "aarch64", not(loom))
+))]
 pub mod wait;
 
 /// How PSCI calls reach the firmware: the `method` of the device tree's `/psci` node.
