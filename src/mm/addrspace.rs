@@ -147,10 +147,37 @@ pub trait MmEnv {
     fn page_refcount(&self, pa: usize) -> u32;
     /// Where the kernel reaches physical page `pa`.
     fn page_ptr(&self, pa: usize) -> *mut u8;
-    /// A valid last-level entry for `va` changed or went: drop it from every CPU's TLB.
-    fn flush_page(&self, asid: u16, va: usize);
-    /// The address space with this ASID is gone: drop all its entries on every CPU.
-    fn flush_asid(&self, asid: u16);
+    /// A valid last-level entry for `va` changed or went: drop it from the TLB of every CPU in
+    /// `ran_on` (a bit per CPU that ever ran the space; see `flush_scope`).
+    fn flush_page(&self, asid: u16, va: usize, ran_on: u64);
+    /// The address space with this ASID is gone: drop all its entries on every CPU in `ran_on`.
+    fn flush_asid(&self, asid: u16, ran_on: u64);
+}
+
+/// Which TLBs an invalidation must reach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlushScope {
+    /// Only this CPU ever ran the space: no other TLB can hold its entries, and a local TLBI
+    /// (no broadcast, no waiting for the other CPUs) is enough.
+    ThisCpu,
+    /// Other CPUs ran it too (or nobody knows): the broadcast (`IS`) form.
+    EveryCpu,
+}
+
+/// The scope of an invalidation for a space that ran on the CPUs in `ran_on`, decided on
+/// `this_cpu` (with preemption off, so that "this CPU" stays true until the TLBI).
+///
+/// A CPU caches translations only by walking the tables of the space it runs (speculative
+/// walks too use the current TTBR0 and ASID), so a CPU that never ran the space holds none of
+/// its entries. A bit is never cleared: a CPU the space left may still hold entries (quartet
+/// does not flush at a switch), so "ever ran" is the safe question. Linux on x86 keeps the same
+/// record (`mm_cpumask`) to send its shoot-down IPIs only to CPUs that need them.
+pub fn flush_scope(ran_on: u64, this_cpu: usize) -> FlushScope {
+    if this_cpu < 64 && ran_on == 1 << this_cpu {
+        FlushScope::ThisCpu
+    } else {
+        FlushScope::EveryCpu
+    }
 }
 
 fn page_down(a: usize) -> usize {
@@ -200,6 +227,9 @@ pub struct AddressSpaceIn<E: MmEnv> {
     root: usize,
     /// The ASID context id (src/mm/asid.rs); 0 until the space first runs.
     context: AtomicU64,
+    /// A bit per CPU that ever ran the space (set by `activate`, never cleared): where its
+    /// TLB entries may be (`flush_scope`).
+    ran_on: AtomicU64,
     /// Sorted by start, never overlapping.
     regions: Vec<Region>,
     /// Guard pages: touching one is a stack overflow.
@@ -221,6 +251,7 @@ impl<E: MmEnv> AddressSpaceIn<E> {
             env,
             root,
             context: AtomicU64::new(0),
+            ran_on: AtomicU64::new(0),
             regions: Vec::new(),
             guards: Vec::new(),
             heap_start: None,
@@ -263,7 +294,8 @@ impl<E: MmEnv> AddressSpaceIn<E> {
     fn flush(&self, va: usize) {
         // A space that never ran has nothing in any TLB.
         if let Some(asid) = self.asid() {
-            self.env.flush_page(asid, va);
+            self.env
+                .flush_page(asid, va, self.ran_on.load(Ordering::Relaxed));
         }
     }
 
@@ -743,7 +775,8 @@ impl<E: MmEnv> AddressSpaceIn<E> {
         self.tables -= 1;
         if let Some(asid) = self.asid() {
             // No CPU may keep translations of this ASID once another space can get it.
-            self.env.flush_asid(asid);
+            self.env
+                .flush_asid(asid, self.ran_on.load(Ordering::Relaxed));
             release_asid(self.context.load(Ordering::Relaxed));
         }
     }
@@ -776,17 +809,35 @@ impl MmEnv for KernelMm {
     fn page_ptr(&self, pa: usize) -> *mut u8 {
         super::phys_to_virt(pa) as *mut u8
     }
-    fn flush_page(&self, asid: u16, va: usize) {
+    fn flush_page(&self, asid: u16, va: usize, ran_on: u64) {
         #[cfg(target_os = "none")]
-        crate::arch::aarch64::tlb::flush_leaf(asid, va);
+        {
+            use crate::arch::aarch64::tlb;
+            // Preemption off from the decision to the TLBI: a local invalidation must run on
+            // the CPU it was decided for.
+            crate::sync::preempt::preempt_disable();
+            match flush_scope(ran_on, crate::percpu::this_cpu().id) {
+                FlushScope::ThisCpu => tlb::flush_leaf_local(asid, va),
+                FlushScope::EveryCpu => tlb::flush_leaf(asid, va),
+            }
+            crate::sync::preempt::preempt_enable();
+        }
         #[cfg(not(target_os = "none"))]
-        let _ = (asid, va);
+        let _ = (asid, va, ran_on);
     }
-    fn flush_asid(&self, asid: u16) {
+    fn flush_asid(&self, asid: u16, ran_on: u64) {
         #[cfg(target_os = "none")]
-        crate::arch::aarch64::tlb::flush_asid(asid);
+        {
+            use crate::arch::aarch64::tlb;
+            crate::sync::preempt::preempt_disable();
+            match flush_scope(ran_on, crate::percpu::this_cpu().id) {
+                FlushScope::ThisCpu => tlb::flush_asid_local(asid),
+                FlushScope::EveryCpu => tlb::flush_asid(asid),
+            }
+            crate::sync::preempt::preempt_enable();
+        }
         #[cfg(not(target_os = "none"))]
-        let _ = asid;
+        let _ = (asid, ran_on);
     }
 }
 
@@ -837,6 +888,8 @@ impl AddressSpace {
         use crate::arch::aarch64::tlb;
         crate::sync::irq::push_off();
         let cpu = crate::percpu::this_cpu().id;
+        // Before TTBR0 names the space here: from then on this CPU may cache its entries.
+        self.ran_on.fetch_or(1 << cpu, Ordering::Relaxed);
         let switch = asids().switch_to(cpu, &self.context);
         if switch.flush_local_tlb {
             tlb::flush_all_local();

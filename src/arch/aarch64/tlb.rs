@@ -56,6 +56,39 @@ pub fn flush_leaf(asid: u16, va: usize) {
     };
 }
 
+/// As `flush_leaf`, on this CPU only: for a space no other CPU ever ran (`flush_scope` in
+/// src/mm/addrspace.rs). No broadcast, so the `nsh` barriers suffice, and the other CPUs are
+/// not disturbed (under QEMU's TCG a broadcast TLBI stops every vCPU; on silicon it occupies
+/// the interconnect and every CPU's TLB).
+pub fn flush_leaf_local(asid: u16, va: usize) {
+    // SAFETY: as in flush_page.
+    unsafe {
+        asm!(
+            "dsb nshst",
+            "tlbi vale1, {op}",
+            "dsb nsh",
+            "isb",
+            op = in(reg) operand(asid, va),
+            options(nostack, preserves_flags)
+        )
+    };
+}
+
+/// As `flush_asid`, on this CPU only (see `flush_leaf_local`).
+pub fn flush_asid_local(asid: u16) {
+    // SAFETY: as in flush_page.
+    unsafe {
+        asm!(
+            "dsb nshst",
+            "tlbi aside1, {op}",
+            "dsb nsh",
+            "isb",
+            op = in(reg) u64::from(asid) << 48,
+            options(nostack, preserves_flags)
+        )
+    };
+}
+
 /// Drop every translation tagged `asid` on every CPU (an address space is torn down).
 pub fn flush_asid(asid: u16) {
     // SAFETY: as in flush_page.

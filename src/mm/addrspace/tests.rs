@@ -30,10 +30,10 @@ impl MmEnv for FakeMm {
     fn page_ptr(&self, pa: usize) -> *mut u8 {
         pa as *mut u8
     }
-    fn flush_page(&self, asid: u16, va: usize) {
+    fn flush_page(&self, asid: u16, va: usize, _ran_on: u64) {
         self.flushes.lock().unwrap().push((asid, va));
     }
-    fn flush_asid(&self, asid: u16) {
+    fn flush_asid(&self, asid: u16, _ran_on: u64) {
         self.flushes.lock().unwrap().push((asid, usize::MAX));
     }
 }
@@ -382,4 +382,16 @@ fn running_out_of_frames_is_an_error_not_a_panic() {
         s.handle_fault(0x40_1000, Access::Write),
         Err(FaultError::OutOfMemory { addr: 0x40_1000 })
     );
+}
+
+#[test]
+fn a_space_that_ran_only_here_is_flushed_here_and_any_other_everywhere() {
+    assert_eq!(flush_scope(1 << 2, 2), FlushScope::ThisCpu);
+    // It ran here and on another CPU: that CPU's TLB may still hold its entries.
+    assert_eq!(flush_scope((1 << 2) | (1 << 0), 2), FlushScope::EveryCpu);
+    // It ran only elsewhere (this CPU runs its teardown after it moved, say).
+    assert_eq!(flush_scope(1 << 1, 2), FlushScope::EveryCpu);
+    // Never ran: no ASID either, so no flush is asked for; if one were, broadcast is safe.
+    assert_eq!(flush_scope(0, 2), FlushScope::EveryCpu);
+    assert_eq!(flush_scope(1 << 63, 63), FlushScope::ThisCpu);
 }
