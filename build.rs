@@ -20,6 +20,15 @@ fn main() {
     println!("cargo:rerun-if-changed=linker.ld");
     println!("cargo:rerun-if-changed=build.rs");
     let target_os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    // `native_aarch64_sync`: the hand-written AArch64 atomics and waits (src/arch/aarch64) are
+    // the ones in use: in the kernel, and in the host benchmark on an AArch64 Linux host, whose
+    // user mode may run them too (never under loom, which supplies its own atomics).
+    let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    let loom = std::env::var_os("CARGO_CFG_LOOM").is_some();
+    let host_bench = std::env::var_os("CARGO_FEATURE_HOST_BENCH").is_some();
+    if target_os == "none" || (host_bench && arch == "aarch64" && !loom) {
+        println!("cargo:rustc-cfg=native_aarch64_sync");
+    }
     if target_os != "none" {
         return;
     }

@@ -101,10 +101,7 @@ pub fn counter_frequency() -> u64 {
 }
 
 /// The host stand-in for src/arch/aarch64/atomic.rs: the same operations on core atomics.
-#[cfg_attr(
-    all(feature = "host-bench", target_arch = "aarch64", not(loom)),
-    allow(dead_code)
-)]
+#[cfg_attr(native_aarch64_sync, allow(dead_code))]
 pub mod atomic {
     use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -146,10 +143,7 @@ pub mod atomic {
 /// target's behaviour instead: after `sleep_like_wfe(looks)`, a wait returns only once the word
 /// differs from the value it was given, as a WFE that only a store to the word can wake (no
 /// interrupt, no SEV, no event stream). A wait that sees no change in `looks` looks panics.
-#[cfg_attr(
-    all(feature = "host-bench", target_arch = "aarch64", not(loom)),
-    allow(dead_code)
-)]
+#[cfg_attr(native_aarch64_sync, allow(dead_code))]
 pub mod wait {
     use core::fmt::LowerHex;
     use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, Ordering};

@@ -7,28 +7,17 @@ pub mod host;
 
 /// Read-modify-write atomics: hand-written LL/SC or LSE on the target, core atomics on the host.
 /// The host benchmark on an AArch64 Linux host (`host-bench`) runs the target's own code: user
-/// mode may execute LDXR/STXR, the LSE instructions, SEVL and WFE.
-#[cfg(any(
-    target_os = "none",
-    all(feature = "host-bench", target_arch = "aarch64", not(loom))
-))]
+/// mode may execute LDXR/STXR, the LSE instructions, SEVL and WFE. `native_aarch64_sync` says
+/// which (build.rs sets it).
+#[cfg(native_aarch64_sync)]
 pub use aarch64::atomic;
-#[cfg(not(any(
-    target_os = "none",
-    all(feature = "host-bench", target_arch = "aarch64", not(loom))
-)))]
+#[cfg(not(native_aarch64_sync))]
 pub use host::atomic;
 
 /// Waiting for another CPU's store: LDAXR + WFE on the target, a spin hint on the host.
-#[cfg(any(
-    target_os = "none",
-    all(feature = "host-bench", target_arch = "aarch64", not(loom))
-))]
+#[cfg(native_aarch64_sync)]
 pub use aarch64::wait;
-#[cfg(not(any(
-    target_os = "none",
-    all(feature = "host-bench", target_arch = "aarch64", not(loom))
-)))]
+#[cfg(not(native_aarch64_sync))]
 pub use host::wait;
 
 /// Masking IRQs on this CPU: DAIF on the target, a per-thread flag on the host.

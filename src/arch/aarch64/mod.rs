@@ -12,10 +12,7 @@ pub mod user;
 
 // The atomics and the waits are user-mode instructions: the host benchmark on an AArch64 Linux
 // host runs them too (src/arch/mod.rs).
-#[cfg(any(
-    target_os = "none",
-    all(feature = "host-bench", target_arch = "aarch64", not(loom))
-))]
+#[cfg(native_aarch64_sync)]
 pub mod atomic;
 #[cfg(target_os = "none")]
 pub mod backtrace;
@@ -43,10 +40,7 @@ pub mod semihosting;
 pub mod tlb;
 #[cfg(target_os = "none")]
 pub mod uaccess;
-#[cfg(any(
-    target_os = "none",
-    all(feature = "host-bench", target_arch = "aarch64", not(loom))
-))]
+#[cfg(native_aarch64_sync)]
 pub mod wait;
 
 /// How PSCI calls reach the firmware: the `method` of the device tree's `/psci` node.
