@@ -98,6 +98,11 @@ pub fn serialize_with(lock: &'static BigLock) {
     SUBSYSTEM_LOCK.store(lock as *const BigLock as *mut BigLock, Ordering::Release);
 }
 
+/// Whether the whole file system is serialized by one lock (the subsystem strategy).
+pub fn serialized() -> bool {
+    !SUBSYSTEM_LOCK.load(Ordering::Acquire).is_null()
+}
+
 #[track_caller]
 fn subsystem() -> Hold {
     let lock = SUBSYSTEM_LOCK.load(Ordering::Acquire);
