@@ -624,6 +624,14 @@ impl RamFs {
         Self::with_rcu(pages, limits, crate::rcu::global())
     }
 
+    /// Under loom there is no kernel domain (loom's atomics cannot live in a static), so each
+    /// file system gets one of its own. No loom model runs a file system; this only compiles.
+    #[cfg(loom)]
+    pub fn new(pages: &'static dyn PageSource, limits: Limits) -> RamFs {
+        let rcu: &'static crate::rcu::Rcu = Box::leak(Box::new(crate::rcu::Rcu::new()));
+        Self::with_rcu(pages, limits, rcu)
+    }
+
     /// An empty file system whose walks read under `rcu` (host tests give each file system a
     /// domain of its own, with threads playing its CPUs).
     pub fn with_rcu(
