@@ -3,7 +3,8 @@
 //! - `ramfs`: the directory tree, inodes, open files (`RamFs`, `OpenFile`);
 //! - `file`: the `File` trait every open file offers, and the per-process `FdTable`;
 //! - `pages`: where file contents come from (`PageSource`);
-//! - `locks`: the three locks (namespace, inode, fd table), their order, and every acquisition;
+//! - `locks`: the locks (directory, inode, fd table), their order, the path walk's RCU
+//!   read-side section, and every acquisition;
 //! - `cpio`: unpacking a "newc" cpio archive into the tree;
 //! - `initrd`: finding the archive QEMU or the boot loader left in RAM, and unpacking it at boot.
 //!

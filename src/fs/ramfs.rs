@@ -1,31 +1,47 @@
 //! The ramfs: one directory tree whose files live in RAM (chapter 22, "A file system in
-//! memory").
+//! memory"; its path lookup is chapter 26's, "Data locks and RCU").
 //!
 //! No virtual file system layer, no block device, no cache: the tree *is* the file system.
-//! - The **namespace** (`Namespace`) maps each directory's inode number to its entries (name ->
-//!   inode) and its parent. The namespace lock guards all of it, so a path walk, a create or an
-//!   unlink sees and leaves a consistent tree.
+//! - A **directory** (`Directory`) keeps its entries (name -> inode) twice. The writers' copy,
+//!   behind the directory's own lock, is what create, unlink, mkdir, rmdir and getdents change
+//!   and read. The readers' copy is an immutable *snapshot* of the names, published through an
+//!   `RcuPointer`: a path walk reads it inside an RCU read-side section and takes no lock at
+//!   all. A writer, holding the directory's lock, builds a new snapshot, publishes it with one
+//!   release store, and hands the old one to `call_rcu`, which frees it once every walk that
+//!   might still read it has finished (a grace period).
 //! - An **inode** (`Inode`) is a file or directory. A regular file's size and pages are behind
 //!   the inode's own lock, so reads and writes of different files never wait for each other or
-//!   for the namespace.
+//!   for any directory.
 //! - An **open file** (`OpenFile`) is one `open`: inode, access mode, offset.
 //!
 //! An inode lives as long as something refers to it: a directory entry or an open file (`Arc`).
 //! Unlinking a file that is open removes the name; the bytes go when the last open file closes,
-//! as in Unix. Limits per file (`Limits::max_file_size`, EFBIG), on all pages (ENOSPC) and on
-//! the number of inodes (ENOSPC) keep a program from exhausting memory through the fs.
+//! as in Unix. Snapshots hold only weak references (`Weak`), so a walk that meets a name whose
+//! inode is already gone answers ENOENT, and freeing a snapshot (in the RCU callback, in
+//! interrupt context) never frees an inode: an inode's pages are always freed by the process
+//! that dropped its last strong reference. Limits per file (`Limits::max_file_size`, EFBIG),
+//! on all pages (ENOSPC) and on the number of inodes (ENOSPC) keep a program from exhausting
+//! memory through the fs.
+//!
+//! Copy-on-write of a whole name map per change costs O(entries) per create or unlink: fine
+//! for the directories of a few hundred entries this kernel sees, and the price of the
+//! simplest lock-free walk. Linux instead hashes every (parent, name) pair into one dentry
+//! cache whose entries are added and removed one by one under RCU, with a sequence count per
+//! dentry (`d_seq`) to notice a change under a walk.
 
+use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::string::{String, ToString};
-use alloc::sync::Arc;
+use alloc::sync::{Arc, Weak};
 use alloc::vec;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use super::file::{File, FileKind, flags::*};
-use super::locks::{self, Broken, InodeLock, NamespaceLock};
+use super::locks::{self, Broken, DirectoryLock, FsRcu, InodeLock, ReadSection};
 use super::pages::{PAGE_SIZE, Page, PageSource};
 use crate::errno::{Errno, SysResult};
+use crate::rcu::{RcuHead, RcuPointer};
 
 /// An inode number.
 pub type Ino = u64;
@@ -87,6 +103,17 @@ impl Shared {
             .map_err(|_| Errno::ENOSPC)
     }
 
+    /// Count one more inode against the limit, or say ENOSPC. One atomic step, so creators in
+    /// different directories (under different locks) cannot both take the last one.
+    fn reserve_inode(&self) -> SysResult<()> {
+        self.inodes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.limits.max_inodes).then_some(n + 1)
+            })
+            .map(|_| ())
+            .map_err(|_| Errno::ENOSPC)
+    }
+
     fn free_page(&self, page: Page) {
         self.pages.free(page);
         self.pages_in_use.fetch_sub(1, Ordering::Relaxed);
@@ -107,8 +134,10 @@ pub struct Inode {
     shared: Arc<Shared>,
     /// The inode lock: guards `Contents` (size and pages) and the offsets of this inode's open
     /// files. Last in the fs's lock order. Directories have one too, always empty: their
-    /// entries are the namespace's.
+    /// entries are in `directory`.
     contents: InodeLock<Contents>,
+    /// A directory's entries (None for a regular file).
+    directory: Option<Directory>,
 }
 
 impl Inode {
@@ -117,6 +146,10 @@ impl Inode {
     }
     pub fn kind(&self) -> FileKind {
         self.kind
+    }
+    /// This directory's entries, or ENOTDIR.
+    fn directory(&self) -> SysResult<&Directory> {
+        self.directory.as_ref().ok_or(Errno::ENOTDIR)
     }
     /// The size in bytes (0 for a directory).
     pub fn size(&self) -> usize {
@@ -243,21 +276,26 @@ struct Entry {
     cookie: u64,
 }
 
-struct Directory {
-    parent: Ino,
-    entries: BTreeMap<String, Entry>,
+/// The writers' copy of a directory's entries, behind the directory lock.
+struct Entries {
+    names: BTreeMap<String, Entry>,
     by_cookie: BTreeMap<u64, String>,
     /// 0 and 1 are "." and "..".
     next_cookie: u64,
+    /// Set by `rmdir` (under this lock and the parent's) when the directory leaves the tree. A
+    /// walk may still reach a dead directory through an old snapshot of its parent; a create
+    /// that finds it dead under this lock fails with ENOENT instead of adding a name nobody
+    /// can ever reach.
+    dead: bool,
 }
 
-impl Directory {
-    fn new(parent: Ino) -> Self {
-        Directory {
-            parent,
-            entries: BTreeMap::new(),
+impl Entries {
+    fn new() -> Self {
+        Entries {
+            names: BTreeMap::new(),
             by_cookie: BTreeMap::new(),
             next_cookie: 2,
+            dead: false,
         }
     }
 
@@ -266,23 +304,139 @@ impl Directory {
         self.next_cookie += 1;
         self.by_cookie.insert(cookie, name.to_string());
         let old = self
-            .entries
+            .names
             .insert(name.to_string(), Entry { inode, cookie })?;
         self.by_cookie.remove(&old.cookie);
         Some(old.inode)
     }
 
     fn remove(&mut self, name: &str) -> Option<Arc<Inode>> {
-        let entry = self.entries.remove(name)?;
+        let entry = self.names.remove(name)?;
         self.by_cookie.remove(&entry.cookie);
         Some(entry.inode)
     }
 }
 
-/// The directory tree: every directory by inode number.
-struct Namespace {
-    dirs: BTreeMap<Ino, Directory>,
-    root: Arc<Inode>,
+/// The readers' copy of a directory's entries: built whole by a writer, published, and never
+/// changed after. The references are weak: a snapshot never keeps an inode alive, so freeing
+/// one (in an RCU callback) never frees an inode's pages.
+struct Snapshot {
+    /// Links the snapshot into a CPU's `call_rcu` list once it is replaced.
+    head: RcuHead,
+    /// Set when the snapshot is freed: by the RCU callback just before its memory goes, or at
+    /// once by the broken variant. A walk checks it after each use; seeing it set means it read
+    /// a freed snapshot, which correct RCU never allows.
+    poisoned: AtomicBool,
+    names: BTreeMap<String, Weak<Inode>>,
+    /// Retired snapshots that no CPU could queue on `call_rcu` (the caller had no CPU id),
+    /// linked into their file system's graveyard.
+    next_buried: *mut Snapshot,
+}
+
+// SAFETY: `next_buried` is only a link, written once by the thread that buries the snapshot
+// (before the compare-exchange that publishes it to the graveyard) and read when the file
+// system is dropped; everything else is Send and Sync.
+unsafe impl Send for Snapshot {}
+// SAFETY: as above; readers share the snapshot read-only.
+unsafe impl Sync for Snapshot {}
+
+impl Snapshot {
+    /// A snapshot of `entries`, on the heap, for `RcuPointer::publish`.
+    fn of(entries: &Entries) -> *mut Snapshot {
+        Box::into_raw(Box::new(Snapshot {
+            head: RcuHead::new(),
+            poisoned: AtomicBool::new(false),
+            names: entries
+                .names
+                .iter()
+                .map(|(name, entry)| (name.clone(), Arc::downgrade(&entry.inode)))
+                .collect(),
+            next_buried: core::ptr::null_mut(),
+        }))
+    }
+}
+
+/// The RCU callback that frees a replaced snapshot. It runs in interrupt context or the idle
+/// loop: it frees heap memory only (the names and the weak references), takes no fs lock, and
+/// never frees an inode.
+///
+/// # Safety
+/// `head` is the `head` of a snapshot made by `Snapshot::of`, unpublished, and a grace period
+/// has passed since.
+unsafe fn free_snapshot(head: *mut RcuHead) {
+    // SAFETY: the caller's contract: `head` is the `head` field of a live boxed Snapshot that
+    // no reader can reach any more, so this is its only owner.
+    unsafe {
+        let snapshot = RcuHead::container::<Snapshot>(head, core::mem::offset_of!(Snapshot, head));
+        (*snapshot).poisoned.store(true, Ordering::Release);
+        drop(Box::from_raw(snapshot));
+    }
+}
+
+/// A snapshot just replaced, which must be retired (`FsInner::retire`) once the directory lock
+/// is let go.
+#[must_use = "a replaced snapshot must be retired, or it leaks"]
+struct Replaced(*mut Snapshot);
+
+/// A directory: its parent, its entries (writers' copy) and its published snapshot (readers').
+struct Directory {
+    /// "..": None for the root, whose ".." is itself. Weak, so that a directory does not keep
+    /// its parent alive: a walk that finds it gone answers ENOENT.
+    parent: Option<Weak<Inode>>,
+    parent_ino: Ino,
+    /// The directory lock (chapter 22's table): guards the entries, the `dead` flag, the
+    /// replacement of `snapshot`, and the offsets of this directory's open descriptors.
+    entries: DirectoryLock<Entries>,
+    /// What path walks read, without a lock, inside an RCU read-side section. Never null.
+    snapshot: RcuPointer<Snapshot>,
+}
+
+impl Directory {
+    fn new(parent: Option<&Arc<Inode>>) -> Self {
+        let entries = Entries::new();
+        Directory {
+            parent: parent.map(Arc::downgrade),
+            parent_ino: parent.map_or(ROOT_INO, |p| p.ino),
+            snapshot: RcuPointer::new(Snapshot::of(&entries)),
+            entries: locks::new_directory_lock(entries),
+        }
+    }
+
+    /// The published snapshot, for as long as both the section and this directory last.
+    fn snapshot<'a>(&'a self, section: &'a ReadSection<'_>) -> &'a Snapshot {
+        self.snapshot
+            .read(section.guard())
+            .expect("a directory always has a snapshot")
+    }
+
+    /// Publish a snapshot of `entries`, which the caller changed under this directory's lock
+    /// (its guard is `entries`), and return the one it replaces.
+    fn republish(&self, entries: &Entries, broken: &Broken) -> Replaced {
+        // SAFETY: writers hold this directory's lock (the caller's guard), so they are
+        // serialised; the new snapshot is complete before the release store; it stays valid
+        // until it is replaced in turn and retired, which waits for a grace period (or keeps it
+        // until the file system goes, or, when the directory itself goes, no reader holds the
+        // directory: see `Drop`).
+        let old = unsafe { self.snapshot.publish(Snapshot::of(entries)) };
+        if broken.free_snapshot_at_once() {
+            // BROKEN on purpose: the old snapshot counts as freed while walks may still read
+            // it. Only the mark; its memory still waits for the grace period below.
+            // SAFETY: `old` was published until now and is not freed before a grace period.
+            unsafe { (*old).poisoned.store(true, Ordering::Release) };
+        }
+        Replaced(old)
+    }
+}
+
+impl Drop for Directory {
+    /// The last reference to the directory's inode is gone. A walk reaches a snapshot only
+    /// through an `Arc` of the directory it holds, so nobody can be reading the current one:
+    /// it is freed now. (Snapshots replaced earlier were retired when they were replaced.)
+    fn drop(&mut self) {
+        let current = self.snapshot.load();
+        // SAFETY: as above, no reader can reach `current`; it came from `Snapshot::of`.
+        drop(unsafe { Box::from_raw(current) });
+    }
 }
 
 /// A path cut into components, for the walk.
@@ -309,74 +463,151 @@ fn split(path: &str) -> SysResult<SplitPath<'_>> {
     })
 }
 
-impl Namespace {
-    /// The directory `components` name, each of them a directory (`.` and `..` included).
-    fn walk(&self, components: &[&str]) -> SysResult<Ino> {
-        let mut at = ROOT_INO;
+/// Why one step of a walk failed.
+enum Miss {
+    /// The answer: ENOENT, ENOTDIR.
+    Errno(Errno),
+    /// The snapshot read was freed under the walk (only a broken variant does that): the walk
+    /// starts again.
+    Poisoned,
+}
+
+impl From<Errno> for Miss {
+    fn from(e: Errno) -> Self {
+        Miss::Errno(e)
+    }
+}
+
+/// What one ramfs is made of; `RamFs` and the open files share it.
+struct FsInner {
+    shared: Arc<Shared>,
+    root: Arc<Inode>,
+    /// The RCU the walks read under and the writers retire snapshots to: the kernel's, or a
+    /// host test's own.
+    rcu: &'static dyn FsRcu,
+    broken: Broken,
+    /// Walks that found the snapshot they read poisoned (freed): 0 unless RCU is broken.
+    poisoned_reads: AtomicUsize,
+    /// Replaced snapshots retired by a caller without a CPU id (host threads that play no CPU,
+    /// boot before per-CPU setup). With no CPU to queue a callback on, and no way to know when
+    /// such readers are done, they are kept until the file system goes.
+    graveyard: AtomicPtr<Snapshot>,
+}
+
+impl FsInner {
+    /// Walk `components` from the root, each a directory (`.` and `..` included): the last.
+    fn walk(&self, components: &[&str], section: &ReadSection<'_>) -> Result<Arc<Inode>, Miss> {
+        let mut at = self.root.clone();
         for &name in components {
-            at = self.step(at, name)?;
+            let next = self.step(&at, name, section)?;
+            if next.kind != FileKind::Directory {
+                return Err(Miss::Errno(Errno::ENOTDIR));
+            }
+            at = next;
         }
         Ok(at)
     }
 
-    /// From directory `dir`, the directory `name` (ENOTDIR if it is something else).
-    fn step(&self, dir: Ino, name: &str) -> SysResult<Ino> {
-        let d = self.dirs.get(&dir).ok_or(Errno::ENOENT)?;
+    /// From directory `dir`, what `name` names: one lookup in its snapshot.
+    fn step(
+        &self,
+        dir: &Arc<Inode>,
+        name: &str,
+        section: &ReadSection<'_>,
+    ) -> Result<Arc<Inode>, Miss> {
+        let directory = dir.directory()?;
         match name {
-            "." => Ok(dir),
-            ".." => Ok(d.parent),
+            "." => Ok(dir.clone()),
+            ".." => match &directory.parent {
+                None => Ok(dir.clone()),
+                Some(parent) => parent.upgrade().ok_or(Miss::Errno(Errno::ENOENT)),
+            },
             _ => {
-                let entry = d.entries.get(name).ok_or(Errno::ENOENT)?;
-                match entry.inode.kind {
-                    FileKind::Directory => Ok(entry.inode.ino),
-                    _ => Err(Errno::ENOTDIR),
+                let snapshot = directory.snapshot(section);
+                let found = snapshot.names.get(name).and_then(Weak::upgrade);
+                // After the use: had the snapshot been freed meanwhile, what we read is junk.
+                if snapshot.poisoned.load(Ordering::Acquire) {
+                    return Err(Miss::Poisoned);
+                }
+                found.ok_or(Miss::Errno(Errno::ENOENT))
+            }
+        }
+    }
+
+    /// Run `walk` inside a read-side section, again from the start if it read a freed snapshot.
+    fn under_rcu<T>(&self, walk: impl Fn(&ReadSection<'_>) -> Result<T, Miss>) -> SysResult<T> {
+        loop {
+            let section = locks::rcu_read_lock(self.rcu);
+            match walk(&section) {
+                Ok(found) => return Ok(found),
+                Err(Miss::Errno(e)) => return Err(e),
+                Err(Miss::Poisoned) => {
+                    self.poisoned_reads.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
     }
 
-    fn dir_inode(&self, ino: Ino) -> SysResult<Arc<Inode>> {
-        if ino == ROOT_INO {
-            return Ok(self.root.clone());
-        }
-        let parent = self.dirs.get(&ino).ok_or(Errno::ENOENT)?.parent;
-        let siblings = &self.dirs.get(&parent).ok_or(Errno::ENOENT)?.entries;
-        siblings
-            .values()
-            .find(|e| e.inode.ino == ino)
-            .map(|e| e.inode.clone())
-            .ok_or(Errno::ENOENT)
+    /// The directory `components` name (for a writer, which then locks it).
+    fn directory_at(&self, components: &[&str]) -> SysResult<Arc<Inode>> {
+        self.under_rcu(|section| self.walk(components, section))
     }
 
-    /// The inode `path` names.
+    /// The inode `path` names. Takes no lock (under the fine strategy).
     fn lookup(&self, path: &SplitPath<'_>) -> SysResult<Arc<Inode>> {
         let Some((&last, parents)) = path.components.split_last() else {
             return Ok(self.root.clone());
         };
-        let parent = self.walk(parents)?;
-        let inode = match last {
-            "." | ".." => self.dir_inode(self.step(parent, last)?)?,
-            name => self
-                .dirs
-                .get(&parent)
-                .and_then(|d| d.entries.get(name))
-                .map(|e| e.inode.clone())
-                .ok_or(Errno::ENOENT)?,
-        };
+        let inode = self.under_rcu(|section| {
+            let parent = self.walk(parents, section)?;
+            self.step(&parent, last, section)
+        })?;
         if path.trailing_slash && inode.kind != FileKind::Directory {
             return Err(Errno::ENOTDIR);
         }
         Ok(inode)
     }
+
+    /// Retire a snapshot `republish` replaced, after its directory lock is let go: free it
+    /// after a grace period, through `call_rcu` on this CPU. Never waits.
+    fn retire(&self, replaced: Replaced) {
+        let old = replaced.0;
+        // SAFETY: `old` is unpublished and queued once; `free_snapshot` frees exactly such a
+        // snapshot after the grace period, and nothing touches it before.
+        if !unsafe { self.rcu.call_rcu(&(*old).head, free_snapshot) } {
+            self.bury(old);
+        }
+    }
+
+    /// Keep `old` until the file system goes (a lock-free push: the graveyard only grows).
+    fn bury(&self, old: *mut Snapshot) {
+        let mut head = self.graveyard.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: `old` is unpublished and ours alone until the exchange below.
+            unsafe { (*old).next_buried = head };
+            match self.graveyard.compare_exchange_weak(
+                head,
+                old,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(now) => head = now,
+            }
+        }
+    }
 }
 
-/// What one ramfs is made of; `RamFs` and the open directories share it.
-struct FsInner {
-    shared: Arc<Shared>,
-    /// The namespace lock: guards the whole directory tree (every directory's entries and
-    /// parent) and the offsets of open directories. First in the fs's lock order.
-    namespace: NamespaceLock<Namespace>,
-    broken: Broken,
+impl Drop for FsInner {
+    fn drop(&mut self) {
+        let mut p = *self.graveyard.get_mut();
+        while !p.is_null() {
+            // SAFETY: buried snapshots were boxed by `Snapshot::of`, unpublished, and the file
+            // system is gone, so no walk of it can read them.
+            let snapshot = unsafe { Box::from_raw(p) };
+            p = snapshot.next_buried;
+        }
+    }
 }
 
 /// One in-memory file system.
@@ -386,23 +617,44 @@ pub struct RamFs {
 }
 
 impl RamFs {
-    /// An empty file system (just `/`) whose pages come from `pages`.
+    /// An empty file system (just `/`) whose pages come from `pages`, read under the kernel's
+    /// RCU domain.
+    #[cfg(not(loom))]
     pub fn new(pages: &'static dyn PageSource, limits: Limits) -> RamFs {
+        Self::with_rcu(pages, limits, crate::rcu::global())
+    }
+
+    /// Under loom there is no kernel domain (loom's atomics cannot live in a static), so each
+    /// file system gets one of its own. No loom model runs a file system; this only compiles.
+    #[cfg(loom)]
+    pub fn new(pages: &'static dyn PageSource, limits: Limits) -> RamFs {
+        let rcu: &'static crate::rcu::Rcu = Box::leak(Box::new(crate::rcu::Rcu::new()));
+        Self::with_rcu(pages, limits, rcu)
+    }
+
+    /// An empty file system whose walks read under `rcu` (host tests give each file system a
+    /// domain of its own, with threads playing its CPUs).
+    pub fn with_rcu(
+        pages: &'static dyn PageSource,
+        limits: Limits,
+        rcu: &'static dyn FsRcu,
+    ) -> RamFs {
         let shared = Arc::new(Shared {
             pages,
             limits,
             pages_in_use: AtomicUsize::new(0),
-            inodes: AtomicUsize::new(0),
+            inodes: AtomicUsize::new(1),
             next_ino: AtomicU64::new(ROOT_INO),
         });
-        let root = new_inode(&shared, FileKind::Directory);
-        let mut dirs = BTreeMap::new();
-        dirs.insert(ROOT_INO, Directory::new(ROOT_INO));
+        let root = new_inode(&shared, FileKind::Directory, Some(Directory::new(None)));
         RamFs {
             inner: Arc::new(FsInner {
                 shared,
-                namespace: locks::new_namespace_lock(Namespace { dirs, root }),
+                root,
+                rcu,
                 broken: Broken::default(),
+                poisoned_reads: AtomicUsize::new(0),
+                graveyard: AtomicPtr::new(core::ptr::null_mut()),
             }),
         }
     }
@@ -410,6 +662,12 @@ impl RamFs {
     /// The broken variants of this file system's locking, for the tests that must catch them.
     pub fn broken(&self) -> &Broken {
         &self.inner.broken
+    }
+
+    /// Path walks that read a directory snapshot already freed, and started again: 0 unless
+    /// the snapshots' RCU protocol is broken (the tests check it).
+    pub fn poisoned_reads(&self) -> usize {
+        self.inner.poisoned_reads.load(Ordering::Relaxed)
     }
 
     pub fn limits(&self) -> Limits {
@@ -425,13 +683,22 @@ impl RamFs {
         }
     }
 
-    /// A new inode, counted against the limit (the caller holds the namespace lock).
-    fn make_inode(&self, kind: FileKind) -> SysResult<Arc<Inode>> {
+    /// A new regular file, counted against the limit.
+    fn make_file(&self) -> SysResult<Arc<Inode>> {
         let s = &self.inner.shared;
-        if s.inodes.load(Ordering::Relaxed) >= s.limits.max_inodes {
-            return Err(Errno::ENOSPC);
-        }
-        Ok(new_inode(s, kind))
+        s.reserve_inode()?;
+        Ok(new_inode(s, FileKind::Regular, None))
+    }
+
+    /// A new directory in `parent`, counted against the limit.
+    fn make_directory(&self, parent: &Arc<Inode>) -> SysResult<Arc<Inode>> {
+        let s = &self.inner.shared;
+        s.reserve_inode()?;
+        Ok(new_inode(
+            s,
+            FileKind::Directory,
+            Some(Directory::new(Some(parent))),
+        ))
     }
 
     /// Open `path` with Linux's `flags` (`mode`, the permission bits, is accepted and ignored:
@@ -446,7 +713,7 @@ impl RamFs {
         let inode = if flags & O_CREAT != 0 {
             self.open_creating(&path, flags)?
         } else {
-            locks::lock_namespace(&self.inner.namespace).lookup(&path)?
+            self.inner.lookup(&path)?
         };
         match inode.kind {
             FileKind::Directory if access != O_RDONLY || flags & O_CREAT != 0 => {
@@ -479,31 +746,58 @@ impl RamFs {
         if name == "." || name == ".." {
             return Err(Errno::EISDIR);
         }
-        let mut ns = locks::lock_namespace(&self.inner.namespace);
-        let parent = ns.walk(parents)?;
-        if let Some(entry) = ns.dirs.get(&parent).and_then(|d| d.entries.get(name)) {
+        if flags & O_EXCL == 0 {
+            // Opening a file that exists needs no lock: a walk that finds it is the answer.
+            match self.inner.lookup(path) {
+                Err(Errno::ENOENT) => {}
+                found => return found,
+            }
+        }
+        let parent = self.inner.directory_at(parents)?;
+        self.create_in(&parent, name, path.trailing_slash, flags)
+    }
+
+    /// The second half of an O_CREAT open: in directory `parent`, which a lock-free walk found,
+    /// the file `name`, made unless it exists.
+    fn create_in(
+        &self,
+        parent: &Arc<Inode>,
+        name: &str,
+        trailing_slash: bool,
+        flags: u32,
+    ) -> SysResult<Arc<Inode>> {
+        let directory = parent.directory()?;
+        let mut entries = locks::lock_directory(&directory.entries);
+        // The walk took no lock: under the lock, check that what it found still stands. A
+        // directory removed since is dead (and empty): creating in it would make a file no
+        // path reaches.
+        if entries.dead {
+            return Err(Errno::ENOENT);
+        }
+        if let Some(entry) = entries.names.get(name) {
             if flags & O_EXCL != 0 {
                 return Err(Errno::EEXIST);
             }
-            if path.trailing_slash && entry.inode.kind != FileKind::Directory {
+            if trailing_slash && entry.inode.kind != FileKind::Directory {
                 return Err(Errno::ENOTDIR);
             }
             return Ok(entry.inode.clone());
         }
-        if path.trailing_slash {
+        if trailing_slash {
             return Err(Errno::EISDIR);
         }
         if self.inner.broken.split_create() {
             // BROKEN on purpose: the name was checked under one acquisition and is inserted
             // under another, so a creator running in between is not seen.
-            drop(ns);
+            drop(entries);
             self.inner.broken.hold_the_gap_open();
-            ns = locks::lock_namespace(&self.inner.namespace);
+            entries = locks::lock_directory(&directory.entries);
         }
-        let inode = self.make_inode(FileKind::Regular)?;
-        let dir = ns.dirs.get_mut(&parent).ok_or(Errno::ENOENT)?;
-        let replaced = dir.insert(name, inode.clone());
-        drop(ns);
+        let inode = self.make_file()?;
+        let replaced = entries.insert(name, inode.clone());
+        let old = directory.republish(&entries, &self.inner.broken);
+        drop(entries);
+        self.inner.retire(old);
         drop(replaced);
         Ok(inode)
     }
@@ -514,17 +808,23 @@ impl RamFs {
         let Some((&name, parents)) = path.components.split_last() else {
             return Err(Errno::EEXIST); // "/"
         };
-        let mut ns = locks::lock_namespace(&self.inner.namespace);
-        let parent = ns.walk(parents)?;
-        if name == "." || name == ".." || ns.dirs[&parent].entries.contains_key(name) {
+        let parent = self.inner.directory_at(parents)?;
+        if name == "." || name == ".." {
             return Err(Errno::EEXIST);
         }
-        let inode = self.make_inode(FileKind::Directory)?;
-        ns.dirs.insert(inode.ino, Directory::new(parent));
-        ns.dirs
-            .get_mut(&parent)
-            .ok_or(Errno::ENOENT)?
-            .insert(name, inode);
+        let directory = parent.directory()?;
+        let mut entries = locks::lock_directory(&directory.entries);
+        if entries.dead {
+            return Err(Errno::ENOENT);
+        }
+        if entries.names.contains_key(name) {
+            return Err(Errno::EEXIST);
+        }
+        let inode = self.make_directory(&parent)?;
+        entries.insert(name, inode);
+        let old = directory.republish(&entries, &self.inner.broken);
+        drop(entries);
+        self.inner.retire(old);
         Ok(())
     }
 
@@ -554,51 +854,63 @@ impl RamFs {
         let Some((&name, parents)) = path.components.split_last() else {
             return Err(Errno::EISDIR);
         };
+        let parent = self.inner.directory_at(parents)?;
+        if name == "." || name == ".." {
+            return Err(Errno::EISDIR);
+        }
+        let directory = parent.directory()?;
         let removed = {
-            let mut ns = locks::lock_namespace(&self.inner.namespace);
-            let parent = ns.walk(parents)?;
-            if name == "." || name == ".." {
-                return Err(Errno::EISDIR);
-            }
-            let dir = ns.dirs.get_mut(&parent).ok_or(Errno::ENOENT)?;
-            let entry = dir.entries.get(name).ok_or(Errno::ENOENT)?;
+            let mut entries = locks::lock_directory(&directory.entries);
+            let entry = entries.names.get(name).ok_or(Errno::ENOENT)?;
             if entry.inode.kind == FileKind::Directory {
                 return Err(Errno::EISDIR);
             }
             if path.trailing_slash {
                 return Err(Errno::ENOTDIR);
             }
-            dir.remove(name)
+            let removed = entries.remove(name);
+            let old = directory.republish(&entries, &self.inner.broken);
+            drop(entries);
+            self.inner.retire(old);
+            removed
         };
-        // Dropped outside the namespace lock: freeing the pages need not hold up the tree.
+        // Dropped outside the directory lock: freeing the pages need not hold up the
+        // directory. (A walk may still hold the inode for a moment; then the walk frees it.)
         drop(removed);
         Ok(())
     }
 
-    /// Remove the empty directory `path`.
+    /// Remove the empty directory `path`. Takes two directory locks: the parent's, then the
+    /// victim's (ancestor before descendant, the fs's order), to mark the victim dead while
+    /// no create can be inside it.
     pub fn rmdir(&self, path: &str) -> SysResult<()> {
         let path = split(path)?;
         let Some((&name, parents)) = path.components.split_last() else {
             return Err(Errno::EBUSY); // the root
         };
+        let parent = self.inner.directory_at(parents)?;
+        match name {
+            "." => return Err(Errno::EINVAL),
+            ".." => return Err(Errno::ENOTEMPTY),
+            _ => {}
+        }
+        let directory = parent.directory()?;
         let removed = {
-            let mut ns = locks::lock_namespace(&self.inner.namespace);
-            let parent = ns.walk(parents)?;
-            match name {
-                "." => return Err(Errno::EINVAL),
-                ".." => return Err(Errno::ENOTEMPTY),
-                _ => {}
+            let mut entries = locks::lock_directory(&directory.entries);
+            let entry = entries.names.get(name).ok_or(Errno::ENOENT)?;
+            let victim = entry.inode.directory().map_err(|_| Errno::ENOTDIR)?;
+            {
+                let mut inside = locks::lock_directory(&victim.entries);
+                if !inside.names.is_empty() {
+                    return Err(Errno::ENOTEMPTY);
+                }
+                inside.dead = true;
             }
-            let entry = ns.dirs[&parent].entries.get(name).ok_or(Errno::ENOENT)?;
-            if entry.inode.kind != FileKind::Directory {
-                return Err(Errno::ENOTDIR);
-            }
-            let ino = entry.inode.ino;
-            if !ns.dirs[&ino].entries.is_empty() {
-                return Err(Errno::ENOTEMPTY);
-            }
-            ns.dirs.remove(&ino);
-            ns.dirs.get_mut(&parent).ok_or(Errno::ENOENT)?.remove(name)
+            let removed = entries.remove(name);
+            let old = directory.republish(&entries, &self.inner.broken);
+            drop(entries);
+            self.inner.retire(old);
+            removed
         };
         drop(removed);
         Ok(())
@@ -606,7 +918,7 @@ impl RamFs {
 
     /// The whole contents of regular file `path` (for exec and `cat`).
     pub fn read_all(&self, path: &str) -> SysResult<Vec<u8>> {
-        let inode = locks::lock_namespace(&self.inner.namespace).lookup(&split(path)?)?;
+        let inode = self.inner.lookup(&split(path)?)?;
         if inode.kind == FileKind::Directory {
             return Err(Errno::EISDIR);
         }
@@ -629,16 +941,15 @@ impl RamFs {
     /// A directory's entries (name, kind, size), sorted by name; for a file, just itself.
     pub fn list(&self, path: &str) -> SysResult<Vec<(String, FileKind, usize)>> {
         let path = split(path)?;
-        let ns = locks::lock_namespace(&self.inner.namespace);
-        let inode = ns.lookup(&path)?;
-        if inode.kind != FileKind::Directory {
+        let inode = self.inner.lookup(&path)?;
+        let Ok(directory) = inode.directory() else {
             let name = path.components.last().copied().unwrap_or("/");
             return Ok(vec![(name.to_string(), inode.kind, inode.size())]);
-        }
-        let dir = ns.dirs.get(&inode.ino).ok_or(Errno::ENOENT)?;
-        // Namespace, then each inode in turn: the fs's lock order.
-        Ok(dir
-            .entries
+        };
+        let entries = locks::lock_directory(&directory.entries);
+        // Directory, then each inode in turn: the fs's lock order.
+        Ok(entries
+            .names
             .iter()
             .map(|(name, e)| (name.clone(), e.inode.kind, e.inode.size()))
             .collect())
@@ -646,13 +957,13 @@ impl RamFs {
 
     /// The kind, size and inode number of what `path` names.
     pub fn stat(&self, path: &str) -> SysResult<(FileKind, usize, Ino)> {
-        let inode = locks::lock_namespace(&self.inner.namespace).lookup(&split(path)?)?;
+        let inode = self.inner.lookup(&split(path)?)?;
         Ok((inode.kind, inode.size(), inode.ino))
     }
 }
 
-fn new_inode(shared: &Arc<Shared>, kind: FileKind) -> Arc<Inode> {
-    shared.inodes.fetch_add(1, Ordering::Relaxed);
+/// A new inode; the caller has counted it (`Shared::reserve_inode`, or the root).
+fn new_inode(shared: &Arc<Shared>, kind: FileKind, directory: Option<Directory>) -> Arc<Inode> {
     Arc::new(Inode {
         ino: shared.next_ino.fetch_add(1, Ordering::Relaxed),
         kind,
@@ -661,6 +972,7 @@ fn new_inode(shared: &Arc<Shared>, kind: FileKind) -> Arc<Inode> {
             size: 0,
             pages: Vec::new(),
         }),
+        directory,
     })
 }
 
@@ -672,7 +984,7 @@ pub struct OpenFile {
     writable: bool,
     append: bool,
     /// Changed only under the lock of what it indexes: the inode lock for a regular file (the
-    /// byte offset), the namespace lock for a directory (the next entry's cookie). An atomic
+    /// byte offset), the directory lock for a directory (the next entry's cookie). An atomic
     /// only so that it can live outside both; the locks order every update.
     offset: AtomicU64,
 }
@@ -758,7 +1070,8 @@ impl File for OpenFile {
         if self.inode.kind == FileKind::Directory {
             // A directory's offset is a cookie: only going back to one (telldir/seekdir and
             // rewinddir) makes sense.
-            let _ns = locks::lock_namespace(&self.fs.namespace);
+            let directory = self.inode.directory()?;
+            let _entries = locks::lock_directory(&directory.entries);
             let current = self.offset.load(Ordering::Relaxed);
             let new = match whence {
                 SEEK_SET => u64::try_from(offset).map_err(|_| Errno::EINVAL)?,
@@ -779,19 +1092,20 @@ impl File for OpenFile {
         if self.inode.kind != FileKind::Directory {
             return Err(Errno::ENOTDIR);
         }
-        let ns = locks::lock_namespace(&self.fs.namespace);
-        let Some(dir) = ns.dirs.get(&self.inode.ino) else {
+        let directory = self.inode.directory()?;
+        let entries = locks::lock_directory(&directory.entries);
+        if entries.dead {
             return Ok(0); // removed while open: empty, as Linux says
-        };
+        }
         let mut cookie = self.offset.load(Ordering::Relaxed);
         let mut filled = 0;
         loop {
             let (ino, kind, name, this) = match cookie {
                 0 => (self.inode.ino, FileKind::Directory, ".", 0),
-                1 => (dir.parent, FileKind::Directory, "..", 1),
-                _ => match dir.by_cookie.range(cookie..).next() {
+                1 => (directory.parent_ino, FileKind::Directory, "..", 1),
+                _ => match entries.by_cookie.range(cookie..).next() {
                     Some((&c, name)) => {
-                        let inode = &dir.entries[name].inode;
+                        let inode = &entries.names[name].inode;
                         (inode.ino, inode.kind, name.as_str(), c)
                     }
                     None => break,

@@ -5,10 +5,16 @@
 //! Afterwards the log must hold every record intact, and the fs's counts must be back where they
 //! started: no inode and no page leaked. Bounded in iterations, not in time.
 //!
-//! The two `fs_broken_*` tests turn on a deliberately broken variant of one critical section
-//! (src/fs/locks.rs `Broken`) in a ramfs of their own, and must catch it: lost appends when an
-//! O_APPEND write takes the inode lock twice instead of once; two winners of an O_EXCL create
-//! when the lookup and the insert take the namespace lock separately.
+//! `fs_lookup_stress`: half the CPUs walk paths (stat, open, read) without a lock while the
+//! other half create, unlink, mkdir and rmdir in the directories those walks go through. Every
+//! answer must be ENOENT or the right inode, no walk may read a freed directory snapshot, and
+//! nothing may leak (chapter 26, "Data locks and RCU").
+//!
+//! The `fs_broken_*` tests turn on a deliberately broken variant (src/fs/locks.rs `Broken`) in
+//! a ramfs of their own, and must catch it: lost appends when an O_APPEND write takes the inode
+//! lock twice instead of once; two winners of an O_EXCL create when the lookup and the insert
+//! take the directory lock separately; walks that read a directory snapshot freed at once
+//! instead of after a grace period.
 
 use alloc::format;
 use alloc::string::String;
@@ -31,12 +37,20 @@ pub static TESTS: &[KTest] = &[
         run: |_| stress(),
     },
     KTest {
+        name: "fs_lookup_stress",
+        run: |_| lookup_stress(),
+    },
+    KTest {
         name: "fs_broken_append_is_caught",
         run: broken_append_is_caught,
     },
     KTest {
         name: "fs_broken_create_is_caught",
         run: broken_create_is_caught,
+    },
+    KTest {
+        name: "fs_broken_snapshot_free_is_caught",
+        run: broken_snapshot_free_is_caught,
     },
 ];
 
@@ -180,6 +194,11 @@ fn stress() -> Result<(), String> {
     if let Some(why) = failure.take() {
         return Err(why);
     }
+    ensure!(
+        fs.poisoned_reads() == 0,
+        "{} walks read a freed directory snapshot",
+        fs.poisoned_reads()
+    );
     let per_cpu = ITERATIONS * (LOG_RECORDS / ITERATIONS + 1);
     check_log(&fs, "/shared/log", cpus, per_cpu)?;
     let after = fs.usage();
@@ -321,5 +340,212 @@ fn broken_create_is_caught(_: &Platform<'static>) -> Result<(), String> {
     }
     Err(format!(
         "the split create never let two CPUs win in {BROKEN_ROUNDS} rounds: this test cannot catch it"
+    ))
+}
+
+/// Rounds each writing CPU of `fs_lookup_stress` makes (each: two creates, a mkdir, an rmdir,
+/// two unlinks).
+const LOOKUP_ROUNDS: usize = 48;
+/// Stable files the walks of `fs_lookup_stress` must always find.
+const STABLE: usize = 16;
+
+/// What a walk may answer for `path` while writers change the tree: ENOENT, or an inode of
+/// the kind its name promises ("d..." a directory, "f..." a file) holding nothing yet or its
+/// own path.
+fn check_racy_answer(fs: &RamFs, path: &str) -> Result<(), String> {
+    let last = path.rsplit('/').next().unwrap_or("");
+    let file = match fs.open(path, O_RDONLY, 0) {
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(format!("{path}: {e}")),
+        Ok(file) => file,
+    };
+    let is_dir = last.starts_with('d');
+    ensure!(
+        (file.kind() == crate::fs::FileKind::Directory) == is_dir,
+        "{path}: a wrong inode ({:?})",
+        file.kind()
+    );
+    if !is_dir {
+        let mut buf = [0u8; 64];
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| format!("read {path}: {e}"))?;
+        ensure!(
+            n == 0 || &buf[..n] == path.as_bytes(),
+            "{path}: a wrong inode: it holds {:?}",
+            core::str::from_utf8(&buf[..n])
+        );
+    }
+    Ok(())
+}
+
+fn lookup_stress() -> Result<(), String> {
+    let fs = RamFs::new(&PAGES, Limits::default());
+    let pages_before = PAGES.outstanding();
+    let made = |r: Result<(), Errno>, what: &str| r.map_err(|e| format!("{what}: {e}"));
+    made(fs.mkdir("/hot"), "mkdir /hot")?;
+    let mut stable = Vec::new();
+    for i in 0..STABLE {
+        let path = format!("/hot/s{i}");
+        made(fs.write_all(&path, path.as_bytes()), &path)?;
+        stable.push(fs.stat(&path).map_err(|e| format!("{path}: {e}"))?.2);
+    }
+    let baseline = fs.usage();
+    let cpus: Vec<usize> = smp::online_cpus().collect();
+    let writers = cpus.len().div_ceil(2);
+    let writers_done = AtomicUsize::new(0);
+    let walks = AtomicUsize::new(0);
+    let failure = FirstFailure::new();
+    let start = smp::StartLine::new();
+    smp::on_each_cpu(&|cpu| {
+        start.wait();
+        let index = cpus.iter().position(|&c| c == cpu).unwrap_or(0);
+        let run = || -> Result<(), String> {
+            if index % 2 == 0 {
+                for round in 0..LOOKUP_ROUNDS {
+                    let dir = format!("/hot/d{cpu}-{}", round % 4);
+                    let inner = format!("{dir}/f");
+                    let file = format!("/hot/f{cpu}-{}", round % 4);
+                    made(fs.mkdir(&dir), &dir)?;
+                    for path in [&inner, &file] {
+                        let f = fs
+                            .open(path, O_RDWR | O_CREAT | O_EXCL, 0)
+                            .map_err(|e| format!("create {path}: {e}"))?;
+                        check("write", f.write(path.as_bytes()), path.len())?;
+                    }
+                    made(fs.unlink(&inner), &inner)?;
+                    made(fs.rmdir(&dir), &dir)?;
+                    made(fs.unlink(&file), &file)?;
+                }
+                writers_done.fetch_add(1, Ordering::Release);
+                return Ok(());
+            }
+            // A bound on the walks, should the writers be slow (8 vCPUs on 2 host cores).
+            let mut i = 0;
+            while writers_done.load(Ordering::Acquire) < writers && i < 25 * LOOKUP_ROUNDS {
+                let writer = cpus[(i * 2) % cpus.len()];
+                let k = i / 2 % 4;
+                check_racy_answer(&fs, &format!("/hot/d{writer}-{k}"))?;
+                check_racy_answer(&fs, &format!("/hot/d{writer}-{k}/f"))?;
+                check_racy_answer(&fs, &format!("/hot/f{writer}-{k}"))?;
+                let s = i % STABLE;
+                let path = format!("/hot/d{writer}-{k}/../s{s}");
+                match fs.stat(&path) {
+                    Ok((_, _, ino)) => ensure!(ino == stable[s], "{path}: a wrong inode"),
+                    Err(Errno::ENOENT) => {} // its directory was gone
+                    Err(e) => return Err(format!("{path}: {e}")),
+                }
+                let path = format!("/hot/./s{s}");
+                let ino = fs.stat(&path).map_err(|e| format!("{path}: {e}"))?.2;
+                ensure!(ino == stable[s], "{path}: a wrong inode");
+                i += 1;
+            }
+            walks.fetch_add(i, Ordering::Relaxed);
+            Ok(())
+        };
+        if let Err(why) = run() {
+            failure.record(format!("cpu{cpu}: {why}"));
+        }
+    });
+    if let Some(why) = failure.take() {
+        return Err(why);
+    }
+    let after = fs.usage();
+    log::info!(
+        "fs_lookup_stress: {writers} writing CPUs x {LOOKUP_ROUNDS} rounds, {} walk rounds on \
+         the others; {} read a freed snapshot; inodes {} -> {}",
+        walks.load(Ordering::Relaxed),
+        fs.poisoned_reads(),
+        baseline.inodes,
+        after.inodes
+    );
+    ensure!(
+        fs.poisoned_reads() == 0,
+        "{} walks read a freed directory snapshot",
+        fs.poisoned_reads()
+    );
+    ensure!(
+        after == baseline,
+        "leaked: {baseline:?} before, {after:?} after"
+    );
+    for i in 0..STABLE {
+        made(fs.unlink(&format!("/hot/s{i}")), "unlink")?;
+    }
+    made(fs.rmdir("/hot"), "rmdir /hot")?;
+    ensure!(
+        fs.usage().inodes == 1 && PAGES.outstanding() == pages_before,
+        "after removing everything: {:?}",
+        fs.usage()
+    );
+    Ok(())
+}
+
+/// Walks into one directory on some CPUs while the others change it, with each replaced
+/// snapshot freed at once: some walk must find the snapshot it read freed. Under the subsystem
+/// strategy the walks hold the file system's lock, which the writers need too, so no walk can
+/// be reading a snapshot when it is replaced: there, none may be found.
+fn broken_snapshot_free_is_caught(_: &Platform<'static>) -> Result<(), String> {
+    if smp::online_cpus().count() < 2 {
+        log::info!("one CPU cannot race itself; skipped");
+        return Ok(());
+    }
+    let serialized = crate::fs::locks::serialized();
+    let rounds = if serialized { 3 } else { BROKEN_ROUNDS };
+    let cpus: Vec<usize> = smp::online_cpus().collect();
+    for round in 1..=rounds {
+        let fs = RamFs::new(&PAGES, Limits::default());
+        fs.mkdir("/hot").map_err(|e| format!("{e}"))?;
+        for i in 0..64 {
+            fs.write_all(&format!("/hot/s{i}"), b"")
+                .map_err(|e| format!("{e}"))?;
+        }
+        fs.broken().set_free_snapshot_at_once(true);
+        let writers_done = AtomicUsize::new(0);
+        let writers = cpus.len().div_ceil(2);
+        let start = smp::StartLine::new();
+        smp::on_each_cpu(&|cpu| {
+            start.wait();
+            let index = cpus.iter().position(|&c| c == cpu).unwrap_or(0);
+            if index % 2 == 0 {
+                for i in 0..100 {
+                    let path = format!("/hot/t{cpu}-{}", i % 4);
+                    let _ = fs.open(&path, O_RDWR | O_CREAT, 0);
+                    let _ = fs.unlink(&path);
+                }
+                writers_done.fetch_add(1, Ordering::Release);
+            } else {
+                let mut i = 0;
+                while writers_done.load(Ordering::Acquire) < writers && i < 2000 {
+                    let _ = fs.stat(&format!("/hot/s{}", i % 64));
+                    i += 1;
+                }
+            }
+        });
+        if serialized {
+            ensure!(
+                fs.poisoned_reads() == 0,
+                "{} walks read a freed snapshot although the subsystem lock covers them",
+                fs.poisoned_reads()
+            );
+            continue;
+        }
+        if fs.poisoned_reads() > 0 {
+            log::info!(
+                "the snapshot freed without a grace period was caught (round {round}): {} walks \
+                 read a freed snapshot",
+                fs.poisoned_reads()
+            );
+            return Ok(());
+        }
+    }
+    if serialized {
+        log::info!(
+            "under the subsystem lock no walk read a snapshot freed at once ({rounds} rounds): \
+             walks and writers never overlap"
+        );
+        return Ok(());
+    }
+    Err(format!(
+        "no walk read a snapshot freed at once in {BROKEN_ROUNDS} rounds: this test cannot catch it"
     ))
 }
