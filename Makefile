@@ -25,7 +25,7 @@ USER_CFLAGS := -static -nostdlib -ffreestanding -fno-pie -no-pie -O2 -Wall -Wext
                -Wl,-Ttext-segment=0x400000 -Wl,-z,max-page-size=0x10000 -Wl,-z,noexecstack \
                -Wl,--build-id=none
 
-.PHONY: user setup-rpi4 all run run-rpi4 test unit loom lint qemu-tests image rpi4 sdcard gdb doc book setup clean bench bench-host bench-host-check FORCE
+.PHONY: user setup-rpi4 all run run-rpi4 test unit loom lint qemu-tests image rpi4 sdcard gdb doc book setup clean bench bench-host bench-host-check lab labs lab-check lab-selftest FORCE
 
 all: image rpi4
 
@@ -43,8 +43,9 @@ run: setup image
 run-rpi4: setup-rpi4 rpi4
 	tools/qemu-run --board rpi4 --image build/rpi4/kernel8.img
 
-## make test: host unit tests, loom models, lint, both kernels, then the QEMU boot tests.
-test: setup-rpi4 unit loom lint bench-host-check image rpi4 qemu-tests
+## make test: host unit tests, loom models, lint, the labs' self-test, both kernels, then the QEMU
+## boot tests.
+test: setup-rpi4 unit loom lint bench-host-check lab-selftest image rpi4 qemu-tests
 
 ## make user: the user programs alone, into target/user (the kernel's build.rs does the same and
 ## embeds them). Each is a static Linux arm64 executable: `qemu-aarch64 target/user/.../hello`.
@@ -75,6 +76,21 @@ lint:
 
 qemu-tests:
 	cargo test --target $(HOST) --test boot --test docs --test user_linux -- --test-threads=2
+
+## make labs: the graded labs. make lab NAME=ticket: a work tree, build/labs/ticket/, in which one
+## mechanism's functions are todo!()s (FORCE=1 starts it over). make lab-check NAME=ticket: grade
+## it with the mechanism's own tests (LOOM=0 skips the loom models, FULL=1 adds the in-kernel
+## tests on QEMU). make lab-selftest (part of make test): every real file passes its grader and
+## every skeleton fails it. The logic is tools/lab.
+labs:
+	@tools/lab list
+lab:
+	@tools/lab $(if $(NAME),make $(NAME) $(if $(filter 1,$(FORCE)),--force),list)
+lab-check:
+	@test -n "$(NAME)" || { echo "usage: make lab-check NAME=lab (make labs lists them)"; exit 2; }
+	@tools/lab check $(NAME) $(if $(filter 1,$(FULL)),--full) $(if $(filter 0,$(LOOM)),--no-loom)
+lab-selftest:
+	@tools/lab selftest
 
 ## make bench: the in-kernel benchmarks on QEMU virt (CPU=max, so LSE is measured too), collected
 ## into build/bench/*.csv and *.svg with the targets checked. BENCH_ARGS="--quick" for a format check.

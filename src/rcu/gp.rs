@@ -204,6 +204,7 @@ impl Rcu {
 
     // ----- quiescent states ------------------------------------------------------------------
 
+    // lab:rcu-gp begin
     /// Report that `cpu` (the calling CPU) passed a quiescent state, if it did: a CPU inside a
     /// read-side section (the tick interrupted a reader) reports nothing and `false` comes
     /// back. Cheap when no grace period waits for this CPU: one load.
@@ -227,6 +228,7 @@ impl Rcu {
         }
         true
     }
+    // lab:rcu-gp end
 
     // ----- grace periods ---------------------------------------------------------------------
 
@@ -244,6 +246,7 @@ impl Rcu {
         self.gp_seq() & 1 != 0
     }
 
+    // lab:rcu-gp begin
     /// The `gp_seq` value at which a full grace period will have elapsed since now. A
     /// read-modify-write rather than a load, so that whoever starts that grace period has
     /// seen everything this CPU did before (its unpublish).
@@ -251,6 +254,7 @@ impl Rcu {
         let s = self.gp_seq.fetch_add(0, Ordering::AcqRel);
         (s + 3) & !1
     }
+    // lab:rcu-gp end
 
     /// True once `gp_seq` reached `target` (from [`Rcu::snapshot`]); everything the grace
     /// periods waited for happens before the caller's next step.
@@ -258,6 +262,7 @@ impl Rcu {
         self.gp_seq.load(Ordering::Acquire) >= target
     }
 
+    // lab:rcu-gp begin
     /// Start a grace period unless one is running. True if this call started one.
     pub fn start_grace_period(&self) -> bool {
         let s = self.gp_seq.load(Ordering::Relaxed);
@@ -293,6 +298,7 @@ impl Rcu {
         debug_assert!(old & 1 == 1, "ended a grace period that was not running");
         crate::arch::send_event();
     }
+    // lab:rcu-gp end
 
     /// Wait for a full grace period, on behalf of the calling CPU (if it has a per-CPU id yet).
     pub fn synchronize(&self) {
@@ -331,6 +337,7 @@ impl Rcu {
         });
     }
 
+    // lab:rcu-gp begin
     /// Start grace periods and wait until one that began after this call has ended; `report`
     /// reports the waiter's own CPU quiescent (it is in no reader while it waits).
     fn wait_for_grace_period(&self, report: impl Fn()) {
@@ -347,6 +354,7 @@ impl Rcu {
             self.wait();
         }
     }
+    // lab:rcu-gp end
 
     // ----- the kernel's hooks ----------------------------------------------------------------
 

@@ -37,6 +37,7 @@ static NESTING: PerCpu<Nesting> = PerCpu::new(
     }; MAX_CPUS],
 );
 
+// lab:irqsafe begin
 /// Disable IRQs on this CPU, counting.
 pub fn push_off() {
     let flags = irqflags::local_irq_save();
@@ -76,6 +77,7 @@ pub fn pop_off() {
         irqflags::local_irq_enable();
     }
 }
+// lab:irqsafe end
 
 /// How deep this CPU's push_off nesting is.
 ///

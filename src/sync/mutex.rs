@@ -228,6 +228,7 @@ impl<S: Sleeper> RawMutex<S> {
         false
     }
 
+    // lab:mutex begin
     /// The wait queue's condition: take the lock if it is free, else make sure the waiters
     /// flag is set before we sleep (so the owner's unlock will look in the queue).
     fn acquire_or_flag(&self, me: usize) -> bool {
@@ -250,6 +251,7 @@ impl<S: Sleeper> RawMutex<S> {
             }
         }
     }
+    // lab:mutex end
 
     /// Take the mutex only if it is free right now.
     pub fn try_lock(&self) -> bool {
@@ -298,6 +300,7 @@ impl<S: Sleeper> RawMutex<S> {
         self.unlock_slow(me, true);
     }
 
+    // lab:mutex begin
     /// The fast path failed: the waiters flag is set, or we are not the owner.
     #[cold]
     #[inline(never)]
@@ -319,6 +322,7 @@ impl<S: Sleeper> RawMutex<S> {
             waiters.wake_one();
         });
     }
+    // lab:mutex end
 
     pub fn is_locked(&self) -> bool {
         holder(self.owner.load(Ordering::Relaxed)) != 0
@@ -641,12 +645,16 @@ mod tests {
             let m = Arc::clone(&m);
             std::thread::spawn(move || *m.lock() += 1)
         };
-        // The spin gives up after SPIN_LIMIT looks; then the waiter queues.
-        while m.waiters() == 0 {
+        // The spin gives up after SPIN_LIMIT looks; then the waiter queues (a waiter that
+        // panics instead must fail the test, not hang it).
+        while m.waiters() == 0 && !waiter.is_finished() {
             std::thread::yield_now();
         }
         std::thread::sleep(Duration::from_millis(10));
-        assert!(!waiter.is_finished());
+        assert!(
+            !waiter.is_finished(),
+            "the waiter finished while the mutex was held"
+        );
         drop(g);
         waiter.join().unwrap();
         assert_eq!(*m.lock(), 1);

@@ -101,6 +101,7 @@ impl<T: SeqData> SeqLock<T> {
         &self.data
     }
 
+    // lab:seqlock begin
     /// Start a read: the sequence to pass to `read_retry`. Waits while a write is in progress.
     pub fn read_begin(&self) -> u32 {
         loop {
@@ -118,6 +119,7 @@ impl<T: SeqData> SeqLock<T> {
         fence(Ordering::Acquire);
         self.sequence.load(Ordering::Relaxed) != start
     }
+    // lab:seqlock end
 
     /// Copy the data out (possibly torn: only trust it if `read_retry` says no).
     pub fn copy_out(&self) -> T {
@@ -132,6 +134,7 @@ impl<T: SeqData> SeqLock<T> {
         unsafe { out.assume_init() }
     }
 
+    // lab:seqlock begin
     /// A consistent copy, retrying as long as writers interfere. Returns (value, retries).
     pub fn read(&self) -> (T, u32) {
         let mut retries = 0;
@@ -160,6 +163,7 @@ impl<T: SeqData> SeqLock<T> {
         // Every data store before the even sequence.
         self.sequence.store(s.wrapping_add(2), Ordering::Release);
     }
+    // lab:seqlock end
 
     /// Writes so far.
     pub fn writes(&self) -> u32 {

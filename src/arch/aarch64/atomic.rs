@@ -98,9 +98,53 @@ pub fn fetch_add(p: &AtomicU64, v: u64, ord: Ordering) -> u64 {
     if uses_lse() {
         lse_rmw!(p.as_ptr(), v, ord, "ldadd")
     } else {
-        llsc_rmw!(p.as_ptr(), v, ord, "add {new}, {old}, {v}")
+        llsc_fetch_add(p, v, ord)
     }
 }
+
+// lab:llsc-add begin
+/// `*p += v` with a load-exclusive/store-exclusive loop, returning the old value.
+///
+/// `llsc_rmw!` writes the same loop for every other operation; this one is spelt out as the
+/// one to read first. `LDXR` loads `*p` and arms this CPU's exclusive monitor on it, `ADD`
+/// computes in a register, and `STXR` stores only if the monitor is still armed, which a
+/// store by any other CPU to the location clears: it writes 0 into `fail` on success and 1 if
+/// the loop must start again from a fresh load. Acquire makes the load `LDAXR`, Release the
+/// store `STLXR`, and SeqCst adds `DMB ISH` after a successful store (the module doc says why).
+#[inline]
+fn llsc_fetch_add(p: &AtomicU64, v: u64, ord: Ordering) -> u64 {
+    macro_rules! add_loop {
+        ($ld:literal, $st:literal, $fence:literal) => {{
+            let old: u64;
+            // SAFETY: `p` is a live, aligned AtomicU64 in Normal memory; the loop reads and
+            // writes only that location, atomically, and touches no stack.
+            unsafe {
+                asm!(
+                    concat!("2: ", $ld, " {old}, [{p}]"),
+                    "add {new}, {old}, {v}",
+                    concat!($st, " {fail:w}, {new}, [{p}]"),
+                    "cbnz {fail:w}, 2b",
+                    $fence,
+                    old = out(reg) old,
+                    new = out(reg) _,
+                    fail = out(reg) _,
+                    p = in(reg) p.as_ptr(),
+                    v = in(reg) v,
+                    options(nostack),
+                )
+            };
+            old
+        }};
+    }
+    match ord {
+        Ordering::Relaxed => add_loop!("ldxr", "stxr", ""),
+        Ordering::Acquire => add_loop!("ldaxr", "stxr", ""),
+        Ordering::Release => add_loop!("ldxr", "stlxr", ""),
+        Ordering::AcqRel => add_loop!("ldaxr", "stlxr", ""),
+        _ => add_loop!("ldxr", "stlxr", "dmb ish"),
+    }
+}
+// lab:llsc-add end
 
 /// `*p = v`, returning the old value.
 pub fn swap(p: &AtomicU64, v: u64, ord: Ordering) -> u64 {

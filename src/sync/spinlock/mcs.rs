@@ -98,6 +98,7 @@ impl McsLock {
         }
     }
 
+    // lab:mcs begin
     /// Queue `node` and spin on it until the lock is ours.
     ///
     /// # Safety
@@ -167,6 +168,7 @@ impl McsLock {
     pub fn is_locked(&self) -> bool {
         !self.tail.load(Ordering::Relaxed).is_null()
     }
+    // lab:mcs end
 }
 
 impl Default for McsLock {

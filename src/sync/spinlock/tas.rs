@@ -19,6 +19,7 @@ unsafe impl RawSpinLock for TasLock {
         locked: AtomicU8::new(0),
     };
 
+    // lab:tas begin
     fn lock(&self) {
         while self.locked.swap(1, Ordering::Acquire) != 0 {
             crate::arch::cpu_relax();
@@ -36,4 +37,5 @@ unsafe impl RawSpinLock for TasLock {
     fn is_locked(&self) -> bool {
         self.locked.load(Ordering::Relaxed) != 0
     }
+    // lab:tas end
 }

@@ -51,6 +51,7 @@ impl TicketLock {
         }
     }
 
+    // lab:ticket begin
     pub fn lock(&self) {
         // Add to the high half; a carry out of bit 31 is simply lost, which wraps `next`.
         let ticket = next(self.word.fetch_add(NEXT_ONE, Ordering::Relaxed));
@@ -64,11 +65,13 @@ impl TicketLock {
             wait_while_u32(&self.word, word);
         }
     }
+    // lab:ticket end
 
     pub fn try_lock(&self) -> bool {
         self.try_lock_stalling(|| {})
     }
 
+    // lab:ticket begin
     /// `try_lock`, with `stall` run between its look at the lock and its exchange: where a
     /// real CPU can be held up by an interrupt or by its hypervisor for any length of time. The
     /// kernel passes nothing (it compiles away); the tests let other CPUs run there.
@@ -109,6 +112,7 @@ impl TicketLock {
         let word = self.word.load(Ordering::Relaxed);
         owner(word) != next(word)
     }
+    // lab:ticket end
 }
 
 impl Default for TicketLock {
