@@ -111,14 +111,23 @@ fn every_chapter_has_the_four_faces() {
 fn every_chapter_opens_with_its_box() {
     // Right under the title a learner sees what the chapter teaches, what to type and how long
     // it takes: three blockquote lines, in this order, before anything else.
-    let labels = ["> **You will learn:** ", "> **You will run:** ", "> **Time:** about "];
+    let labels = [
+        "> **You will learn:** ",
+        "> **You will run:** ",
+        "> **Time:** about ",
+    ];
     let chapters = numbered_chapters();
-    assert!(chapters.len() >= 20, "only {} numbered chapters", chapters.len());
+    assert!(
+        chapters.len() >= 20,
+        "only {} numbered chapters",
+        chapters.len()
+    );
     for chapter in chapters {
         let text = std::fs::read_to_string(&chapter).unwrap();
-        let mut lines = text.lines().skip_while(|l| !l.starts_with("# ")).skip(1);
-        let opening: Vec<&str> = lines
-            .by_ref()
+        let opening: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("# "))
+            .skip(1)
             .skip_while(|l| l.trim().is_empty())
             .take(labels.len())
             .collect();
