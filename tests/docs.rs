@@ -75,15 +75,23 @@ fn every_path_a_chapter_names_exists() {
     );
 }
 
+/// The numbered chapters: SUMMARY.md's entries without the introduction and the appendices
+/// (the Sources page, the notes from the bench), which are not chapters.
+fn numbered_chapters() -> Vec<PathBuf> {
+    chapters()
+        .into_iter()
+        .filter(|c| {
+            let name = c.file_name().unwrap().to_string_lossy();
+            name.starts_with(|ch: char| ch.is_ascii_digit())
+        })
+        .collect()
+}
+
 #[test]
 fn every_chapter_has_the_four_faces() {
     // Concept, code, something to type, what goes wrong, an exercise: the headings say so.
-    // The introduction and the Sources page are not chapters.
-    for chapter in chapters()
-        .iter()
-        .filter(|c| !c.ends_with("introduction.md") && !c.ends_with("sources.md"))
-    {
-        let text = std::fs::read_to_string(chapter).unwrap().to_lowercase();
+    for chapter in numbered_chapters() {
+        let text = std::fs::read_to_string(&chapter).unwrap().to_lowercase();
         for heading in [
             "## the code",
             "## try it",
@@ -110,6 +118,49 @@ fn the_readme_lists_every_chapter_of_the_book() {
         assert!(
             readme.contains(&format!("(docs/{name})")),
             "README.md's chapter list lacks docs/{name}"
+        );
+    }
+}
+
+#[test]
+fn every_chapter_opens_with_its_box() {
+    // Right under the title a learner sees what the chapter teaches, what to type and how long
+    // it takes: three blockquote lines, in this order, before anything else.
+    let labels = [
+        "> **You will learn:** ",
+        "> **You will run:** ",
+        "> **Time:** about ",
+    ];
+    let chapters = numbered_chapters();
+    assert!(
+        chapters.len() >= 20,
+        "only {} numbered chapters",
+        chapters.len()
+    );
+    for chapter in chapters {
+        let text = std::fs::read_to_string(&chapter).unwrap();
+        let opening: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("# "))
+            .skip(1)
+            .skip_while(|l| l.trim().is_empty())
+            .take(labels.len())
+            .collect();
+        for (i, label) in labels.iter().enumerate() {
+            let line = opening.get(i).copied().unwrap_or("");
+            assert!(
+                line.starts_with(label) && line.len() > label.len() + 3,
+                "{}: line {} after the title should start with `{label}` and say something, \
+                 found `{line}`",
+                chapter.display(),
+                i + 1
+            );
+        }
+        let time = opening[2].trim_start_matches(labels[2]);
+        assert!(
+            time.split(' ').next().unwrap().parse::<u32>().is_ok() && time.contains("minutes"),
+            "{}: the time should read `about N minutes`, found `{time}`",
+            chapter.display()
         );
     }
 }
