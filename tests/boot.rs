@@ -1612,6 +1612,13 @@ fn shell_edits_lines_and_explains_bad_arguments() {
     let demo = s.command("demo nope");
     assert!(demo.contains("there is no demo \"nope\""), "{demo}");
     assert!(demo.contains("usage: demo <name>"), "{demo}");
+    // The shell's bench runs with the lock validator on, and says what that costs.
+    let bench = s.command("bench no-such-suite");
+    assert!(
+        bench.contains("WARN  bench: the lock validator is on") && bench.contains("`make bench`"),
+        "{bench}"
+    );
+    assert!(bench.contains("no suite name contains"), "{bench}");
     let log = s.command("log many");
     assert!(log.contains("\"many\" is not a number"), "{log}");
     assert!(log.contains("usage: log [lines]"), "{log}");
