@@ -1612,6 +1612,24 @@ fn shell_edits_lines_and_explains_bad_arguments() {
     let demo = s.command("demo nope");
     assert!(demo.contains("there is no demo \"nope\""), "{demo}");
     assert!(demo.contains("usage: demo <name>"), "{demo}");
+    // One list of demos: `help demo` names the very ones `demo nope` offers.
+    let names = |text: &str, before: &str| -> Vec<String> {
+        let line = text.lines().find(|l| l.contains(before)).unwrap_or("");
+        let after = &line[line.find(before).map_or(0, |i| i + before.len())..];
+        let list = after.split(':').next().unwrap_or("");
+        list.split(", ")
+            .flat_map(|part| part.split(" or "))
+            .map(str::to_string)
+            .collect()
+    };
+    let help_demo = s.command("help demo");
+    let in_help = names(&help_demo, "  ");
+    let offered = names(&demo, "the demos are ");
+    assert!(in_help.len() > 1, "{help_demo}");
+    assert_eq!(
+        in_help, offered,
+        "help demo:\n{help_demo}\ndemo nope:\n{demo}"
+    );
     // The shell's bench runs with the lock validator on, and says what that costs.
     let bench = s.command("bench no-such-suite");
     assert!(
