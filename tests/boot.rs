@@ -288,6 +288,64 @@ fn tools_bench_from_log(run: &Run, name: &str) -> (PathBuf, String) {
     (out, printed)
 }
 
+/// `tools/bench --from-log` on a log made up here: its exit status and what it printed.
+fn tools_bench_on_crafted_log(name: &str, log: &str) -> (Option<i32>, String) {
+    let out = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
+    let path = out.join("raw.log");
+    std::fs::write(&path, log).unwrap();
+    let tool = Command::new(root().join("tools/bench"))
+        .arg("--from-log")
+        .arg(&path)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run tools/bench");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&tool.stdout),
+        String::from_utf8_lossy(&tool.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&out);
+    (tool.status.code(), printed)
+}
+
+#[test]
+fn tools_bench_fails_a_run_that_printed_an_error_or_left_a_suite_without_results() {
+    let header = "[    0.066584] cpu0 INFO  bench: 4 CPUs online, counter 1000000000 Hz; numbers are guest time under QEMU TCG unless on hardware\n";
+    let results = "bench suite=syscall op=floor iterations=20000 ticks_per_op=961.5 ns_per_op=962 ratio_to_floor=1.00\n\
+                   bench suite=syscall op=getpid iterations=20000 ticks_per_op=2511.0 ns_per_op=2511 ratio_to_floor=2.61\n\
+                   [    1.200000] cpu0 INFO  bench: suite syscall: 2 results\n";
+    let end = "[    1.268640] cpu0 INFO  bench: 2 results in 1.2 s\n";
+
+    let clean = format!("{header}{results}{end}");
+    let (status, printed) = tools_bench_on_crafted_log("quartet-bench-clean", &clean);
+    assert_eq!(status, Some(0), "a clean log passes:\n{printed}");
+
+    let error =
+        "[    1.100000] cpu0 ERROR bench: rcu: rcu at 4 CPUs: no walks completed; no result\n";
+    let with_error = format!("{header}{error}{results}{end}");
+    let (status, printed) = tools_bench_on_crafted_log("quartet-bench-error", &with_error);
+    assert_ne!(
+        status,
+        Some(0),
+        "a run that printed an ERROR fails:\n{printed}"
+    );
+    assert!(
+        printed.contains("no walks completed"),
+        "the ERROR line is repeated:\n{printed}"
+    );
+
+    let empty_suite = "[    1.150000] cpu0 INFO  bench: suite rcu: 0 results\n";
+    let with_empty = format!("{header}{results}{empty_suite}{end}");
+    let (status, printed) = tools_bench_on_crafted_log("quartet-bench-empty", &with_empty);
+    assert_ne!(status, Some(0), "a suite without results fails:\n{printed}");
+    assert!(
+        printed.contains("suite rcu produced no results"),
+        "{printed}"
+    );
+}
+
 /// A test-mode run passed: every test line ok, the closing line says 0 failed, status 0.
 fn assert_suite_passed(run: &Run) {
     let closing: Vec<_> = run.output.lines().filter_map(closing_counts).collect();

@@ -311,7 +311,10 @@ mod kernel {
         let mut matched = 0;
         for suite in SUITES.iter().filter(|s| s.name.contains(filter)) {
             matched += 1;
-            results += (suite.run)(scale);
+            let lines = (suite.run)(scale);
+            // tools/bench fails a run in which a suite that ran printed nothing.
+            log::info!(target: "bench", "suite {}: {lines} results", suite.name);
+            results += lines;
         }
         if matched == 0 {
             log::error!(target: "bench",
