@@ -1097,6 +1097,38 @@ fn interactive_boot_reaches_the_contract_line_quickly_in_guest_time() {
     assert!(counter > 0, "{line}");
 }
 
+/// `timeout 60 tools/qemu-run` typed at a terminal: `timeout` puts QEMU in a process group of
+/// its own, in the terminal's background. `script` gives the run a terminal (a pseudo-terminal
+/// whose foreground group is the shell that runs the line). A QEMU that set the terminal's mode
+/// from there would be stopped by SIGTTOU and killed by the timeout; qemu-run must prevent it.
+#[test]
+fn qemu_run_under_timeout_at_a_terminal_is_not_stopped_by_sigttou() {
+    let image = image(Board::Virt);
+    let line = format!(
+        "timeout 60 {} --board virt --image {}; echo qemu-run-status=$?",
+        root().join("tools/qemu-run").display(),
+        image.display()
+    );
+    let started = Instant::now();
+    let mut cmd = Command::new("script");
+    for var in ["SMP", "MEM", "CPU", "GIC", "EL2", "VIRT_OPTS", "RPI_DTB"] {
+        cmd.env_remove(var);
+    }
+    let run = cmd
+        .args(["-qec", &line, "/dev/null"])
+        .env("SMP", "1")
+        .env("BOOTARGS", "test=percpu_")
+        .stdin(Stdio::null())
+        .output()
+        .expect("script (util-linux) runs a command on a pseudo-terminal");
+    let printed = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        printed.contains("qemu-run-status=0") && printed.contains("passed, 0 failed"),
+        "QEMU did not finish by itself ({:.0?}):\n{printed}",
+        started.elapsed()
+    );
+}
+
 #[test]
 fn log_parser_accepts_kernel_lines_and_rejects_mixed_ones() {
     assert!(parse_log_line("[    0.012345] cpu2 INFO  smp: 4/4 CPUs online").is_some());
