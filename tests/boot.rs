@@ -1129,6 +1129,48 @@ fn qemu_run_under_timeout_at_a_terminal_is_not_stopped_by_sigttou() {
     );
 }
 
+/// tools/qemu-run on a copy of the virt image whose modification time is `age` ago.
+fn qemu_run_on_an_image_aged(age: Duration, name: &str) -> Run {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("kernel8.img");
+    std::fs::copy(image(Board::Virt), &copy).unwrap();
+    let file = std::fs::File::options().write(true).open(&copy).unwrap();
+    file.set_modified(std::time::SystemTime::now() - age)
+        .unwrap();
+    drop(file);
+    let mut cmd = qemu_command();
+    cmd.args(["--board", "virt", "--timeout", "60", "--image"])
+        .arg(&copy)
+        .env("SMP", "1")
+        .env("BOOTARGS", "test=percpu_");
+    let run = run_command(cmd, None);
+    let _ = std::fs::remove_dir_all(&dir);
+    run
+}
+
+#[test]
+fn qemu_run_warns_when_the_image_is_older_than_the_sources() {
+    // Older than every file in the tree: the sources changed after this "build".
+    let stale = qemu_run_on_an_image_aged(Duration::from_secs(20 * 365 * 86400), "quartet-stale");
+    assert!(
+        stale.output.contains("is older than") && stale.output.contains("`make run`"),
+        "no warning for a stale image:\n{}",
+        stale.output
+    );
+    assert!(
+        stale.output.contains("passed, 0 failed"),
+        "it still boots:\n{}",
+        stale.output
+    );
+    let fresh = qemu_run_on_an_image_aged(Duration::ZERO, "quartet-fresh");
+    assert!(
+        !fresh.output.contains("is older than"),
+        "a warning for an image newer than the sources:\n{}",
+        fresh.output
+    );
+}
+
 #[test]
 fn log_parser_accepts_kernel_lines_and_rejects_mixed_ones() {
     assert!(parse_log_line("[    0.012345] cpu2 INFO  smp: 4/4 CPUs online").is_some());
