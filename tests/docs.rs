@@ -98,3 +98,56 @@ fn every_chapter_has_the_four_faces() {
         }
     }
 }
+
+/// `<!-- exercise-open: "PATTERN" absent from src/FILE -->` in a chapter: the exercise asks for
+/// something the code does not do yet, and PATTERN is what doing it would add to FILE. The
+/// markers in the book: (chapter, pattern, file).
+fn open_exercise_markers() -> Vec<(PathBuf, String, String)> {
+    const OPEN: &str = "<!-- exercise-open: \"";
+    const ABSENT: &str = "\" absent from ";
+    let mut markers = Vec::new();
+    for chapter in chapters() {
+        let text = std::fs::read_to_string(&chapter).unwrap();
+        for (at, _) in text.match_indices(OPEN) {
+            let rest = &text[at + OPEN.len()..];
+            let end = rest
+                .find("-->")
+                .expect("an exercise-open marker ends with -->");
+            let (pattern, file) = rest[..end].split_once(ABSENT).unwrap_or_else(|| {
+                panic!("{}: malformed marker {:?}", chapter.display(), &rest[..end])
+            });
+            markers.push((
+                chapter.clone(),
+                pattern.to_string(),
+                file.trim().to_string(),
+            ));
+        }
+    }
+    markers
+}
+
+#[test]
+fn no_exercise_asks_for_what_the_code_already_does() {
+    let markers = open_exercise_markers();
+    let mut done = Vec::new();
+    for (chapter, pattern, file) in &markers {
+        let source = std::fs::read_to_string(root().join(file)).unwrap_or_else(|_| {
+            panic!(
+                "{} marks an exercise against {file}, which does not exist",
+                chapter.display()
+            )
+        });
+        if source.contains(pattern.as_str()) {
+            done.push(format!(
+                "{}: {file} contains {pattern:?}, so the exercise is done: replace it",
+                chapter.display()
+            ));
+        }
+    }
+    assert!(done.is_empty(), "{}", done.join("\n"));
+    assert!(
+        markers.len() >= 5,
+        "only {} exercise-open markers in the book",
+        markers.len()
+    );
+}
