@@ -17,9 +17,29 @@ fn chapters() -> Vec<PathBuf> {
         .collect()
 }
 
+/// The value of `key = "value"` in book.toml.
+fn book_setting(config: &str, key: &str) -> Option<String> {
+    config.lines().find_map(|l| {
+        let (k, v) = l.split_once('=')?;
+        (k.trim() == key).then(|| v.trim().trim_matches('"').to_string())
+    })
+}
+
 #[test]
 fn book_has_its_config_and_every_listed_chapter() {
-    assert!(root().join("docs/book.toml").exists());
+    // mdBook copies every file under its src into the HTML: the config must live outside docs/.
+    let config = std::fs::read_to_string(root().join("book.toml")).expect("book.toml exists");
+    assert!(
+        !root().join("docs/book.toml").exists(),
+        "docs/book.toml would be copied into the HTML output"
+    );
+    let src = book_setting(&config, "src").expect("book.toml sets src");
+    assert_eq!(root().join(&src), root().join("docs"), "book.toml's src");
+    let build = book_setting(&config, "build-dir").expect("book.toml sets build-dir");
+    assert!(
+        !root().join(&build).starts_with(root().join("docs")),
+        "the HTML ({build}) must not land among the chapters"
+    );
     let chapters = chapters();
     assert!(
         chapters.len() >= 5,
