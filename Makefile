@@ -161,13 +161,14 @@ gdb: setup image
 	tools/qemu-run --board virt --image build/virt/kernel8.img --gdb &
 	gdb-multiarch -q build/virt/quartet.elf -ex 'target remote :1234'
 
-## make doc: API docs for the kernel crate. make book: the tutorial (installs mdbook if missing).
+## make doc: API docs for the kernel crate. make book: the tutorial from docs/ as HTML in
+## build/book (installs mdbook if missing; the config is book.toml at the top, not in docs/).
 doc:
 	cargo doc --no-deps --document-private-items
 book:
 	@command -v mdbook >/dev/null || cargo install --locked mdbook
-	mdbook build docs
+	mdbook build
 
 clean:
 	cargo clean
-	rm -rf build/virt build/rpi4 docs/book
+	rm -rf build/virt build/rpi4 build/book

@@ -370,7 +370,7 @@ mod kernel {
                 power::exit(1);
             }
             other => {
-                log::error!(target: "boot", "unknown demo {other:?}; demos are: fault, oom, overflow, task-overflow, panic, irq-deadlock, uaccess-nofixup, lock-order")
+                log::error!(target: "boot", "unknown demo {other:?}; demos are: {}", quartet::shell::DEMO_NAMES)
             }
         }
     }

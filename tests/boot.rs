@@ -288,6 +288,64 @@ fn tools_bench_from_log(run: &Run, name: &str) -> (PathBuf, String) {
     (out, printed)
 }
 
+/// `tools/bench --from-log` on a log made up here: its exit status and what it printed.
+fn tools_bench_on_crafted_log(name: &str, log: &str) -> (Option<i32>, String) {
+    let out = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
+    let path = out.join("raw.log");
+    std::fs::write(&path, log).unwrap();
+    let tool = Command::new(root().join("tools/bench"))
+        .arg("--from-log")
+        .arg(&path)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run tools/bench");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&tool.stdout),
+        String::from_utf8_lossy(&tool.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&out);
+    (tool.status.code(), printed)
+}
+
+#[test]
+fn tools_bench_fails_a_run_that_printed_an_error_or_left_a_suite_without_results() {
+    let header = "[    0.066584] cpu0 INFO  bench: 4 CPUs online, counter 1000000000 Hz; numbers are guest time under QEMU TCG unless on hardware\n";
+    let results = "bench suite=syscall op=floor iterations=20000 ticks_per_op=961.5 ns_per_op=962 ratio_to_floor=1.00\n\
+                   bench suite=syscall op=getpid iterations=20000 ticks_per_op=2511.0 ns_per_op=2511 ratio_to_floor=2.61\n\
+                   [    1.200000] cpu0 INFO  bench: suite syscall: 2 results\n";
+    let end = "[    1.268640] cpu0 INFO  bench: 2 results in 1.2 s\n";
+
+    let clean = format!("{header}{results}{end}");
+    let (status, printed) = tools_bench_on_crafted_log("quartet-bench-clean", &clean);
+    assert_eq!(status, Some(0), "a clean log passes:\n{printed}");
+
+    let error =
+        "[    1.100000] cpu0 ERROR bench: rcu: rcu at 4 CPUs: no walks completed; no result\n";
+    let with_error = format!("{header}{error}{results}{end}");
+    let (status, printed) = tools_bench_on_crafted_log("quartet-bench-error", &with_error);
+    assert_ne!(
+        status,
+        Some(0),
+        "a run that printed an ERROR fails:\n{printed}"
+    );
+    assert!(
+        printed.contains("no walks completed"),
+        "the ERROR line is repeated:\n{printed}"
+    );
+
+    let empty_suite = "[    1.150000] cpu0 INFO  bench: suite rcu: 0 results\n";
+    let with_empty = format!("{header}{results}{empty_suite}{end}");
+    let (status, printed) = tools_bench_on_crafted_log("quartet-bench-empty", &with_empty);
+    assert_ne!(status, Some(0), "a suite without results fails:\n{printed}");
+    assert!(
+        printed.contains("suite rcu produced no results"),
+        "{printed}"
+    );
+}
+
 /// A test-mode run passed: every test line ok, the closing line says 0 failed, status 0.
 fn assert_suite_passed(run: &Run) {
     let closing: Vec<_> = run.output.lines().filter_map(closing_counts).collect();
@@ -1039,6 +1097,80 @@ fn interactive_boot_reaches_the_contract_line_quickly_in_guest_time() {
     assert!(counter > 0, "{line}");
 }
 
+/// `timeout 60 tools/qemu-run` typed at a terminal: `timeout` puts QEMU in a process group of
+/// its own, in the terminal's background. `script` gives the run a terminal (a pseudo-terminal
+/// whose foreground group is the shell that runs the line). A QEMU that set the terminal's mode
+/// from there would be stopped by SIGTTOU and killed by the timeout; qemu-run must prevent it.
+#[test]
+fn qemu_run_under_timeout_at_a_terminal_is_not_stopped_by_sigttou() {
+    let image = image(Board::Virt);
+    let line = format!(
+        "timeout 60 {} --board virt --image {}; echo qemu-run-status=$?",
+        root().join("tools/qemu-run").display(),
+        image.display()
+    );
+    let started = Instant::now();
+    let mut cmd = Command::new("script");
+    for var in ["SMP", "MEM", "CPU", "GIC", "EL2", "VIRT_OPTS", "RPI_DTB"] {
+        cmd.env_remove(var);
+    }
+    let run = cmd
+        .args(["-qec", &line, "/dev/null"])
+        .env("SMP", "1")
+        .env("BOOTARGS", "test=percpu_")
+        .stdin(Stdio::null())
+        .output()
+        .expect("script (util-linux) runs a command on a pseudo-terminal");
+    let printed = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        printed.contains("qemu-run-status=0") && printed.contains("passed, 0 failed"),
+        "QEMU did not finish by itself ({:.0?}):\n{printed}",
+        started.elapsed()
+    );
+}
+
+/// tools/qemu-run on a copy of the virt image whose modification time is `age` ago.
+fn qemu_run_on_an_image_aged(age: Duration, name: &str) -> Run {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("kernel8.img");
+    std::fs::copy(image(Board::Virt), &copy).unwrap();
+    let file = std::fs::File::options().write(true).open(&copy).unwrap();
+    file.set_modified(std::time::SystemTime::now() - age)
+        .unwrap();
+    drop(file);
+    let mut cmd = qemu_command();
+    cmd.args(["--board", "virt", "--timeout", "60", "--image"])
+        .arg(&copy)
+        .env("SMP", "1")
+        .env("BOOTARGS", "test=percpu_");
+    let run = run_command(cmd, None);
+    let _ = std::fs::remove_dir_all(&dir);
+    run
+}
+
+#[test]
+fn qemu_run_warns_when_the_image_is_older_than_the_sources() {
+    // Older than every file in the tree: the sources changed after this "build".
+    let stale = qemu_run_on_an_image_aged(Duration::from_secs(20 * 365 * 86400), "quartet-stale");
+    assert!(
+        stale.output.contains("is older than") && stale.output.contains("`make run`"),
+        "no warning for a stale image:\n{}",
+        stale.output
+    );
+    assert!(
+        stale.output.contains("passed, 0 failed"),
+        "it still boots:\n{}",
+        stale.output
+    );
+    let fresh = qemu_run_on_an_image_aged(Duration::ZERO, "quartet-fresh");
+    assert!(
+        !fresh.output.contains("is older than"),
+        "a warning for an image newer than the sources:\n{}",
+        fresh.output
+    );
+}
+
 #[test]
 fn log_parser_accepts_kernel_lines_and_rejects_mixed_ones() {
     assert!(parse_log_line("[    0.012345] cpu2 INFO  smp: 4/4 CPUs online").is_some());
@@ -1612,6 +1744,31 @@ fn shell_edits_lines_and_explains_bad_arguments() {
     let demo = s.command("demo nope");
     assert!(demo.contains("there is no demo \"nope\""), "{demo}");
     assert!(demo.contains("usage: demo <name>"), "{demo}");
+    // One list of demos: `help demo` names the very ones `demo nope` offers.
+    let names = |text: &str, before: &str| -> Vec<String> {
+        let line = text.lines().find(|l| l.contains(before)).unwrap_or("");
+        let after = &line[line.find(before).map_or(0, |i| i + before.len())..];
+        let list = after.split(':').next().unwrap_or("");
+        list.split(", ")
+            .flat_map(|part| part.split(" or "))
+            .map(str::to_string)
+            .collect()
+    };
+    let help_demo = s.command("help demo");
+    let in_help = names(&help_demo, "  ");
+    let offered = names(&demo, "the demos are ");
+    assert!(in_help.len() > 1, "{help_demo}");
+    assert_eq!(
+        in_help, offered,
+        "help demo:\n{help_demo}\ndemo nope:\n{demo}"
+    );
+    // The shell's bench runs with the lock validator on, and says what that costs.
+    let bench = s.command("bench no-such-suite");
+    assert!(
+        bench.contains("WARN  bench: the lock validator is on") && bench.contains("`make bench`"),
+        "{bench}"
+    );
+    assert!(bench.contains("no suite name contains"), "{bench}");
     let log = s.command("log many");
     assert!(log.contains("\"many\" is not a number"), "{log}");
     assert!(log.contains("usage: log [lines]"), "{log}");

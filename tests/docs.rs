@@ -17,9 +17,29 @@ fn chapters() -> Vec<PathBuf> {
         .collect()
 }
 
+/// The value of `key = "value"` in book.toml.
+fn book_setting(config: &str, key: &str) -> Option<String> {
+    config.lines().find_map(|l| {
+        let (k, v) = l.split_once('=')?;
+        (k.trim() == key).then(|| v.trim().trim_matches('"').to_string())
+    })
+}
+
 #[test]
 fn book_has_its_config_and_every_listed_chapter() {
-    assert!(root().join("docs/book.toml").exists());
+    // mdBook copies every file under its src into the HTML: the config must live outside docs/.
+    let config = std::fs::read_to_string(root().join("book.toml")).expect("book.toml exists");
+    assert!(
+        !root().join("docs/book.toml").exists(),
+        "docs/book.toml would be copied into the HTML output"
+    );
+    let src = book_setting(&config, "src").expect("book.toml sets src");
+    assert_eq!(root().join(&src), root().join("docs"), "book.toml's src");
+    let build = book_setting(&config, "build-dir").expect("book.toml sets build-dir");
+    assert!(
+        !root().join(&build).starts_with(root().join("docs")),
+        "the HTML ({build}) must not land among the chapters"
+    );
     let chapters = chapters();
     assert!(
         chapters.len() >= 5,
@@ -163,4 +183,57 @@ fn every_chapter_opens_with_its_box() {
             chapter.display()
         );
     }
+}
+
+/// `<!-- exercise-open: "PATTERN" absent from src/FILE -->` in a chapter: the exercise asks for
+/// something the code does not do yet, and PATTERN is what doing it would add to FILE. The
+/// markers in the book: (chapter, pattern, file).
+fn open_exercise_markers() -> Vec<(PathBuf, String, String)> {
+    const OPEN: &str = "<!-- exercise-open: \"";
+    const ABSENT: &str = "\" absent from ";
+    let mut markers = Vec::new();
+    for chapter in chapters() {
+        let text = std::fs::read_to_string(&chapter).unwrap();
+        for (at, _) in text.match_indices(OPEN) {
+            let rest = &text[at + OPEN.len()..];
+            let end = rest
+                .find("-->")
+                .expect("an exercise-open marker ends with -->");
+            let (pattern, file) = rest[..end].split_once(ABSENT).unwrap_or_else(|| {
+                panic!("{}: malformed marker {:?}", chapter.display(), &rest[..end])
+            });
+            markers.push((
+                chapter.clone(),
+                pattern.to_string(),
+                file.trim().to_string(),
+            ));
+        }
+    }
+    markers
+}
+
+#[test]
+fn no_exercise_asks_for_what_the_code_already_does() {
+    let markers = open_exercise_markers();
+    let mut done = Vec::new();
+    for (chapter, pattern, file) in &markers {
+        let source = std::fs::read_to_string(root().join(file)).unwrap_or_else(|_| {
+            panic!(
+                "{} marks an exercise against {file}, which does not exist",
+                chapter.display()
+            )
+        });
+        if source.contains(pattern.as_str()) {
+            done.push(format!(
+                "{}: {file} contains {pattern:?}, so the exercise is done: replace it",
+                chapter.display()
+            ));
+        }
+    }
+    assert!(done.is_empty(), "{}", done.join("\n"));
+    assert!(
+        markers.len() >= 5,
+        "only {} exercise-open markers in the book",
+        markers.len()
+    );
 }

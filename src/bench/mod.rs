@@ -298,12 +298,23 @@ mod kernel {
             counter_frequency(),
             if scale.quick { ", quick runs (format check only)" } else { "" }
         );
+        if crate::sync::spinlock::validate::active() {
+            // The shell's `bench` runs in the kernel it booted, validator and all: its
+            // bookkeeping on every acquire and release makes quartet's locks look tens of
+            // times slower than spin's, which never consult it.
+            log::warn!(target: "bench",
+                "the lock validator is on and checks every lock operation, so quartet's locks measure far slower than spin's here; `make bench` boots a kernel built without it"
+            );
+        }
         let began = counter();
         let mut results = 0;
         let mut matched = 0;
         for suite in SUITES.iter().filter(|s| s.name.contains(filter)) {
             matched += 1;
-            results += (suite.run)(scale);
+            let lines = (suite.run)(scale);
+            // tools/bench fails a run in which a suite that ran printed nothing.
+            log::info!(target: "bench", "suite {}: {lines} results", suite.name);
+            results += lines;
         }
         if matched == 0 {
             log::error!(target: "bench",

@@ -247,7 +247,12 @@ pub fn readers(scale: Scale) -> usize {
         };
         let rcu_rate = rate(RcuRead::NAME);
         for (name, (t, wrong)) in &runs {
-            if *wrong != 0 || t.total_ops() == 0 {
+            if t.total_ops() == 0 {
+                log::error!(target: "bench",
+                    "rcu: {name} at {cpus} CPUs: no walks completed; no result");
+                continue;
+            }
+            if *wrong != 0 {
                 log::error!(target: "bench",
                     "rcu: {name} at {cpus} CPUs: {wrong} of {} walks summed wrong", t.total_ops());
                 continue;

@@ -17,18 +17,6 @@ use crate::arch::aarch64::layout;
 use crate::platform::{EnableMethod, Platform, PsciConduit, Region};
 use crate::{HEAP, console, ktest, logger, mm, percpu, power};
 
-/// The demos `kernel_main` knows (src/main.rs `run_demo`); each one ends the session.
-const DEMOS: &[&str] = &[
-    "fault",
-    "oom",
-    "overflow",
-    "task-overflow",
-    "panic",
-    "irq-deadlock",
-    "uaccess-nofixup",
-    "lock-order",
-];
-
 /// How many log lines `log` shows when not told.
 const LOG_LINES_DEFAULT: usize = 20;
 
@@ -249,7 +237,7 @@ static COMMANDS: &[Command<Shell>] = &[
     Command {
         name: "demo",
         args: "<name>",
-        about: "fault, oom, overflow, task-overflow, panic, irq-deadlock, uaccess-nofixup or lock-order: fail on purpose; ENDS THE SESSION (lock-order only reports)",
+        about: super::DEMO_ABOUT,
         min_args: 1,
         max_args: 1,
         run: demo,
@@ -759,13 +747,13 @@ fn bench(sh: &mut Shell, args: &[&str]) -> Outcome {
 
 fn demo(sh: &mut Shell, args: &[&str]) -> Outcome {
     let name = args[0];
-    if !DEMOS.contains(&name) {
+    if !super::DEMOS.contains(&name) {
         print(
             sh,
             format_args!(
                 "demo: there is no demo {:?}; the demos are {}\n",
                 name,
-                DEMOS.join(", ")
+                super::DEMO_NAMES
             ),
         );
         return Err(BadUsage);
