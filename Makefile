@@ -79,7 +79,7 @@ lint:
 	cargo fmt --manifest-path tools/bench-host/Cargo.toml --all -- --check
 
 qemu-tests:
-	cargo test --target $(HOST) --test boot --test docs --test user_linux -- --test-threads=2
+	cargo test --target $(HOST) --test boot --test sdcard --test docs --test user_linux -- --test-threads=2
 
 ## make labs: the graded labs. make lab NAME=ticket: a work tree, build/labs/ticket/, in which one
 ## mechanism's functions are todo!()s (FORCE=1 starts it over). make lab-check NAME=ticket: grade
