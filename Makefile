@@ -158,7 +158,7 @@ build/rpi4/config.txt: tools/rpi4-config.txt
 sdcard: rpi4
 	@test -n "$(DEST)" || { echo "usage: make sdcard DEST=/path/to/mounted/boot/partition"; exit 2; }
 	cp build/rpi4/kernel8.img build/rpi4/config.txt "$(DEST)/"
-	@echo "copied; the partition also needs start4.elf, fixup4.dat and bcm2711-rpi-4-b.dtb (see README)"
+	@echo "copied; the partition also needs start4.elf, fixup4.dat and bcm2711-rpi-4-b.dtb (make sdcard-image builds a whole card)"
 
 ## make sdcard-image: build/rpi4/sdcard.img, a whole card (partition table, FAT32 boot partition
 ## with the firmware, the device trees, config.txt, kernel8.img and a MANIFEST.txt), built
