@@ -25,7 +25,7 @@ USER_CFLAGS := -static -nostdlib -ffreestanding -fno-pie -no-pie -O2 -Wall -Wext
                -Wl,-Ttext-segment=0x400000 -Wl,-z,max-page-size=0x10000 -Wl,-z,noexecstack \
                -Wl,--build-id=none
 
-.PHONY: user setup-rpi4 all run run-rpi4 test unit loom lint qemu-tests image rpi4 sdcard gdb doc book setup clean bench bench-host bench-host-check lab labs lab-check lab-selftest FORCE
+.PHONY: user setup-rpi4 all run run-rpi4 test unit loom lint qemu-tests image rpi4 sdcard sdcard-image setup-sdcard flash gdb doc book setup clean bench bench-host bench-host-check lab labs lab-check lab-selftest FORCE
 
 all: image rpi4
 
@@ -34,6 +34,10 @@ setup:
 
 setup-rpi4:
 	@tools/setup --rpi-dtb
+
+# The Pi 4 firmware, the trees and the image tools, for make sdcard-image and its tests.
+setup-sdcard:
+	@tools/setup --rpi-firmware
 
 ## make run: build and boot QEMU virt with $(SMP) CPUs, serial console on this terminal.
 run: setup image
@@ -45,7 +49,7 @@ run-rpi4: setup-rpi4 rpi4
 
 ## make test: host unit tests, loom models, lint, the labs' self-test, both kernels, then the QEMU
 ## boot tests.
-test: setup-rpi4 unit loom lint bench-host-check lab-selftest image rpi4 qemu-tests
+test: setup-sdcard unit loom lint bench-host-check lab-selftest image rpi4 qemu-tests
 
 ## make user: the user programs alone, into target/user (the kernel's build.rs does the same and
 ## embeds them). Each is a static Linux arm64 executable: `qemu-aarch64 target/user/.../hello`.
@@ -75,7 +79,7 @@ lint:
 	cargo fmt --manifest-path tools/bench-host/Cargo.toml --all -- --check
 
 qemu-tests:
-	cargo test --target $(HOST) --test boot --test docs --test user_linux -- --test-threads=2
+	cargo test --target $(HOST) --test boot --test sdcard --test docs --test user_linux -- --test-threads=2
 
 ## make labs: the graded labs. make lab NAME=ticket: a work tree, build/labs/ticket/, in which one
 ## mechanism's functions are todo!()s (FORCE=1 starts it over). make lab-check NAME=ticket: grade
@@ -154,7 +158,16 @@ build/rpi4/config.txt: tools/rpi4-config.txt
 sdcard: rpi4
 	@test -n "$(DEST)" || { echo "usage: make sdcard DEST=/path/to/mounted/boot/partition"; exit 2; }
 	cp build/rpi4/kernel8.img build/rpi4/config.txt "$(DEST)/"
-	@echo "copied; the partition also needs start4.elf, fixup4.dat and bcm2711-rpi-4-b.dtb (see README)"
+	@echo "copied; the partition also needs start4.elf, fixup4.dat and bcm2711-rpi-4-b.dtb (make sdcard-image builds a whole card)"
+
+## make sdcard-image: build/rpi4/sdcard.img, a whole card (partition table, FAT32 boot partition
+## with the firmware, the device trees, config.txt, kernel8.img and a MANIFEST.txt), built
+## without root. make flash DEV=/dev/sdX writes it to a removable card (DRY_RUN=1: only check).
+sdcard-image: setup-sdcard rpi4
+	tools/sdcard-image
+flash: sdcard-image
+	@test -n "$(DEV)" || { echo "usage: make flash DEV=/dev/sdX (the whole card, not a partition)"; exit 2; }
+	tools/flash $(if $(filter 1,$(DRY_RUN)),--dry-run) "$(DEV)" build/rpi4/sdcard.img
 
 ## make gdb: boot QEMU halted with a gdb server, and attach gdb-multiarch to it.
 gdb: setup image

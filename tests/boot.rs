@@ -10,7 +10,7 @@
 //! The images must be built first: `make test` does that (`make image rpi4`).
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -671,6 +671,123 @@ fn raspi4b_without_a_device_tree_falls_back_to_board_defaults() {
     );
     assert_online(&run, 4, 4);
     assert_lines_well_formed(&run);
+}
+
+/// Boot the Pi 4 build on raspi4b with `tree` to the shell's prompt and check what any board
+/// of the BCM2711 family must show: the model the tree names, the PL011 console moved onto
+/// GPIO14/15, all four cores out of the spin table, and no error on the way.
+fn bcm2711_board_reaches_the_prompt(image: &Path, tree: &Path, model: &str) -> Run {
+    let run = boot_to_prompt(
+        &[
+            "--board".as_ref(),
+            "rpi4".as_ref(),
+            "--image".as_ref(),
+            image.as_os_str(),
+            "--dtb".as_ref(),
+            tree.as_os_str(),
+        ],
+        &[],
+        "",
+    );
+    assert_output_has(
+        &run,
+        &[
+            &format!("on {model} (Raspberry Pi 4 build)"),
+            "console PL011 at 0xfe201000",
+            "GPIO14/15 switched to the PL011 (ALT0, no pulls)",
+        ],
+    );
+    assert!(!run.output.contains(" ERROR "), "{}", run.output);
+    assert_online(&run, 4, 4);
+    assert_lines_well_formed(&run);
+    run
+}
+
+/// A device tree `tools/setup --rpi-dtb` keeps in build/dtb/.
+fn fetched_tree(file: &str) -> PathBuf {
+    let tree = root().join("build/dtb").join(file);
+    assert!(
+        tree.exists(),
+        "{} is missing: run tools/setup --rpi-dtb",
+        tree.display()
+    );
+    tree
+}
+
+#[test]
+fn raspi4b_boots_the_pi_400_device_tree_to_the_shell() {
+    // The Pi 400 is a Pi 4 in a keyboard: same SoC, same UART and spin table, its own tree.
+    let tree = fetched_tree("bcm2711-rpi-400.dtb");
+    bcm2711_board_reaches_the_prompt(&image(Board::Rpi4), &tree, "Raspberry Pi 400");
+}
+
+#[test]
+fn raspi4b_boots_the_compute_module_4_device_tree_to_the_shell() {
+    // Mainline describes the CM4 on its IO board; the card carries this tree as
+    // bcm2711-rpi-cm4.dtb, the name the firmware asks for on a CM4.
+    let tree = fetched_tree("bcm2711-rpi-cm4-io.dtb");
+    bcm2711_board_reaches_the_prompt(
+        &image(Board::Rpi4),
+        &tree,
+        "Raspberry Pi Compute Module 4 IO Board",
+    );
+}
+
+/// The byte offset of the first partition of an MBR disk image, read from its table (the
+/// entry at 0x1be, its start sector at +8), so the tests do not take the tool's word for it.
+fn first_partition_offset(card: &Path) -> u64 {
+    let mut mbr = [0u8; 512];
+    use std::io::Read;
+    std::fs::File::open(card)
+        .and_then(|mut f| f.read_exact(&mut mbr))
+        .expect("the card image has a first sector");
+    assert_eq!(mbr[510..], [0x55, 0xaa], "no MBR signature");
+    let start = u32::from_le_bytes(mbr[0x1be + 8..0x1be + 12].try_into().unwrap());
+    u64::from(start) * 512
+}
+
+#[test]
+fn raspi4b_boots_the_kernel_and_tree_taken_from_the_sd_card_image() {
+    // What the firmware would read off the card: build the card, take kernel8.img and the Pi
+    // 4's tree back out of its FAT partition with mtools, and boot those.
+    let dir = root().join("target/sdcard-test/boot");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let card = dir.join("sdcard.img");
+    let made = Command::new(root().join("tools/sdcard-image"))
+        .arg("--out")
+        .arg(&card)
+        .output()
+        .expect("tools/sdcard-image runs");
+    assert!(
+        made.status.success(),
+        "tools/sdcard-image failed:\n{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let fat = format!("{}@@{}", card.display(), first_partition_offset(&card));
+    for file in ["kernel8.img", "bcm2711-rpi-4-b.dtb"] {
+        let copied = Command::new("mcopy")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .args(["-n", "-i", &fat, &format!("::{file}")])
+            .arg(dir.join(file))
+            .output()
+            .expect("mcopy runs (tools/setup --rpi-firmware installs mtools)");
+        assert!(
+            copied.status.success(),
+            "mcopy ::{file}: {}",
+            String::from_utf8_lossy(&copied.stderr)
+        );
+    }
+    assert_eq!(
+        std::fs::read(dir.join("kernel8.img")).unwrap(),
+        std::fs::read(image(Board::Rpi4)).unwrap(),
+        "the card's kernel8.img is not the one make rpi4 built"
+    );
+    bcm2711_board_reaches_the_prompt(
+        &dir.join("kernel8.img"),
+        &dir.join("bcm2711-rpi-4-b.dtb"),
+        "Raspberry Pi 4 Model B",
+    );
 }
 
 /// build/virt/quartet.elf, the ELF `make image` leaves beside the Image.
