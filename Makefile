@@ -25,7 +25,7 @@ USER_CFLAGS := -static -nostdlib -ffreestanding -fno-pie -no-pie -O2 -Wall -Wext
                -Wl,-Ttext-segment=0x400000 -Wl,-z,max-page-size=0x10000 -Wl,-z,noexecstack \
                -Wl,--build-id=none
 
-.PHONY: user setup-rpi4 all run run-rpi4 test unit loom lint qemu-tests image rpi4 sdcard sdcard-image setup-sdcard flash gdb doc book setup clean bench bench-host bench-host-check lab labs lab-check lab-selftest FORCE
+.PHONY: user setup-rpi4 all run run-rpi4 test samples samples-check unit loom lint qemu-tests image rpi4 sdcard sdcard-image setup-sdcard flash gdb doc book setup clean bench bench-host bench-host-check lab labs lab-check lab-selftest FORCE
 
 all: image rpi4
 
@@ -47,9 +47,19 @@ run: setup image
 run-rpi4: setup-rpi4 rpi4
 	tools/qemu-run --board rpi4 --image build/rpi4/kernel8.img
 
-## make test: host unit tests, loom models, lint, the labs' self-test, both kernels, then the QEMU
-## boot tests.
-test: setup-sdcard unit loom lint bench-host-check lab-selftest image rpi4 qemu-tests
+## make test: host unit tests, loom models, lint, the labs' self-test, both kernels, the QEMU boot
+## tests, then the book's console samples replayed.
+test: setup-sdcard unit loom lint bench-host-check lab-selftest image rpi4 qemu-tests samples-check
+
+## make samples: rerun the console samples marked in README.md and docs/ (a `<!-- sample: ... -->`
+## line before the block) and rewrite each from the real output. make samples-check (part of make
+## test): the same runs, compared with the book by shape (numbers and addresses masked), after
+## tools/samples shows it can tell an edited block from a real one.
+samples: setup-rpi4 image rpi4
+	tools/samples refresh
+samples-check: setup-rpi4 image rpi4
+	tools/samples selftest
+	tools/samples check
 
 ## make user: the user programs alone, into target/user (the kernel's build.rs does the same and
 ## embeds them). Each is a static Linux arm64 executable: `qemu-aarch64 target/user/.../hello`.
