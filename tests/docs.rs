@@ -237,3 +237,67 @@ fn no_exercise_asks_for_what_the_code_already_does() {
         markers.len()
     );
 }
+
+/// The prose of a markdown file: no fenced blocks, no inline code, no HTML comments, no headings.
+fn prose_lines(text: &str) -> Vec<(usize, String)> {
+    let mut fenced = false;
+    let mut lines = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced || line.starts_with('#') || line.trim_start().starts_with("<!--") {
+            continue;
+        }
+        let no_code: String = line.split('`').step_by(2).collect::<Vec<_>>().join(" ");
+        lines.push((n + 1, no_code));
+    }
+    lines
+}
+
+#[test]
+fn cross_references_are_links_that_lead_somewhere() {
+    let docs = root().join("docs");
+    let mut plain = Vec::new();
+    let mut links = 0;
+    for page in chapters() {
+        let text = std::fs::read_to_string(&page).unwrap();
+        let name = page.file_name().unwrap().to_str().unwrap().to_string();
+        let own: Option<u32> = name.get(..2).and_then(|n| n.parse().ok());
+        for (n, line) in prose_lines(&text) {
+            // Every relative link to a page of the book names a page that exists.
+            for (at, _) in line.match_indices("](") {
+                let target = line[at + 2..].split([')', '#']).next().unwrap_or("");
+                if target.ends_with(".md") && !target.contains("://") {
+                    assert!(
+                        docs.join(target).exists(),
+                        "{name}:{n}: link to {target}, which does not exist"
+                    );
+                    links += 1;
+                }
+            }
+            // "chapter 7" in prose is a link ("[chapter 7](07-...)"), unless it is the page itself.
+            let lower = line.to_lowercase();
+            for (at, _) in lower.match_indices("chapter ") {
+                let digits: String = lower[at + 8..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit())
+                    .collect();
+                let Ok(number) = digits.parse::<u32>() else {
+                    continue;
+                };
+                // Inside a link's text: the last '[' before it is not closed yet.
+                let before = &lower[..at];
+                let linked = before
+                    .rfind('[')
+                    .is_some_and(|open| before.rfind(']').is_none_or(|close| close < open));
+                if !linked && Some(number) != own {
+                    plain.push(format!("{name}:{n}: \"chapter {number}\" is not a link"));
+                }
+            }
+        }
+    }
+    assert!(plain.is_empty(), "{}", plain.join("\n"));
+    assert!(links >= 100, "only {links} links between pages of the book");
+}
