@@ -223,13 +223,20 @@ fn enter_user(process: Arc<Process>, start: Start) -> i32 {
             }
         },
     };
+    // From the task itself, not from `percpu::this_cpu()`: this thread may be preempted and
+    // moved to another CPU between finding its CPU and reading that CPU's area, which would
+    // then name the stack of the task running there now. With the big lock, whose waiters
+    // often sleep and migrate, that happened: a user process entered user mode with SP_EL1 on
+    // another task's stack, and its next fault ran there ("an IRQ found SP ... below the stack
+    // bottom").
+    let stack_top = me.stack_top();
     drop(me);
     drop(process);
     return_path(&mut frame);
-    let stack_top = crate::percpu::this_cpu().stack_top.load(Ordering::Relaxed);
     // SAFETY: `frame` holds user-mode state only (a new frame, or a copy of one taken from
-    // EL0, whose SPSR the way back cleans); this thread's address space is loaded, and nothing
-    // on this kernel stack is needed again (the thread leaves only through `exit_current`).
+    // EL0, whose SPSR the way back cleans); this thread's address space is loaded, `stack_top`
+    // is the top of this thread's own kernel stack, and nothing on it is needed again (the
+    // thread leaves only through `exit_current`).
     unsafe { arch_user::start_user(&frame, stack_top) }
 }
 

@@ -111,6 +111,13 @@ impl Queued for Arc<Task> {
 }
 
 impl Task {
+    /// The top of this task's kernel stack, fixed for its life. Code that needs its own stack
+    /// top asks the task, not the per-CPU area: a task can be moved to another CPU between
+    /// finding "this CPU" and reading the area, which then describes someone else's stack.
+    pub fn stack_top(&self) -> usize {
+        self.stack_top
+    }
+
     pub fn pid(&self) -> Pid {
         self.pid
     }
