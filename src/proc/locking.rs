@@ -230,14 +230,24 @@ pub fn subsystem(which: Subsystem) -> Hold {
 
 /// Run `kernel_work` (a system call or a page fault for the current process) where the
 /// strategy says: under `leader`, on CPU 0, the thread moving there and back; elsewhere, here.
+///
+/// Under `leader` the thread is pinned to CPU 0 for the whole of the work even when it entered
+/// there: the work may sleep or be preempted, and an unpinned thread could then resume it on
+/// another CPU. For the same reason `here` is only where the thread came from, a hint for the
+/// way back and the count, never proof of where it runs now.
 pub fn on_the_leader<R>(kernel_work: impl FnOnce() -> R) -> R {
     const LEADER: usize = 0;
-    let here = percpu::this_cpu().id;
-    if strategy() != Strategy::Leader || here == LEADER {
+    if strategy() != Strategy::Leader {
         return kernel_work();
     }
-    HANDOFFS_FROM.for_cpu(here).fetch_add(1, Ordering::Relaxed);
+    let here = percpu::this_cpu().id;
     let mask = crate::task::set_current_affinity(CpuMask::only(LEADER));
+    if here == LEADER {
+        let result = kernel_work();
+        crate::task::set_current_affinity(mask);
+        return result;
+    }
+    HANDOFFS_FROM.for_cpu(here).fetch_add(1, Ordering::Relaxed);
     let result = kernel_work();
     // Back to the CPU it came from, then its own mask again (which may name CPU 0 too: moving
     // first keeps the follower's user work where it was).
