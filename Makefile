@@ -185,12 +185,12 @@ gdb: setup image
 	gdb-multiarch -q build/virt/quartet.elf -ex 'target remote :1234'
 
 ## make doc: API docs for the kernel crate. make book: the tutorial from docs/ as HTML in
-## build/book (installs mdbook if missing; the config is book.toml at the top, not in docs/).
+## build/book, then its links and anchors checked (tools/book; installs mdbook with cargo if
+## missing, or prints the commands; the config is book.toml at the top, not in docs/).
 doc:
 	cargo doc --no-deps --document-private-items
 book:
-	@command -v mdbook >/dev/null || cargo install --locked mdbook
-	mdbook build
+	tools/book
 
 clean:
 	cargo clean
