@@ -164,7 +164,7 @@ impl fmt::Display for Refusal {
             ),
             Refusal::NotAnImage => write!(
                 f,
-                "not an arm64 Image (no \"ARM\\x64\" at offset {IMAGE_MAGIC_OFFSET:#x}): send kernel8.img, not the ELF"
+                "not an arm64 Image (no \"ARM\\x64\" at offset {IMAGE_MAGIC_OFFSET:#x}): the ELF, or another file? Send kernel8.img"
             ),
             Refusal::WrongOffset {
                 text_offset,

@@ -188,8 +188,9 @@ fn push_tool() -> PathBuf {
         .lines()
         .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
         .expect("rustc names its host");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
+    // The same `cargo` the Makefile runs, so that the two builds agree and neither redoes the
+    // other's work.
+    let status = Command::new("cargo")
         .current_dir(root())
         .args([
             "build",

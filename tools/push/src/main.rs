@@ -32,7 +32,7 @@ Sends KERNEL each time the chainloader announces itself, then is a terminal; Ctr
 
 /// Ctrl-], as telnet and picocom's cousins use it: leave.
 const QUIT_KEY: u8 = 0x1d;
-/// How long the loader may take to answer a request, and to check what it received.
+/// How long the loader may take to accept or refuse the size a request names.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// After this many refusals in a row push stops sending: something is wrong that resending
 /// will not fix (a kernel too big, a wrong file, a bad cable).
@@ -197,10 +197,19 @@ fn libc_stdin() -> i32 {
     std::io::stdin().as_raw_fd()
 }
 
+/// Whether the last byte the board printed ended a line, so push's own lines start on one.
+static AT_LINE_START: AtomicBool = AtomicBool::new(true);
+
 /// push's own messages, on stderr, as whole lines even while the terminal is raw.
 fn note(raw: bool, message: &str) {
     let nl = if raw { "\r\n" } else { "\n" };
-    let _ = write!(std::io::stderr(), "{nl}push: {message}{nl}");
+    let start = if AT_LINE_START.load(Ordering::Relaxed) {
+        ""
+    } else {
+        nl
+    };
+    let _ = write!(std::io::stderr(), "{start}push: {message}{nl}");
+    AT_LINE_START.store(true, Ordering::Relaxed);
 }
 
 /// Watches the board's output for the loader's announcement and lines, across chunk edges.
@@ -227,10 +236,42 @@ impl Watch {
 }
 
 enum Outcome {
-    Started,
+    /// Everything went out; the loader's verdict comes as a line later.
+    Sent,
     Refused,
     Quit,
     Gone(String),
+}
+
+/// The loader's verdicts: how many kernels it started, and its refusals since the last start.
+#[derive(Default)]
+struct Verdicts {
+    kernels_started: u32,
+    refusals_in_a_row: u32,
+}
+
+impl Verdicts {
+    fn started(&mut self) {
+        self.kernels_started += 1;
+        self.refusals_in_a_row = 0;
+    }
+
+    fn refused(&mut self, raw: bool) {
+        self.refusals_in_a_row += 1;
+        if self.gave_up() {
+            note(
+                raw,
+                &format!(
+                    "the loader refused {} times in a row; not sending again until push restarts",
+                    self.refusals_in_a_row
+                ),
+            );
+        }
+    }
+
+    fn gave_up(&self) -> bool {
+        self.refusals_in_a_row >= MAX_REFUSALS_IN_A_ROW
+    }
 }
 
 struct Session {
@@ -246,6 +287,9 @@ impl Session {
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(bytes);
         let _ = out.flush();
+        if let Some(&last) = bytes.last() {
+            AT_LINE_START.store(last == b'\n', Ordering::Relaxed);
+        }
     }
 
     /// Wait for a board line that starts with one of `wanted`; print everything meanwhile.
@@ -340,11 +384,9 @@ impl Session {
                 size as f64 / 1024.0 / secs
             ),
         );
-        match self.wait_for_line(&[protocol::STARTING, protocol::REFUSED]) {
-            Ok(l) if l.contains(protocol::REFUSED) => Outcome::Refused,
-            Ok(_) => Outcome::Started,
-            Err(outcome) => outcome,
-        }
+        // The bytes may still be on their way (in the host's buffers, or a socket's), so
+        // the loader's verdict can take a while: the main loop reads it when it comes.
+        Outcome::Sent
     }
 }
 
@@ -444,35 +486,25 @@ fn run(args: &Args) -> i32 {
         watch: Watch::default(),
         raw,
     };
-    let mut refusals = 0;
-    let mut started = 0;
+    let mut verdicts = Verdicts::default();
     while let Ok(event) = session.events.recv() {
         match event {
             Event::Board(bytes) => {
                 session.show(&bytes);
-                let (_, ready) = session.watch.feed(&bytes);
-                if !ready {
-                    continue;
+                let (lines, ready) = session.watch.feed(&bytes);
+                for line in &lines {
+                    if line.contains(protocol::STARTING) {
+                        verdicts.started();
+                    } else if line.contains(protocol::REFUSED) {
+                        verdicts.refused(raw);
+                    }
                 }
-                if refusals >= MAX_REFUSALS_IN_A_ROW {
+                if !ready || verdicts.gave_up() {
                     continue;
                 }
                 match session.push(&args.kernel) {
-                    Outcome::Started => {
-                        refusals = 0;
-                        started += 1;
-                    }
-                    Outcome::Refused => {
-                        refusals += 1;
-                        if refusals == MAX_REFUSALS_IN_A_ROW {
-                            note(
-                                raw,
-                                &format!(
-                                    "the loader refused {refusals} times in a row; not sending again until push restarts"
-                                ),
-                            );
-                        }
-                    }
+                    Outcome::Sent => {}
+                    Outcome::Refused => verdicts.refused(raw),
                     Outcome::Quit => break,
                     Outcome::Gone(why) => {
                         note(raw, &format!("the line closed: {why}"));
@@ -497,7 +529,7 @@ fn run(args: &Args) -> i32 {
         }
     }
     drop(terminal);
-    if started > 0 { 0 } else { 1 }
+    if verdicts.kernels_started > 0 { 0 } else { 1 }
 }
 
 fn spawn_board_reader(reader: &mut Box<dyn Read + Send>, tx: Sender<Event>) {
