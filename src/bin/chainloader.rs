@@ -189,6 +189,12 @@ mod loader {
                     (room_end, bounded_by) = (start, "the device tree");
                 }
             }
+            None if (loader_start..loader_end).contains(&dtb) => {
+                let _ = write!(
+                    out,
+                    "chainloader: WARNING: x0 = {dtb:#x} points into the loader's new place: the device tree there was overwritten by the move\r\n"
+                );
+            }
             None => {
                 let _ = write!(
                     out,
