@@ -292,7 +292,7 @@ impl Session {
         }
     }
 
-    /// Wait for a board line that starts with one of `wanted`; print everything meanwhile.
+    /// Wait for a board line that contains one of `wanted`; print everything meanwhile.
     fn wait_for_line(&mut self, wanted: &[&str]) -> Result<String, Outcome> {
         let deadline = Instant::now() + ANSWER_TIMEOUT;
         loop {
