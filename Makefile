@@ -25,7 +25,7 @@ USER_CFLAGS := -static -nostdlib -ffreestanding -fno-pie -no-pie -O2 -Wall -Wext
                -Wl,-Ttext-segment=0x400000 -Wl,-z,max-page-size=0x10000 -Wl,-z,noexecstack \
                -Wl,--build-id=none
 
-.PHONY: user setup-rpi4 all run run-rpi4 test samples samples-check unit loom lint qemu-tests image rpi4 sdcard sdcard-image setup-sdcard flash gdb doc book setup clean bench bench-host bench-host-check lab labs lab-check lab-selftest FORCE
+.PHONY: user setup-rpi4 all run run-rpi4 chainloader push push-tool test samples samples-check unit loom lint qemu-tests image rpi4 sdcard sdcard-image setup-sdcard flash gdb doc book setup clean bench bench-host bench-host-check lab labs lab-check lab-selftest FORCE
 
 all: image rpi4
 
@@ -49,7 +49,7 @@ run-rpi4: setup-rpi4 rpi4
 
 ## make test: host unit tests, loom models, lint, the labs' self-test, both kernels, the QEMU boot
 ## tests, then the book's console samples replayed.
-test: setup-sdcard unit loom lint bench-host-check lab-selftest image rpi4 qemu-tests samples-check
+test: setup-sdcard unit loom lint bench-host-check lab-selftest image rpi4 chainloader push-tool qemu-tests samples-check
 
 ## make samples: rerun the console samples marked in README.md and docs/ (a `<!-- sample: ... -->`
 ## line before the block) and rewrite each from the real output. make samples-check (part of make
@@ -87,9 +87,12 @@ lint:
 	cargo clippy --release -- -D warnings
 	cargo clippy --target $(HOST) --lib --tests -- -D warnings
 	cargo fmt --manifest-path tools/bench-host/Cargo.toml --all -- --check
+	cargo clippy --release --features board-rpi4 --bin chainloader --target-dir target/rpi4 -- -D warnings
+	cargo fmt --manifest-path tools/push/Cargo.toml --all -- --check
+	cargo clippy --release --manifest-path tools/push/Cargo.toml --target $(HOST) --target-dir target/push -- -D warnings
 
 qemu-tests:
-	cargo test --target $(HOST) --test boot --test sdcard --test docs --test user_linux -- --test-threads=2
+	cargo test --target $(HOST) --test boot --test sdcard --test docs --test user_linux --test chainload -- --test-threads=2
 
 ## make labs: the graded labs. make lab NAME=ticket: a work tree, build/labs/ticket/, in which one
 ## mechanism's functions are todo!()s (FORCE=1 starts it over). make lab-check NAME=ticket: grade
@@ -155,7 +158,7 @@ build/virt/kernel8.img: $(SOURCES)
 ## make rpi4: build/rpi4/kernel8.img and config.txt, ready for a Pi 4 SD card's boot partition.
 rpi4: build/rpi4/kernel8.img build/rpi4/config.txt
 build/rpi4/kernel8.img: $(SOURCES)
-	cargo build --release --features board-rpi4 --target-dir target/rpi4
+	cargo build --release --features board-rpi4 --bin quartet --target-dir target/rpi4
 	@mkdir -p $(@D)
 	$(OBJCOPY) -O binary $(RPI4_ELF) $@
 	@cp $(RPI4_ELF) build/rpi4/quartet.elf
@@ -163,6 +166,26 @@ build/rpi4/kernel8.img: $(SOURCES)
 build/rpi4/config.txt: tools/rpi4-config.txt
 	@mkdir -p $(@D)
 	cp $< $@
+
+## make chainloader: build/rpi4/chainloader/kernel8.img, the Pi 4's serial chainloader (chapter
+## 28). Put it on the card as kernel8.img once; from then on `make push TTY=/dev/ttyUSB0` sends
+## build/rpi4/kernel8.img over the serial line at each reset of the board, then is a terminal to
+## it (Ctrl-] leaves). TTY may also be /dev/pts/N, tcp:HOST:PORT or unix:PATH for QEMU;
+## PUSH_IMAGE=file sends another file.
+CHAIN_ELF := target/rpi4/aarch64-unknown-none/release/chainloader
+PUSH      := target/push/$(HOST)/release/quartet-push
+chainloader: build/rpi4/chainloader/kernel8.img
+build/rpi4/chainloader/kernel8.img: $(SOURCES) chainloader.ld
+	cargo build --release --features board-rpi4 --bin chainloader --target-dir target/rpi4
+	@mkdir -p $(@D)
+	$(OBJCOPY) -O binary $(CHAIN_ELF) $@
+	@echo "chainloader: $@ ($$(stat -c %s $@) bytes)"
+push-tool:
+	cargo build --release --manifest-path tools/push/Cargo.toml --target $(HOST) --target-dir target/push
+PUSH_IMAGE ?= build/rpi4/kernel8.img
+push: rpi4 push-tool
+	@test -n "$(TTY)" || { echo "usage: make push TTY=/dev/ttyUSB0 (or /dev/pts/N, tcp:HOST:PORT, unix:PATH) [PUSH_IMAGE=file]"; exit 2; }
+	$(PUSH) "$(TTY)" "$(PUSH_IMAGE)"
 
 ## make sdcard DEST=/media/you/boot: copy kernel8.img and config.txt onto a mounted boot partition.
 sdcard: rpi4

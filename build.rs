@@ -40,10 +40,15 @@ fn main() {
         };
     let base = ram_base + text_offset;
     let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
-    println!("cargo:rustc-link-arg-bins=--defsym=KERNEL_LOAD_ADDRESS={base:#x}");
-    println!("cargo:rustc-link-arg-bins=--defsym=KERNEL_TEXT_OFFSET={text_offset:#x}");
-    println!("cargo:rustc-link-arg-bins=-T{dir}/linker.ld");
+    println!("cargo:rustc-link-arg-bin=quartet=--defsym=KERNEL_LOAD_ADDRESS={base:#x}");
+    println!("cargo:rustc-link-arg-bin=quartet=--defsym=KERNEL_TEXT_OFFSET={text_offset:#x}");
+    println!("cargo:rustc-link-arg-bin=quartet=-T{dir}/linker.ld");
     println!("cargo:rustc-link-arg-bins=--no-relax");
+    // The Pi 4's chainloader (src/bin/chainloader.rs) has a layout of its own.
+    if std::env::var_os("CARGO_FEATURE_BOARD_RPI4").is_some() {
+        println!("cargo:rerun-if-changed=chainloader.ld");
+        println!("cargo:rustc-link-arg-bin=chainloader=-T{dir}/chainloader.ld");
+    }
 
     let root = PathBuf::from(dir);
     let programs = build_user_programs(&root);

@@ -10,6 +10,7 @@ extern crate alloc;
 
 pub mod arch;
 pub mod bench;
+pub mod chainload;
 pub mod config;
 #[cfg(target_os = "none")]
 pub mod console;

@@ -13,6 +13,8 @@ use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};
 register_bitfields! {
     u32,
     FR [
+        /// Receive FIFO full.
+        RXFF OFFSET(6) NUMBITS(1) [],
         /// Transmit FIFO full.
         TXFF OFFSET(5) NUMBITS(1) [],
         /// Receive FIFO empty.
@@ -130,6 +132,22 @@ impl Pl011 {
     pub fn read_byte(&self) -> Option<u8> {
         let r = self.regs();
         (!r.fr.is_set(FR::RXFE)).then(|| r.dr.get() as u8)
+    }
+
+    /// The next received byte, without looking whether there is one: for a caller that knows
+    /// (the FIFO said it was full).
+    pub fn take_byte(&self) -> u8 {
+        self.regs().dr.get() as u8
+    }
+
+    /// Whether a received byte waits in the FIFO.
+    pub fn has_received(&self) -> bool {
+        !self.regs().fr.is_set(FR::RXFE)
+    }
+
+    /// Whether the receive FIFO is full (the chainloader waits for that to read in bursts).
+    pub fn receive_fifo_full(&self) -> bool {
+        self.regs().fr.is_set(FR::RXFF)
     }
 
     /// Interrupt when bytes arrive: at the FIFO's trigger level, or when fewer have waited for

@@ -3,6 +3,9 @@
 //! The pure parts (ESR decoding, translation-table building, the event stream's arithmetic)
 //! compile on the host too, so unit tests cover them; the parts that execute instructions exist
 //! only on the target.
+//!
+//! `chainload.rs` here is not part of the kernel: it is the entry code of the Pi 4's serial
+//! chainloader (src/bin/chainloader.rs), which includes it by path.
 
 pub mod esr;
 pub mod layout;
