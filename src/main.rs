@@ -91,9 +91,13 @@ mod kernel {
         timer::enable_event_stream();
         // On a Pi, ask the VideoCore what board this is, now that the kernel's map has its
         // mailbox, and before the heap takes RAM the VideoCore may have kept (chapter 28).
-        let firmware_effects = platform.take_firmware_answers(
-            quartet::drivers::mailbox::ask_board(platform.mailbox.as_ref()),
-        );
+        let firmware_answers = match platform.source {
+            platform::Source::BoardDefaults => quartet::drivers::mailbox::BoardQuery::NoTree,
+            platform::Source::DeviceTree { .. } => {
+                quartet::drivers::mailbox::ask_board(platform.mailbox.as_ref())
+            }
+        };
+        let firmware_effects = platform.take_firmware_answers(firmware_answers);
         // The CPU decides how atomics are done: one LSE instruction, or an LL/SC loop.
         atomic::select(cpu::has_lse_atomics() && !platform.has_bootarg("nolse"));
 
@@ -307,7 +311,7 @@ mod kernel {
         use quartet::drivers::mailbox::BoardQuery;
         let query = &p.firmware;
         match query {
-            BoardQuery::Answered { .. } | BoardQuery::NoMailbox => {
+            BoardQuery::Answered { .. } | BoardQuery::NoMailbox | BoardQuery::NoTree => {
                 log::info!(target: "board", "{query}")
             }
             _ => log::warn!(target: "board", "{query}"),
@@ -316,6 +320,14 @@ mod kernel {
             return;
         };
         if let Some(revision) = query.revision().filter(|r| r.is_new_style()) {
+            // A downstream tree's model reads "Raspberry Pi 4 Model B Rev 1.5", a mainline one
+            // "Raspberry Pi 4 Model B": both start with the board type's name.
+            if let Some(name) = revision.type_name().filter(|n| !p.model.starts_with(n)) {
+                log::warn!(target: "board",
+                    "the device tree is for \"{}\", but the firmware says this is a {name}; the devices the tree lists are used as it lists them",
+                    p.model
+                );
+            }
             let processor = revision.processor();
             log::info!(target: "board",
                 "revision code {:#08x}: {} ({}), made by {}; mailbox at {at:#x}",

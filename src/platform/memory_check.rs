@@ -49,6 +49,28 @@ pub fn compare(tree: &[Region], arm: Region) -> Verdict {
 }
 
 impl Verdict {
+    /// The firmware's range.
+    pub fn arm(&self) -> Region {
+        match *self {
+            Verdict::Agree { arm }
+            | Verdict::VideoCoreOwns { arm, .. }
+            | Verdict::Differ { arm, .. }
+            | Verdict::NotInTree { arm } => arm,
+        }
+    }
+
+    /// The verdict in a few words, for a table.
+    pub fn short(&self) -> &'static str {
+        match self {
+            Verdict::Agree { .. } => "the same as the device tree's",
+            Verdict::VideoCoreOwns { .. } => {
+                "the rest of the tree's range is the VideoCore's, reserved"
+            }
+            Verdict::Differ { .. } => "differs; the device tree's ranges are used",
+            Verdict::NotInTree { .. } => "in no device-tree range; the tree's are used",
+        }
+    }
+
     /// The range to reserve, if any.
     pub fn reserve(&self) -> Option<Region> {
         match *self {

@@ -70,8 +70,8 @@ pub enum MailboxError {
     Misaligned(u32),
     /// Mailbox 1 stayed full: the VideoCore is not taking words.
     SendTimeout,
-    /// No word naming our buffer and channel came back in time. `discarded` words for other
-    /// channels or buffers were read and dropped meanwhile.
+    /// No word naming our buffer and channel came back in time. `discarded` other words (for
+    /// other channels or buffers) were read and dropped meanwhile.
     AnswerTimeout { discarded: u32 },
 }
 
@@ -91,7 +91,7 @@ impl fmt::Display for MailboxError {
             }
             MailboxError::AnswerTimeout { discarded } => write!(
                 f,
-                "no answer within {ANSWER_TIMEOUT_MS} ms ({discarded} words for other channels dropped)"
+                "no answer within {ANSWER_TIMEOUT_MS} ms ({discarded} words that were not its answer dropped)"
             ),
         }
     }
@@ -232,7 +232,9 @@ pub enum BoardQuery {
     /// Not asked: the platform was described before the kernel's map had the mailbox.
     #[default]
     NotAsked,
-    /// The device tree lists no mailbox (compatible brcm,bcm2835-mbox): QEMU virt, or no tree.
+    /// There is no device tree to find a mailbox in; none is guessed.
+    NoTree,
+    /// The device tree lists no mailbox (compatible brcm,bcm2835-mbox): QEMU virt.
     NoMailbox,
     /// The message buffer lies where the VideoCore cannot address it (outside `dma-ranges`).
     Unreachable { buffer: u64 },
@@ -270,6 +272,9 @@ impl fmt::Display for BoardQuery {
         const GO_ON: &str = "going on with the device tree";
         match *self {
             BoardQuery::NotAsked => write!(f, "the VideoCore was not asked; {GO_ON}"),
+            BoardQuery::NoTree => f.write_str(
+                "no device tree to find a VideoCore mailbox in (brcm,bcm2835-mbox), and none is guessed; going on with the board defaults",
+            ),
             BoardQuery::NoMailbox => write!(
                 f,
                 "no VideoCore mailbox in the device tree (brcm,bcm2835-mbox); {GO_ON}"
