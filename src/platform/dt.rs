@@ -494,8 +494,7 @@ fn dma_window(buses: &[Bus<'_>]) -> Option<DmaWindow> {
         _ => return Some(DmaWindow::IDENTITY),
     };
     let ranges = match bus.dma_ranges {
-        None => return Some(DmaWindow::IDENTITY),
-        Some(r) if r.is_empty() => return Some(DmaWindow::IDENTITY),
+        None | Some([]) => return Some(DmaWindow::IDENTITY),
         Some(r) => r,
     };
     let (child, up, size) = (bus.address_cells, parent.address_cells, bus.size_cells);

@@ -646,11 +646,11 @@ impl<'dt> Platform<'dt> {
             dt::reserve(self, videocore);
         }
         let firmware_clock = self.firmware.facts().and_then(|f| f.uart_clock_hz.ok());
-        if let Some(hz) = firmware_clock.filter(|&hz| uart_clock_usable(hz)) {
-            if hz != self.uart.clock_hz && self.uart.is_present() {
-                effects.uart_clock_before = Some(self.uart.clock_hz);
-                self.uart.clock_hz = hz;
-            }
+        if let Some(hz) = firmware_clock.filter(|&hz| {
+            uart_clock_usable(hz) && hz != self.uart.clock_hz && self.uart.is_present()
+        }) {
+            effects.uart_clock_before = Some(self.uart.clock_hz);
+            self.uart.clock_hz = hz;
         }
         effects
     }

@@ -391,7 +391,7 @@ mod tests {
     #[repr(C, align(16))]
     struct FakeRegisters([u32; 16]);
 
-    const READ: usize = 0x00 / 4;
+    const READ: usize = 0; // offset 0x00
     const READ_STATUS: usize = 0x18 / 4;
     const WRITE: usize = 0x20 / 4;
     const WRITE_STATUS: usize = 0x38 / 4;
