@@ -15,7 +15,7 @@ use crate::sync::IrqSafeSpinLock;
 use crate::sync::spsc::ByteRing;
 
 /// quartet's console speed on every board.
-pub const BAUD: u32 = 115_200;
+pub const BAUD: u32 = crate::platform::CONSOLE_BAUD;
 
 /// IRQ-safe: interrupt handlers may log, and a handler that spun on a lock its own CPU holds
 /// would never return.

@@ -66,7 +66,7 @@ mod kernel {
             gic_system_registers: cpu::has_gic_system_registers(),
             entry_el,
         };
-        let platform = platform::discover(dtb, facts);
+        let mut platform = platform::discover(dtb, facts);
 
         // 2. Build the kernel's map: the linear map of RAM and MMIO, the image by section.
         let plan = mm::paging::plan(&platform, &layout);
@@ -89,6 +89,15 @@ mod kernel {
         exception::install();
         // WFE also wakes every ~100 us, so a wait whose wake-up never comes is short.
         timer::enable_event_stream();
+        // On a Pi, ask the VideoCore what board this is, now that the kernel's map has its
+        // mailbox, and before the heap takes RAM the VideoCore may have kept (chapter 28).
+        let firmware_answers = match platform.source {
+            platform::Source::BoardDefaults => quartet::drivers::mailbox::BoardQuery::NoTree,
+            platform::Source::DeviceTree { .. } => {
+                quartet::drivers::mailbox::ask_board(platform.mailbox.as_ref())
+            }
+        };
+        let firmware_effects = platform.take_firmware_answers(firmware_answers);
         // The CPU decides how atomics are done: one LSE instruction, or an LL/SC loop.
         atomic::select(cpu::has_lse_atomics() && !platform.has_bootarg("nolse"));
 
@@ -116,6 +125,7 @@ mod kernel {
         );
         let platform: &'static Platform<'static> = PLATFORM.call_once(|| platform);
         report_boot(platform, dtb, &layout, entry_el, tables_used);
+        report_board(platform, firmware_effects);
 
         // 5. Interrupts: the GIC's distributor, and the handlers every CPU will share. Each CPU
         //    then brings up its own side (smp::interrupts_on_this_cpu), secondaries as they start.
@@ -293,6 +303,70 @@ mod kernel {
                 "GPIO14/15 switched to the PL011 (ALT0, no pulls) in the GPIO block at {:#x}",
                 gpio.start
             );
+        }
+    }
+
+    /// What the firmware said about the board, or why it said nothing (chapter 28).
+    fn report_board(p: &Platform<'static>, effects: quartet::platform::FirmwareEffects) {
+        use quartet::drivers::mailbox::BoardQuery;
+        let query = &p.firmware;
+        match query {
+            BoardQuery::Answered { .. } | BoardQuery::NoMailbox | BoardQuery::NoTree => {
+                log::info!(target: "board", "{query}")
+            }
+            _ => log::warn!(target: "board", "{query}"),
+        }
+        let (Some(facts), BoardQuery::Answered { at, .. }) = (query.facts(), query) else {
+            return;
+        };
+        if let Some(revision) = query.revision().filter(|r| r.is_new_style()) {
+            // A downstream tree's model reads "Raspberry Pi 4 Model B Rev 1.5", a mainline one
+            // "Raspberry Pi 4 Model B": both start with the board type's name.
+            if let Some(name) = revision.type_name().filter(|n| !p.model.starts_with(n)) {
+                log::warn!(target: "board",
+                    "the device tree is for \"{}\", but the firmware says this is a {name}; the devices the tree lists are used as it lists them",
+                    p.model
+                );
+            }
+            let processor = revision.processor();
+            log::info!(target: "board",
+                "revision code {:#08x}: {} ({}), made by {}; mailbox at {at:#x}",
+                revision.0,
+                processor.name(),
+                processor.cores(),
+                revision.manufacturer().unwrap_or("an unknown maker")
+            );
+            if processor != quartet::platform::revision::Processor::Bcm2711 {
+                log::warn!(target: "board",
+                    "this kernel was built for the BCM2711 (Pi 4, Pi 400, CM4); this board has the {}",
+                    processor.name()
+                );
+            }
+        }
+        match facts.serial {
+            Ok(serial) => log::info!(target: "board", "serial number {serial:#018x}"),
+            Err(e) => log::info!(target: "board", "serial number: {e}"),
+        }
+        match (facts.uart_clock_hz, effects.uart_clock_before) {
+            (Ok(hz), Some(before)) => log::info!(target: "board",
+                "UART clock {hz} Hz from the firmware, not the {before} Hz the device tree or board default gave: the console's divisors use the firmware's"
+            ),
+            (Ok(hz), None) if hz == p.uart.clock_hz => {
+                log::info!(target: "board", "UART clock {hz} Hz, as the console assumed")
+            }
+            (Ok(hz), None) => log::warn!(target: "board",
+                "the firmware says the UART clock is {hz} Hz, too slow for {} baud; the console keeps {} Hz",
+                quartet::platform::CONSOLE_BAUD,
+                p.uart.clock_hz
+            ),
+            (Err(e), _) => log::info!(target: "board", "UART clock: {e}"),
+        }
+        match (effects.memory, facts.arm_memory) {
+            (Some(verdict), _) => log::info!(target: "board", "{verdict}"),
+            (None, Err(e)) => log::info!(target: "board",
+                "ARM memory: {e}; the device tree's ranges are used"
+            ),
+            (None, Ok(_)) => {}
         }
     }
 

@@ -442,6 +442,28 @@ fn virt_gicv2_smp4() {
 }
 
 #[test]
+fn virt_says_it_has_no_videocore_mailbox_and_goes_on_with_the_device_tree() {
+    // virt's tree has no brcm,bcm2835-mbox: one line says so, nothing is asked, and `mem` and
+    // `cpus` print no board line (the boot log said it once).
+    let mut s = Session::start(&[("SMP", "2")], "");
+    assert_output_has(
+        &Run {
+            output: s.output.clone(),
+            status: None,
+        },
+        &[
+            "board: no VideoCore mailbox in the device tree (brcm,bcm2835-mbox); going on with the device tree",
+        ],
+    );
+    let board_lines = s.output.lines().filter(|l| l.contains(" board: ")).count();
+    assert_eq!(board_lines, 1, "{}", s.output);
+    for command in ["mem", "cpus"] {
+        let out = s.command(command);
+        assert!(!out.contains("board:"), "{command}:\n{out}");
+    }
+}
+
+#[test]
 fn virt_gicv2_smp8() {
     let run = test_run(Board::Virt, &[("SMP", "8"), ("GIC", "2")]);
     assert_online(&run, 8, 8);
@@ -669,6 +691,14 @@ fn raspi4b_without_a_device_tree_falls_back_to_board_defaults() {
         "{}",
         run.output
     );
+    // The mailbox is found only through a tree: without one, no address is guessed.
+    assert!(
+        run.output.contains(
+            "board: no device tree to find a VideoCore mailbox in (brcm,bcm2835-mbox), and none is guessed"
+        ),
+        "{}",
+        run.output
+    );
     assert_online(&run, 4, 4);
     assert_lines_well_formed(&run);
 }
@@ -700,7 +730,157 @@ fn bcm2711_board_reaches_the_prompt(image: &Path, tree: &Path, model: &str) -> R
     assert!(!run.output.contains(" ERROR "), "{}", run.output);
     assert_online(&run, 4, 4);
     assert_lines_well_formed(&run);
+    // QEMU's raspi4b answers the property channel as a 2 GiB Pi 4 B (revision code 0xb03115),
+    // whichever tree it is given; a tree for another board of the family is said to differ.
+    assert_output_has(
+        &run,
+        &[
+            "board: Raspberry Pi 4 Model B rev 1.5, 2 GiB (mailbox)",
+            "board: revision code 0xb03115: BCM2711 (4 x Cortex-A72), made by Sony UK; mailbox at 0xfe00b880",
+        ],
+    );
+    let says_differs = run
+        .output
+        .contains("but the firmware says this is a Raspberry Pi 4 Model B");
+    assert_eq!(
+        says_differs,
+        !model.starts_with("Raspberry Pi 4 Model B"),
+        "{model}:\n{}",
+        run.output
+    );
     run
+}
+
+/// The `boot: memory A..B (N MiB)` lines: the RAM the device tree gave.
+fn tree_memory_lines(output: &str) -> Vec<String> {
+    output
+        .lines()
+        .filter_map(|l| l.split_once("boot: memory ").map(|(_, r)| r.to_string()))
+        .collect()
+}
+
+#[test]
+fn raspi4b_asks_the_videocore_and_mem_reports_the_board_and_its_memory() {
+    let image = image(Board::Rpi4);
+    let tree = fetched_tree("bcm2711-rpi-4-b.dtb");
+    let mut s = Session::start_with(
+        &[
+            "--board".as_ref(),
+            "rpi4".as_ref(),
+            "--image".as_ref(),
+            image.as_os_str(),
+            "--dtb".as_ref(),
+            tree.as_os_str(),
+        ],
+        &[],
+        "",
+    );
+    let boot = s.output.clone();
+    // The firmware's ARM memory is QEMU's RAM below its VideoCore memory, which is also what
+    // QEMU writes into the tree's /memory@0: the two must be found to agree, range for range.
+    let memory = tree_memory_lines(&boot);
+    assert_eq!(memory.len(), 1, "{boot}");
+    let agree = format!(
+        "board: firmware's ARM memory {} is a device-tree range as it stands; the device tree's ranges are used",
+        memory[0]
+    );
+    for expected in [
+        "board: Raspberry Pi 4 Model B rev 1.5, 2 GiB (mailbox)",
+        // QEMU's firmware model says 3 MHz (a real Pi 4 with init_uart_clock says 48 MHz); the
+        // console follows the firmware.
+        "board: UART clock 3000000 Hz from the firmware, not the 48000000 Hz",
+        "console PL011 at 0xfe201000, 3000000 Hz clock",
+        agree.as_str(),
+    ] {
+        assert!(boot.contains(expected), "no {expected:?}:\n{boot}");
+    }
+    assert!(!boot.contains(" WARN  board"), "{boot}");
+    let mem = s.command("mem");
+    let (start, rest) = memory[0].split_once("..").unwrap();
+    let end = rest.split(' ').next().unwrap();
+    let as_mem_prints = |hex: &str| {
+        format!(
+            "{:#012x}",
+            u64::from_str_radix(hex.trim_start_matches("0x"), 16).unwrap()
+        )
+    };
+    let firmware_line = format!("{}..{}", as_mem_prints(start), as_mem_prints(end));
+    let line = mem
+        .lines()
+        .find(|l| l.starts_with("firmware "))
+        .unwrap_or_else(|| panic!("mem has no firmware line:\n{mem}"));
+    assert!(
+        line.contains(&firmware_line)
+            && line.ends_with("ARM memory (mailbox): the same as the device tree's"),
+        "{line}"
+    );
+    assert!(
+        mem.contains(
+            "board: Raspberry Pi 4 Model B rev 1.5, 2 GiB (mailbox); BCM2711, 4 x Cortex-A72"
+        ),
+        "{mem}"
+    );
+    assert!(
+        mem.contains("the board has 2 GiB; the device tree gives the Arm cores"),
+        "{mem}"
+    );
+    let cpus = s.command("cpus");
+    assert!(
+        cpus.contains(
+            "board: Raspberry Pi 4 Model B rev 1.5, 2 GiB (mailbox); BCM2711, 4 x Cortex-A72"
+        ),
+        "{cpus}"
+    );
+}
+
+#[test]
+fn raspi4b_with_a_mailbox_that_never_answers_times_out_and_boots_on() {
+    // The real tree with the mailbox moved 0x40 up, past QEMU's mailbox, where reads return 0:
+    // a status that is never "empty" and a word that is never the answer. The wait must end at
+    // its timeout, say so in one line, and boot must go on with the device tree.
+    let mut blob = std::fs::read(fetched_tree("bcm2711-rpi-4-b.dtb")).unwrap();
+    let reg = [0x7e, 0x00, 0xb8, 0x80, 0x00, 0x00, 0x00, 0x40];
+    let at = blob
+        .windows(reg.len())
+        .position(|w| w == reg)
+        .expect("the mailbox's reg <0x7e00b880 0x40> is in the tree");
+    blob[at + 3] = 0xc0;
+    let dir = root().join("target/test-dtbs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let dtb = dir.join("pi4-silent-mailbox.dtb");
+    std::fs::write(&dtb, &blob).unwrap();
+    let image = image(Board::Rpi4);
+    let run = boot_to_prompt(
+        &[
+            "--board".as_ref(),
+            "rpi4".as_ref(),
+            "--image".as_ref(),
+            image.as_os_str(),
+            "--dtb".as_ref(),
+            dtb.as_os_str(),
+        ],
+        &[],
+        "",
+    );
+    assert_output_has(
+        &run,
+        &["WARN  board: the VideoCore mailbox at 0xfe00b8c0: no answer within 100 ms"],
+    );
+    assert!(
+        run.output.contains("going on with the device tree"),
+        "{}",
+        run.output
+    );
+    // No answer, no board facts: the console keeps the board's 48 MHz, the RAM is the tree's.
+    assert!(
+        run.output
+            .contains("console PL011 at 0xfe201000, 48000000 Hz clock"),
+        "{}",
+        run.output
+    );
+    assert!(!run.output.contains("(mailbox)"), "{}", run.output);
+    assert!(!run.output.contains(" ERROR "), "{}", run.output);
+    assert_online(&run, 4, 4);
 }
 
 /// A device tree `tools/setup --rpi-dtb` keeps in build/dtb/.

@@ -19,6 +19,8 @@ struct Bus<'a> {
     size_cells: usize,
     /// The bus's `ranges`: None when absent (addresses do not translate past this bus).
     ranges: Option<&'a [u8]>,
+    /// The bus's `dma-ranges`: how its devices see memory (None: as the CPU does).
+    dma_ranges: Option<&'a [u8]>,
 }
 
 /// Parse `blob` (located at physical `address`) for `board`. Pieces the tree lacks come from
@@ -85,7 +87,7 @@ pub fn parse_with<'dt>(
 /// Add `region` to the reserved ranges, as one range with any it overlaps or touches: trees name
 /// the same range several times (the Pi's armstub page is a /memreserve/ and the page of four
 /// cpu-release-addr values), and the list is short and should read as the set it is.
-fn reserve(p: &mut Platform<'_>, region: Region) {
+pub(super) fn reserve(p: &mut Platform<'_>, region: Region) {
     if region.size == 0 {
         return;
     }
@@ -318,6 +320,14 @@ fn visit<'b, 'dt>(
         }
     } else if enabled && is_compatible(node, "brcm,bcm2711-gpio") {
         p.gpio = first_reg(0);
+    } else if enabled && p.mailbox.is_none() && is_compatible(node, "brcm,bcm2835-mbox") {
+        match (first_reg(0), dma_window(&buses[..depth])) {
+            (Some(regs), Some(dma)) => p.mailbox = Some(Mailbox { regs, dma }),
+            (None, _) => p.note(Problem::Unusable(
+                "VideoCore mailbox reg (not translatable to a CPU address)",
+            )),
+            (_, None) => p.note(Problem::Unusable("VideoCore mailbox's bus dma-ranges")),
+        }
     }
 
     if depth < MAX_DEPTH {
@@ -389,6 +399,7 @@ fn bus_of<'dt>(node: FdtNode<'_, 'dt>) -> Bus<'dt> {
         address_cells: cells("#address-cells", 2),
         size_cells: cells("#size-cells", 1),
         ranges: node.property("ranges").map(|r| r.value),
+        dma_ranges: node.property("dma-ranges").map(|r| r.value),
     }
 }
 
@@ -470,6 +481,27 @@ fn translate(addr: u64, bus: Bus<'_>, parent_address_cells: usize) -> Option<u64
         } else {
             None
         }
+    })
+}
+
+/// How devices on the bus `buses[last]` see memory: the first entry of its `dma-ranges`
+/// (child bus address, parent address, size), the parent address read with the grandparent's
+/// cell count. No `dma-ranges`, or an empty one, is the identity. A window whose parent side is
+/// itself a bus address is not followed further: the Pi's buses have one level.
+fn dma_window(buses: &[Bus<'_>]) -> Option<DmaWindow> {
+    let (bus, parent) = match buses {
+        [.., parent, bus] => (*bus, *parent),
+        _ => return Some(DmaWindow::IDENTITY),
+    };
+    let ranges = match bus.dma_ranges {
+        None | Some([]) => return Some(DmaWindow::IDENTITY),
+        Some(r) => r,
+    };
+    let (child, up, size) = (bus.address_cells, parent.address_cells, bus.size_cells);
+    Some(DmaWindow {
+        bus: read_cells(ranges, 0, child)?,
+        phys: read_cells(ranges, child, up)?,
+        size: read_cells(ranges, child + up, size)?,
     })
 }
 

@@ -11,6 +11,8 @@
 //! records is physical; the kernel reaches them through `mm::phys_to_virt`.
 
 pub mod dt;
+pub mod memory_check;
+pub mod revision;
 pub mod validate;
 
 pub use crate::arch::aarch64::PsciConduit;
@@ -185,6 +187,43 @@ impl Uart {
     }
 }
 
+/// How a device on a bus sees ARM memory: the bus's `dma-ranges`. ARM physical
+/// [phys, phys + size) appears to the device at bus address `bus`. The Pi 4's VideoCore sees the
+/// low 1 GiB of RAM at 0xc000_0000.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DmaWindow {
+    pub bus: u64,
+    pub phys: u64,
+    pub size: u64,
+}
+
+impl DmaWindow {
+    /// A bus with no `dma-ranges` (or an empty one): devices see physical addresses unchanged.
+    pub const IDENTITY: DmaWindow = DmaWindow {
+        bus: 0,
+        phys: 0,
+        size: 1 << 32,
+    };
+
+    /// The 32-bit bus address of physical [phys, phys + len), if the window holds all of it.
+    pub fn bus_address(&self, phys: u64, len: u64) -> Option<u32> {
+        let offset = phys.checked_sub(self.phys)?;
+        if offset.checked_add(len)? > self.size {
+            return None;
+        }
+        u32::try_from(self.bus.checked_add(offset)?).ok()
+    }
+}
+
+/// The VideoCore mailbox (compatible brcm,bcm2835-mbox), through which the firmware answers
+/// questions about the board (src/drivers/mailbox).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mailbox {
+    pub regs: Region,
+    /// How the VideoCore sees the RAM the message buffer is in.
+    pub dma: DmaWindow,
+}
+
 /// Where the platform description came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
@@ -305,6 +344,24 @@ impl core::fmt::Display for Problem {
     }
 }
 
+/// What the firmware's answers changed in the platform (`Platform::take_firmware_answers`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FirmwareEffects {
+    /// The device tree's RAM held against the firmware's ARM memory.
+    pub memory: Option<memory_check::Verdict>,
+    /// The UART clock used before the firmware's replaced it.
+    pub uart_clock_before: Option<u32>,
+}
+
+/// The console's baud rate (src/console.rs).
+pub const CONSOLE_BAUD: u32 = 115_200;
+
+/// A UART clock that can make the console's baud rate: the PL011's divisor, clock / (16 x baud),
+/// must be at least 1.
+pub fn uart_clock_usable(hz: u32) -> bool {
+    hz as u64 >= 16 * CONSOLE_BAUD as u64
+}
+
 /// The machine, as the kernel knows it.
 #[derive(Clone, Copy, Debug)]
 pub struct Platform<'dt> {
@@ -332,6 +389,11 @@ pub struct Platform<'dt> {
     /// The initial RAM file system the loader put in RAM (`/chosen` `linux,initrd-start` and
     /// `-end`); also in `reserved`. None when there is none, or it could not be reserved.
     pub initrd: Option<Region>,
+    /// The VideoCore mailbox, when the tree lists one (a Raspberry Pi).
+    pub mailbox: Option<Mailbox>,
+    /// What the firmware said about the board through the mailbox; asked once the kernel's
+    /// map has the mailbox (src/main.rs).
+    pub firmware: crate::drivers::mailbox::BoardQuery,
     pub problems: FixedList<Problem, 8>,
 }
 
@@ -509,6 +571,8 @@ impl<'dt> Platform<'dt> {
             gpio: None,
             bootargs: "",
             initrd: None,
+            mailbox: None,
+            firmware: crate::drivers::mailbox::BoardQuery::NotAsked,
             problems: FixedList::default(),
         }
     }
@@ -553,12 +617,48 @@ impl<'dt> Platform<'dt> {
         if let Some(gpio) = self.gpio {
             list.push(gpio);
         }
+        if let Some(mailbox) = self.mailbox {
+            list.push(mailbox.regs);
+        }
         list
     }
 
     /// The logical id of the CPU with this MPIDR affinity.
     pub fn logical_id(&self, mpidr: u64) -> Option<usize> {
         self.cpus.as_slice().iter().position(|c| c.mpidr == mpidr)
+    }
+
+    /// Set the firmware's answers about the board and act on them, before the console and the
+    /// heap start: the device tree's RAM is held against the firmware's ARM memory
+    /// (memory_check.rs), and a part of the tree's range that the VideoCore kept is reserved;
+    /// the UART clock the firmware names replaces the one the tree (or the board default) gave,
+    /// when it can make the console's baud rate at all.
+    pub fn take_firmware_answers(
+        &mut self,
+        firmware: crate::drivers::mailbox::BoardQuery,
+    ) -> FirmwareEffects {
+        self.firmware = firmware;
+        let mut effects = FirmwareEffects {
+            memory: self.memory_verdict(),
+            uart_clock_before: None,
+        };
+        if let Some(videocore) = effects.memory.and_then(|v| v.reserve()) {
+            dt::reserve(self, videocore);
+        }
+        let firmware_clock = self.firmware.facts().and_then(|f| f.uart_clock_hz.ok());
+        if let Some(hz) = firmware_clock.filter(|&hz| {
+            uart_clock_usable(hz) && hz != self.uart.clock_hz && self.uart.is_present()
+        }) {
+            effects.uart_clock_before = Some(self.uart.clock_hz);
+            self.uart.clock_hz = hz;
+        }
+        effects
+    }
+
+    /// The device tree's RAM against the firmware's ARM memory, if the firmware said it.
+    pub fn memory_verdict(&self) -> Option<memory_check::Verdict> {
+        let arm = self.firmware.facts()?.arm_memory.ok()?;
+        Some(memory_check::compare(self.memory.as_slice(), arm))
     }
 
     /// Record a problem for boot to log.

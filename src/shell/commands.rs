@@ -14,6 +14,8 @@ use super::command::{self, BadUsage, Command, Outcome, print};
 use super::line::{Feed, LineEditor, Terminal};
 use super::{LINE_MAX, PROMPT};
 use crate::arch::aarch64::layout;
+use crate::drivers::mailbox::BoardQuery;
+use crate::platform::revision::MemorySize;
 use crate::platform::{EnableMethod, Platform, PsciConduit, Region};
 use crate::{HEAP, console, ktest, logger, mm, percpu, power};
 
@@ -425,6 +427,7 @@ fn cpus(sh: &mut Shell, _: &[&str]) -> Outcome {
             p.cpus.len()
         ),
     );
+    board_line(sh);
     if p.cpus_in_tree > p.cpus.len() {
         print(
             sh,
@@ -568,10 +571,44 @@ fn locks(sh: &mut Shell, _: &[&str]) -> Outcome {
     Ok(())
 }
 
+/// On a board with a VideoCore mailbox, what its firmware says the board is (chapter 28).
+/// Nothing on one without (QEMU virt): the boot log says that once.
+fn board_line(sh: &mut Shell) {
+    let p = sh.platform;
+    if matches!(p.firmware, BoardQuery::NoMailbox | BoardQuery::NoTree) {
+        return;
+    }
+    print(sh, format_args!("board: {}", p.firmware));
+    if let Some(revision) = p.firmware.revision().filter(|r| r.is_new_style()) {
+        let processor = revision.processor();
+        print(
+            sh,
+            format_args!("; {}, {}", processor.name(), processor.cores()),
+        );
+    }
+    sh.write("\n");
+}
+
 fn mem(sh: &mut Shell, _: &[&str]) -> Outcome {
     let p = sh.platform;
+    board_line(sh);
     for r in p.memory.as_slice() {
         region_line(sh, "RAM", *r, "from the device tree");
+    }
+    if let Some(verdict) = p.memory_verdict() {
+        let note = alloc::format!("ARM memory (mailbox): {}", verdict.short());
+        region_line(sh, "firmware", verdict.arm(), &note);
+        let in_tree: u64 = p.memory.as_slice().iter().map(|r| r.size).sum();
+        if let Some(mib) = p.firmware.revision().and_then(|r| r.memory_mib()) {
+            print(
+                sh,
+                format_args!(
+                    "the board has {}; the device tree gives the Arm cores {} of it, and those ranges are used\n",
+                    MemorySize(mib),
+                    size(in_tree).as_str()
+                ),
+            );
+        }
     }
     // The platform keeps each reserved range once, however often the tree names it.
     for r in p.reserved.as_slice() {

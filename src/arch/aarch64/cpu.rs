@@ -122,7 +122,8 @@ fn dcache_line_size() -> usize {
 }
 
 /// Clean and invalidate [start, end) to the point of coherency, so that a CPU whose caches are
-/// off (a secondary still in its boot path, the Pi's spin-table stub) reads what we wrote.
+/// off (a secondary still in its boot path, the Pi's spin-table stub), or a device that reads
+/// memory directly (the Pi's VideoCore reading a mailbox message), reads what we wrote.
 pub fn clean_dcache_range(start: usize, end: usize) {
     let line = dcache_line_size();
     let mut addr = start & !(line - 1);
@@ -142,6 +143,25 @@ pub fn invalidate_dcache_range(start: usize, end: usize) {
     while addr < end {
         // SAFETY: with the data cache off, every write so far went to memory; dropping cached
         // copies of these lines loses nothing.
+        unsafe { core::arch::asm!("dc ivac, {0}", in(reg) addr) };
+        addr += line;
+    }
+    asm::barrier::dsb(asm::barrier::SY);
+}
+
+/// Drop this CPU's cached copies of [start, end), which a device (the Pi's VideoCore) has just
+/// rewritten in memory behind the cache, so the next loads read what the device wrote. A
+/// speculative fetch may have refilled a line while the device owned it, so this comes after
+/// the device says it is done, never only before.
+///
+/// # Safety
+/// No line of the range may hold a store made since it was last cleaned (it would be lost),
+/// and the range must cover whole cache lines of nothing but the device's buffer.
+pub unsafe fn invalidate_after_device_write(start: usize, end: usize) {
+    let line = dcache_line_size();
+    let mut addr = start & !(line - 1);
+    while addr < end {
+        // SAFETY: the caller guarantees the lines hold no unwritten stores and no other data.
         unsafe { core::arch::asm!("dc ivac, {0}", in(reg) addr) };
         addr += line;
     }

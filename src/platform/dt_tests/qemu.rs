@@ -193,6 +193,7 @@ fn qemu_mmio_regions_are_the_uart_and_gic() {
         ]
     );
     assert_eq!(p.gpio, None, "QEMU has no BCM2711 GPIO");
+    assert_eq!(p.mailbox, None, "QEMU virt has no VideoCore mailbox");
 }
 
 #[test]

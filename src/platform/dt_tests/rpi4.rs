@@ -249,3 +249,82 @@ fn a_tree_of_another_board_without_a_uart_or_gic_gets_no_default_address() {
     )));
     assert!(p.mmio_regions().as_slice().iter().all(|r| r.size == 0));
 }
+
+#[test]
+fn pi_tree_mailbox_is_found_by_compatible_with_the_videocores_view_of_ram() {
+    // mailbox@7e00b880 (brcm,bcm2835-mbox), reg <0x7e00b880 0x40>, through /soc's ranges; /soc's
+    // dma-ranges <0xc0000000 0x0 0x0 0x40000000>: the VideoCore sees the low 1 GiB at 0xc0000000.
+    // mailbox@7e00b840 (brcm,bcm2835-vchiq) is another device and must not be taken for it.
+    for (name, file) in [
+        ("Pi 4 B", "bcm2711-rpi-4-b.dtb"),
+        ("Pi 400", "bcm2711-rpi-400.dtb"),
+        ("CM4 IO", "bcm2711-rpi-cm4-io.dtb"),
+    ] {
+        let path = format!("{}/build/dtb/{file}", env!("CARGO_MANIFEST_DIR"));
+        let blob = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("{path}: {e}; run `tools/setup --rpi-dtb`"));
+        let p = parse_ok(name, &blob, PI_DTB_AT, Board::RaspberryPi4);
+        let mailbox = p.mailbox.unwrap_or_else(|| panic!("{name}: no mailbox"));
+        assert_eq!(mailbox.regs, Region::new(0xfe00_b880, 0x40), "{name}");
+        assert_eq!(
+            mailbox.dma,
+            DmaWindow {
+                bus: 0xc000_0000,
+                phys: 0,
+                size: 0x4000_0000
+            },
+            "{name}"
+        );
+        assert!(
+            p.mmio_regions().as_slice().contains(&mailbox.regs),
+            "{name}: the mailbox is not mapped as MMIO"
+        );
+    }
+}
+
+#[test]
+fn the_videocore_window_translates_only_the_low_gib() {
+    let window = DmaWindow {
+        bus: 0xc000_0000,
+        phys: 0,
+        size: 0x4000_0000,
+    };
+    assert_eq!(window.bus_address(0x8_0000, 256), Some(0xc008_0000));
+    assert_eq!(window.bus_address(0x3fff_ff00, 256), Some(0xffff_ff00));
+    // Straddling or beyond the end of the window: the VideoCore cannot reach it.
+    assert_eq!(window.bus_address(0x3fff_ff80, 256), None);
+    assert_eq!(window.bus_address(0x4000_0000, 4), None);
+    assert_eq!(DmaWindow::IDENTITY.bus_address(0x8_0000, 4), Some(0x8_0000));
+}
+
+#[test]
+fn a_pi_tree_without_dma_ranges_gives_the_mailbox_the_identity_view() {
+    let blob = pi_dtb();
+    let edited = patch_all(&blob, b"dma-ranges", b"dma-rangez");
+    let p = parse_ok(
+        "rpi4 without dma-ranges",
+        &edited,
+        PI_DTB_AT,
+        Board::RaspberryPi4,
+    );
+    assert_eq!(p.mailbox.map(|m| m.dma), Some(DmaWindow::IDENTITY));
+}
+
+#[test]
+fn a_pi_tree_without_the_mailbox_has_none_and_no_address_is_invented() {
+    let blob = pi_dtb();
+    let edited = patch_all(&blob, b"brcm,bcm2835-mbox", b"brcm,bcm2835-xbox");
+    let p = parse_ok(
+        "rpi4 without mailbox",
+        &edited,
+        PI_DTB_AT,
+        Board::RaspberryPi4,
+    );
+    assert_eq!(p.mailbox, None);
+    assert!(
+        !p.mmio_regions()
+            .as_slice()
+            .iter()
+            .any(|r| r.contains(0xfe00_b880))
+    );
+}
