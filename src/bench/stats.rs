@@ -1,4 +1,4 @@
-//! The arithmetic behind the benchmark report (chapter 7, "Measuring the locks"): Jain's
+//! The arithmetic behind the benchmark report (chapter 9, "Measuring locks and counters"): Jain's
 //! fairness index and rates from counter ticks. Portable, so host unit tests check it.
 
 /// Jain's fairness index over per-CPU shares: `(sum x)^2 / (n * sum x^2)`.

@@ -1,5 +1,5 @@
 //! In-kernel tests of where the exception vectors put a trap frame when the stack is nearly
-//! full, and of what they hand back (chapter 1, "When something goes wrong").
+//! full, and of what they hand back (chapter 1, "What goes wrong without it").
 //!
 //! An exception needs `EXCEPTION_STACK_RESERVE` bytes of stack: its frame and its handler's
 //! calls. A thread may legitimately run with less than that left above its stack's bottom (the

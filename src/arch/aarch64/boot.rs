@@ -1,5 +1,5 @@
 //! The first instructions: the arm64 Image header, `_start`, the drop from EL2 to EL1, and the
-//! secondary-CPU entry (chapter 1, "The boot path"; chapter 3, "Waking the other cores").
+//! secondary-CPU entry (chapter 1, "The code"; chapter 3, "Waking the other cores").
 //!
 //! The kernel is linked in the high half (linker.ld: virtual = linear-map offset + physical),
 //! but a loader starts it at its physical address with the MMU off. So no Rust may run before

@@ -1,4 +1,4 @@
-//! Decoding the Exception Syndrome Register into words (chapter 1, "When something goes wrong").
+//! Decoding the Exception Syndrome Register into words (chapter 1, "What goes wrong without it").
 //!
 //! Pure logic, so the host tests it: ESR_EL1[31:26] is the exception class (EC), [24:0] the
 //! instruction-specific syndrome (ISS). For aborts, ISS[5:0] is the fault status code.

@@ -1,5 +1,5 @@
 //! Exception vectors, the stack an exception runs on, and the report of an unexpected exception
-//! (chapter 1, "When something goes wrong").
+//! (chapter 1, "What goes wrong without it").
 //!
 //! Every one of the 16 vectors saves a full `TrapFrame` (general registers, FP/SIMD registers,
 //! ELR, SPSR, ESR, FAR, the interrupted SP). The eight taken from the kernel (EL1) call

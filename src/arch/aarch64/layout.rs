@@ -1,4 +1,4 @@
-//! The kernel's memory layout as the linker placed it (chapter 1, "The boot path").
+//! The kernel's memory layout as the linker placed it (chapter 1, "The code").
 //!
 //! linker.ld defines the symbols; this module turns them into addresses and owns the numbers the
 //! linker script must agree with (stack size and slot count), so boot can check the two match.
