@@ -13,6 +13,7 @@ pub mod bench;
 pub mod config;
 #[cfg(target_os = "none")]
 pub mod console;
+pub mod cpumask;
 pub mod drivers;
 pub mod errno;
 #[cfg(target_os = "none")]
