@@ -109,7 +109,8 @@ pub fn stats_of(cpu: usize) -> Stats {
 
 /// Every CPU's counters summed: the only moment the per-CPU counts meet.
 pub fn stats() -> Stats {
-    (0..MAX_CPUS)
+    crate::percpu::online_mask()
+        .iter()
         .map(stats_of)
         .fold(Stats::default(), |a, b| a + b)
 }
