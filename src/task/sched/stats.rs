@@ -12,7 +12,6 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use super::lifecycle::PROCESSES;
 use super::runqueue::SCHED;
 use crate::arch::irqflags;
-use crate::config::MAX_CPUS;
 use crate::task::state::Pid;
 
 /// Per-CPU scheduler counters: only their own CPU writes them, anyone may read; `stats` sums.
