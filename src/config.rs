@@ -1,7 +1,7 @@
 //! Compile-time limits, in one place so the reader sees what the kernel assumes.
 
-/// The most CPUs quartet brings up. QEMU virt with GICv2 allows 8; more in the device tree are
-/// reported and left off.
+/// The most CPUs quartet brings up; more in the device tree are reported and left off. CPU
+/// masks (src/cpumask.rs), per-CPU arrays, lockdep and RCU are sized from it.
 pub const MAX_CPUS: usize = 8;
 
 /// How long the boot CPU waits for a started CPU to report in, in milliseconds of counter time.

@@ -14,6 +14,7 @@ pub mod chainload;
 pub mod config;
 #[cfg(target_os = "none")]
 pub mod console;
+pub mod cpumask;
 pub mod drivers;
 pub mod errno;
 #[cfg(target_os = "none")]

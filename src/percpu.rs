@@ -10,6 +10,7 @@
 use core::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use crate::config::{CACHE_LINE, MAX_CPUS};
+use crate::cpumask::{AtomicCpuMask, CpuMask};
 
 /// What a CPU knows about itself.
 #[repr(C, align(64))]
@@ -86,19 +87,25 @@ impl CpuArea {
     /// This CPU, first thing in Rust: claim to be online. False if the boot CPU had already
     /// given up on it, in which case it must not run the kernel.
     pub fn claim_online(&self) -> bool {
-        self.state
+        let claimed = self
+            .state
             .compare_exchange(
                 CpuState::Starting as u8,
                 CpuState::Online as u8,
                 Ordering::AcqRel,
                 Ordering::Acquire,
             )
-            .is_ok()
+            .is_ok();
+        if claimed {
+            ONLINE.set(self.id, Ordering::Release);
+        }
+        claimed
     }
 
     /// The boot CPU marks itself online: nobody started it, so nobody can give up on it.
     pub fn mark_boot_cpu_online(&self) {
         self.state.store(CpuState::Online as u8, Ordering::Release);
+        ONLINE.set(self.id, Ordering::Release);
     }
 
     /// The boot CPU, after its wait timed out: give up on this CPU. False if the CPU came online
@@ -130,6 +137,16 @@ static CPU_AREAS: [CpuArea; MAX_CPUS] = {
     }
     areas
 };
+
+/// The CPUs whose state is `Online`, kept beside the areas so that "every online CPU" is a walk
+/// over a mask (one step per online CPU) rather than over all `MAX_CPUS` areas. A CPU's bit is
+/// set right after its state becomes `Online`, and never cleared (no CPU goes offline yet).
+static ONLINE: AtomicCpuMask = AtomicCpuMask::new(CpuMask::EMPTY);
+
+/// The online CPUs.
+pub fn online_mask() -> CpuMask {
+    ONLINE.load(Ordering::Acquire)
+}
 
 /// The area of logical CPU `id`.
 pub fn cpu(id: usize) -> &'static CpuArea {
@@ -203,7 +220,9 @@ pub fn current_id() -> Option<usize> {
 
 /// The logical id of the CPU whose TPIDR_EL1 value is `pointer` (as SpinLock records holders).
 pub fn id_of_pointer(pointer: usize) -> Option<usize> {
-    (0..MAX_CPUS).find(|&id| area_address(id) == pointer)
+    let offset = pointer.checked_sub(area_address(0))?;
+    let id = offset / core::mem::size_of::<CpuArea>();
+    (id < MAX_CPUS && area_address(id) == pointer).then_some(id)
 }
 
 /// A CPU's life at boot: Off -> Starting (boot CPU) -> Online (the CPU itself) or Abandoned

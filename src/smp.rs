@@ -23,6 +23,7 @@ use crate::arch::aarch64::layout::KernelLayout;
 use crate::arch::aarch64::mmu::MmuConfig;
 use crate::arch::aarch64::{cpu, exception, irqflags, psci};
 use crate::config::{CPU_START_TIMEOUT_MS, MAX_CPUS};
+use crate::cpumask::CpuMask;
 use crate::percpu::{self, CacheAligned, PerCpu};
 use crate::platform::{CpuDesc, EnableMethod, Platform};
 use crate::sync::SpinLock;
@@ -58,7 +59,7 @@ pub fn start_secondaries(
             abandon(block);
         }
     }
-    percpu::all_cpus().filter(|c| c.is_online()).count()
+    percpu::online_mask().count()
 }
 
 /// Ask the CPU to start by its enable-method; false (with the reason logged) if it cannot.
@@ -233,9 +234,9 @@ pub fn interrupts_ready(id: usize) -> bool {
     INTERRUPTS_READY.for_cpu(id).load(Ordering::Acquire)
 }
 
-/// Logical ids of the CPUs that are online.
+/// Logical ids of the CPUs that are online, lowest first: one step per online CPU.
 pub fn online_cpus() -> impl Iterator<Item = usize> {
-    percpu::all_cpus().filter(|c| c.is_online()).map(|c| c.id)
+    percpu::online_mask().into_iter()
 }
 
 /// A start line for a call that runs on every CPU: each CPU waits in `wait` until all online
@@ -350,17 +351,17 @@ pub fn on_each_cpu(f: &(dyn Fn(usize) + Sync)) {
         f,
         pending: AtomicUsize::new(targets().count()),
     };
-    let mut sleeping_in_wfi = 0u32;
+    let mut sleeping_in_wfi = CpuMask::EMPTY;
     for id in targets() {
         MAILBOX
             .for_cpu(id)
             .store(&call as *const Call<'_> as usize, Ordering::Release);
         if interrupts_ready(id) {
-            sleeping_in_wfi |= 1 << id;
+            sleeping_in_wfi.set(id);
         }
     }
     // Idle CPUs with interrupts sleep in WFI, which only an interrupt ends; the others in WFE.
-    ipi::send(ipi::Ipi::Reschedule, sleeping_in_wfi);
+    ipi::send(ipi::Ipi::Reschedule, &sleeping_in_wfi);
     cpu::send_event();
     run_posted_share(f, me);
     percpu::this_cpu().calls_run.fetch_add(1, Ordering::Relaxed);
@@ -423,6 +424,7 @@ pub mod ipi {
     use crate::arch::aarch64::exception::TrapFrame;
     use crate::arch::{counter, counter_frequency, irqflags};
     use crate::config::MAX_CPUS;
+    use crate::cpumask::CpuMask;
     use crate::drivers::gic::{Controller, Deliver};
     use crate::irq;
     use crate::percpu::{self, CacheAligned, PerCpu};
@@ -504,8 +506,8 @@ pub mod ipi {
         }
     }
 
-    /// Send `kind` to the CPUs whose bits are set in `cpus`.
-    pub fn send(kind: Ipi, cpus: u32) {
+    /// Send `kind` to the CPUs in `cpus`.
+    pub fn send(kind: Ipi, cpus: &CpuMask) {
         if let Some(gic) = crate::drivers::gic::get() {
             gic.send_sgi(kind as u32, Deliver::Listed, cpus);
         }
@@ -514,7 +516,7 @@ pub mod ipi {
     /// Send `kind` to every other CPU.
     pub fn send_all_but_self(kind: Ipi) {
         if let Some(gic) = crate::drivers::gic::get() {
-            gic.send_sgi(kind as u32, Deliver::AllButSelf, 0);
+            gic.send_sgi(kind as u32, Deliver::AllButSelf, &CpuMask::EMPTY);
         }
     }
 
@@ -547,7 +549,7 @@ pub mod ipi {
     /// Run `f(cpu)` on every online CPU in `cpus` (this one included if its bit is set), the
     /// others in interrupt context through an IPI, and return once all have finished. Returns
     /// how many CPUs ran it.
-    pub fn call_function(cpus: u32, f: &(dyn Fn(usize) + Sync)) -> Result<usize, CallError> {
+    pub fn call_function(cpus: &CpuMask, f: &(dyn Fn(usize) + Sync)) -> Result<usize, CallError> {
         if irqflags::irqs_disabled() || irq::count::in_interrupt() {
             return Err(CallError::WouldDeadlock);
         }
@@ -558,21 +560,19 @@ pub mod ipi {
         // never on the CPU it named.
         let _one_at_a_time = CALL_FUNCTION_LOCK.lock();
         let me = percpu::this_cpu().id;
-        let targets = || super::online_cpus().filter(move |&id| id != me && cpus & (1 << id) != 0);
+        let targets = percpu::online_mask().and(cpus).without(me);
         let call = FunctionCall {
             f,
-            pending: AtomicUsize::new(targets().count()),
+            pending: AtomicUsize::new(targets.count()),
         };
-        let mut mask = 0;
-        for id in targets() {
+        for id in &targets {
             CALL_SLOT
                 .for_cpu(id)
                 .store(&call as *const FunctionCall<'_> as usize, Ordering::Release);
-            mask |= 1 << id;
         }
-        gic.send_sgi(Ipi::CallFunction as u32, Deliver::Listed, mask);
-        let mut ran = targets().count();
-        if cpus & (1 << me) != 0 {
+        gic.send_sgi(Ipi::CallFunction as u32, Deliver::Listed, &targets);
+        let mut ran = targets.count();
+        if cpus.contains(me) {
             f(me);
             ran += 1;
         }

@@ -10,6 +10,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use super::kernel::{Line, Scale};
 use super::stats;
 use crate::arch::{counter, counter_frequency};
+use crate::cpumask::CpuMask;
 use crate::percpu;
 use crate::smp::{self, ipi};
 
@@ -26,17 +27,15 @@ pub fn round_trips(scale: Scale) -> usize {
     let me = percpu::this_cpu().id;
     let frequency = counter_frequency();
     let mut lines = 0;
-    let others: u32 = smp::online_cpus()
-        .filter(|&id| id != me)
-        .fold(0, |m, id| m | 1 << id);
-    let mut targets: [(u32, &str, usize); 9] = [(0, "", 0); 9];
+    let others = crate::percpu::online_mask().without(me);
+    let mut targets: [(CpuMask, &str, usize); 9] = [(CpuMask::EMPTY, "", 0); 9];
     let mut n = 0;
     for id in smp::online_cpus().filter(|&id| id != me).take(8) {
-        targets[n] = (1 << id, "call-one", 2);
+        targets[n] = (CpuMask::only(id), "call-one", 2);
         n += 1;
     }
-    if others.count_ones() > 1 {
-        targets[n] = (others, "call-all", others.count_ones() as usize + 1);
+    if others.count() > 1 {
+        targets[n] = (others, "call-all", others.count() + 1);
         n += 1;
     }
     for &(mask, name, cpus) in &targets[..n] {
@@ -45,7 +44,7 @@ pub fn round_trips(scale: Scale) -> usize {
         let began = counter();
         for _ in 0..trips {
             let t0 = counter();
-            if ipi::call_function(mask, &|_| {
+            if ipi::call_function(&mask, &|_| {
                 ran.fetch_add(1, Ordering::Relaxed);
             })
             .is_err()
@@ -56,7 +55,7 @@ pub fn round_trips(scale: Scale) -> usize {
             best = best.min(counter() - t0);
         }
         let ticks = counter() - began;
-        let expected = trips * u64::from(mask.count_ones());
+        let expected = trips * mask.count() as u64;
         if ran.load(Ordering::Relaxed) != expected {
             log::error!(target: "bench",
                 "{name}: the function ran {} times, expected {expected}",
@@ -67,7 +66,7 @@ pub fn round_trips(scale: Scale) -> usize {
         Line::new("ipi")
             .field("lock", name)
             .field("cpus", cpus)
-            .field("target", format_args!("{mask:#x}"))
+            .field("target", format_args!("{mask}"))
             .field("ops", trips)
             .field("ticks", ticks)
             .field(

@@ -176,7 +176,7 @@ impl FsRcu for Rcu {
     unsafe fn call_rcu(&self, head: &RcuHead, func: RcuCallback) -> bool {
         // Preemption off, so that the CPU found is the one queued on.
         preempt::preempt_disable();
-        let cpu = crate::percpu::current_id().filter(|&c| self.online_mask() & (1 << c) != 0);
+        let cpu = crate::percpu::current_id().filter(|&c| self.is_online(c));
         if let Some(cpu) = cpu {
             // SAFETY: forwarded contract.
             unsafe { self.call_rcu_on(cpu, head, func) };

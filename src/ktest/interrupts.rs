@@ -32,8 +32,8 @@ pub static TESTS: &[KTest] = &[
     },
 ];
 
-fn online_mask() -> u32 {
-    smp::online_cpus().fold(0, |m, id| m | 1 << id)
+fn online_mask() -> crate::cpumask::CpuMask {
+    crate::percpu::online_mask()
 }
 
 fn need_interrupts() -> Result<(), String> {
@@ -89,13 +89,13 @@ fn ipis_reach_every_cpu(_: &Platform<'static>) -> Result<(), String> {
     need_interrupts()?;
     const ROUNDS: u64 = 100;
     let me = crate::percpu::this_cpu().id;
-    let others = online_mask() & !(1 << me);
+    let others = online_mask().without(me);
     let mut before = [0u64; MAX_CPUS];
     for id in smp::online_cpus() {
         before[id] = ipi::pings_on(id);
     }
     for round in 1..=ROUNDS {
-        ipi::send(ipi::Ipi::Ping, others);
+        ipi::send(ipi::Ipi::Ping, &others);
         // One ping at a time: a second SGI sent before the first is taken merges with it.
         let arrived = wait_until(1, || {
             smp::online_cpus()
@@ -122,7 +122,7 @@ fn call_function_once_each(_: &Platform<'static>) -> Result<(), String> {
     let runs: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
     let in_irq: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
     let me = crate::percpu::this_cpu().id;
-    let ran = ipi::call_function(online_mask(), &|id| {
+    let ran = ipi::call_function(&online_mask(), &|id| {
         runs[id].fetch_add(1, Ordering::Relaxed);
         if irq::count::in_irq() {
             in_irq[id].fetch_add(1, Ordering::Relaxed);
@@ -145,7 +145,7 @@ fn call_function_once_each(_: &Platform<'static>) -> Result<(), String> {
     }
     // And the rule that keeps it from deadlocking: never with IRQs off.
     push_off();
-    let refused = ipi::call_function(online_mask(), &|_| {});
+    let refused = ipi::call_function(&online_mask(), &|_| {});
     pop_off();
     ensure!(
         refused == Err(ipi::CallError::WouldDeadlock),

@@ -22,6 +22,7 @@ use crate::arch::aarch64::pagetable::{
     ACCESS_FLAG, ADDRESS_MASK, AP_READ_ONLY, ATTR_INDEX_SHIFT, ENTRIES, MAIR_NORMAL_WB, PXN,
     SH_INNER, TABLE_OR_PAGE, UXN, VA_BITS, VALID,
 };
+use crate::cpumask::{AtomicCpuMask, CpuMask};
 use crate::errno::{Errno, SysResult};
 use crate::sync::shim::{AtomicU64, Ordering};
 
@@ -149,9 +150,9 @@ pub trait MmEnv {
     fn page_ptr(&self, pa: usize) -> *mut u8;
     /// A valid last-level entry for `va` changed or went: drop it from the TLB of every CPU in
     /// `ran_on` (a bit per CPU that ever ran the space; see `flush_scope`).
-    fn flush_page(&self, asid: u16, va: usize, ran_on: u64);
+    fn flush_page(&self, asid: u16, va: usize, ran_on: &CpuMask);
     /// The address space with this ASID is gone: drop all its entries on every CPU in `ran_on`.
-    fn flush_asid(&self, asid: u16, ran_on: u64);
+    fn flush_asid(&self, asid: u16, ran_on: &CpuMask);
 }
 
 /// Which TLBs an invalidation must reach.
@@ -172,8 +173,8 @@ pub enum FlushScope {
 /// its entries. A bit is never cleared: a CPU the space left may still hold entries (quartet
 /// does not flush at a switch), so "ever ran" is the safe question. Linux on x86 keeps the same
 /// record (`mm_cpumask`) to send its shoot-down IPIs only to CPUs that need them.
-pub fn flush_scope(ran_on: u64, this_cpu: usize) -> FlushScope {
-    if this_cpu < 64 && ran_on == 1 << this_cpu {
+pub fn flush_scope(ran_on: &CpuMask, this_cpu: usize) -> FlushScope {
+    if ran_on.count() == 1 && ran_on.contains(this_cpu) {
         FlushScope::ThisCpu
     } else {
         FlushScope::EveryCpu
@@ -229,7 +230,7 @@ pub struct AddressSpaceIn<E: MmEnv> {
     context: AtomicU64,
     /// A bit per CPU that ever ran the space (set by `activate`, never cleared): where its
     /// TLB entries may be (`flush_scope`).
-    ran_on: AtomicU64,
+    ran_on: AtomicCpuMask,
     /// Sorted by start, never overlapping.
     regions: Vec<Region>,
     /// Guard pages: touching one is a stack overflow.
@@ -251,7 +252,7 @@ impl<E: MmEnv> AddressSpaceIn<E> {
             env,
             root,
             context: AtomicU64::new(0),
-            ran_on: AtomicU64::new(0),
+            ran_on: AtomicCpuMask::new(CpuMask::EMPTY),
             regions: Vec::new(),
             guards: Vec::new(),
             heap_start: None,
@@ -295,7 +296,7 @@ impl<E: MmEnv> AddressSpaceIn<E> {
         // A space that never ran has nothing in any TLB.
         if let Some(asid) = self.asid() {
             self.env
-                .flush_page(asid, va, self.ran_on.load(Ordering::Relaxed));
+                .flush_page(asid, va, &self.ran_on.load(Ordering::Relaxed));
         }
     }
 
@@ -776,7 +777,7 @@ impl<E: MmEnv> AddressSpaceIn<E> {
         if let Some(asid) = self.asid() {
             // No CPU may keep translations of this ASID once another space can get it.
             self.env
-                .flush_asid(asid, self.ran_on.load(Ordering::Relaxed));
+                .flush_asid(asid, &self.ran_on.load(Ordering::Relaxed));
             release_asid(self.context.load(Ordering::Relaxed));
         }
     }
@@ -809,7 +810,7 @@ impl MmEnv for KernelMm {
     fn page_ptr(&self, pa: usize) -> *mut u8 {
         super::phys_to_virt(pa) as *mut u8
     }
-    fn flush_page(&self, asid: u16, va: usize, ran_on: u64) {
+    fn flush_page(&self, asid: u16, va: usize, ran_on: &CpuMask) {
         #[cfg(target_os = "none")]
         {
             use crate::arch::aarch64::tlb;
@@ -825,7 +826,7 @@ impl MmEnv for KernelMm {
         #[cfg(not(target_os = "none"))]
         let _ = (asid, va, ran_on);
     }
-    fn flush_asid(&self, asid: u16, ran_on: u64) {
+    fn flush_asid(&self, asid: u16, ran_on: &CpuMask) {
         #[cfg(target_os = "none")]
         {
             use crate::arch::aarch64::tlb;
@@ -889,7 +890,7 @@ impl AddressSpace {
         crate::sync::irq::push_off();
         let cpu = crate::percpu::this_cpu().id;
         // Before TTBR0 names the space here: from then on this CPU may cache its entries.
-        self.ran_on.fetch_or(1 << cpu, Ordering::Relaxed);
+        self.ran_on.set(cpu, Ordering::Relaxed);
         let switch = asids().switch_to(cpu, &self.context);
         if switch.flush_local_tlb {
             tlb::flush_all_local();

@@ -106,7 +106,7 @@ struct Refcounts {
 }
 
 /// What `stats` reports, for the shell's `mem`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FrameStats {
     /// Pages the allocator was given.
     pub total: usize,
@@ -116,6 +116,18 @@ pub struct FrameStats {
     pub cached: [usize; MAX_CPUS],
     /// Pages handed out and not yet freed: total - free - all cached.
     pub in_use: usize,
+}
+
+// By hand: arrays longer than 32 have no `Default`.
+impl Default for FrameStats {
+    fn default() -> Self {
+        FrameStats {
+            total: 0,
+            free: 0,
+            cached: [0; MAX_CPUS],
+            in_use: 0,
+        }
+    }
 }
 
 impl FrameStats {

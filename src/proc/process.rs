@@ -20,6 +20,8 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use crate::cpumask::AtomicCpuMask;
+
 use super::signal::Pending;
 use crate::fs::FdTable;
 use crate::mm::addrspace::{self, AddressSpace, FaultError};
@@ -58,7 +60,7 @@ pub struct Process {
     pub faults: AtomicU64,
     /// Where the process's thread runs user code (a `CpuMask`): what `fork` gives the child.
     /// The thread's own mask may differ for a while (the leader strategy moves it to CPU 0).
-    pub user_affinity: AtomicU32,
+    pub user_affinity: AtomicCpuMask,
     /// The CPU the thread last entered the kernel from (what `getcpu` answers).
     pub user_cpu: AtomicU32,
 }
@@ -74,7 +76,7 @@ impl Process {
             signals: Pending::new(),
             child_exited: WaitQueue::new(),
             times: Times::default(),
-            user_affinity: AtomicU32::new(crate::task::state::CpuMask::ALL.0),
+            user_affinity: AtomicCpuMask::new(crate::cpumask::CpuMask::ALL),
             user_cpu: AtomicU32::new(0),
             faults: AtomicU64::new(0),
         }

@@ -166,7 +166,7 @@ fn start_process(
     )
     .map_err(|_| Errno::ENOMEM)?;
     let process = Arc::new(Process::new(pid, DEFAULT_USER, name, mm, files));
-    process.user_affinity.store(affinity.0, Ordering::Relaxed);
+    process.user_affinity.store(affinity, Ordering::Relaxed);
     let added = PROCESS_TREE.lock().add(pid, parent, DEFAULT_USER);
     if let Err(e) = added {
         // Another fork took the last slot between the check and here: the thread ends at once.
@@ -540,7 +540,7 @@ pub fn fork(p: &Process, frame: &TrapFrame) -> SysResult<Pid> {
     let mut child_frame = alloc::boxed::Box::new(frame.clone());
     child_frame.x[0] = 0;
     // The parent's own mask: under the leader strategy its thread is on CPU 0 just now.
-    let affinity = CpuMask(p.user_affinity.load(Ordering::Relaxed));
+    let affinity = p.user_affinity.load(Ordering::Relaxed);
     start_process(
         &p.name(),
         p.pid,

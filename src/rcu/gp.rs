@@ -7,51 +7,101 @@
 //! online CPU has passed a quiescent state after the period began; anything unpublished before
 //! it began can then be freed, because every reader that could have seen it has finished.
 //!
-//! The state is two words:
+//! The state is a sequence word and a small tree of CPU masks:
 //! - `gp_seq` counts half-periods: even while no grace period runs, odd while one does. The
 //!   number of completed grace periods is `gp_seq / 2`. A writer that needs "one whole grace
 //!   period from now" snapshots it and waits for [`Rcu::snapshot`]'s target: the end of the
 //!   next grace period that starts after the snapshot (if one is already running it may have
 //!   begun before the writer's update, so it does not count).
-//! - `cpus` holds two CPU masks in one word: the online CPUs in the high half and, while a
-//!   grace period runs, the CPUs that still owe it a quiescent state in the low half. Starting
-//!   a grace period copies the online half into the pending half in one atomic step, so a CPU
-//!   coming online or going offline either is counted or is not, never half of each. The CPU
-//!   that clears the last pending bit ends the grace period.
+//! - `leaves`: one word per group of 16 CPUs (a *leaf*; CPUs 0-15 are leaf 0, 16-31 leaf 1,
+//!   and so on up to `MAX_CPUS`). A leaf's word holds two masks: its online CPUs in the high
+//!   half and, while a grace period runs, the CPUs that still owe it a quiescent state in the
+//!   low half. Starting a grace period copies a leaf's online half into its pending half in one
+//!   atomic step, so a CPU coming online or going offline either is counted or is not, never
+//!   half of each.
+//! - `root`: one bit per leaf the running grace period still waits for. The CPU that clears the
+//!   last pending bit of a leaf clears that leaf's root bit; the one that clears the last root
+//!   bit ends the grace period.
+//!
+//! Why a tree and not one big mask: the copy from online to pending must be one atomic step
+//! with respect to CPUs coming and going, so both masks of a CPU must share a word, and a word
+//! has 64 bits: 32 CPUs at most. A leaf takes 16, as Linux's tree RCU does by default, so that
+//! no more than 16 CPUs fight over one word's cache line when they report; the root then has one
+//! bit per leaf, and the CPU that finishes a leaf is the only one of its group to touch it.
+//!
+//! Three rules keep a report from getting lost and the period from ending early:
+//! - The starter sets a root bit for every leaf *before* it fills any leaf's pending half. A
+//!   leaf whose CPUs all report at once, while a later leaf is not yet filled, clears only its
+//!   own root bit; the unfilled leaf's bit still holds the period open.
+//! - Every root bit is cleared exactly once: by the CPU whose report or offlining took its
+//!   leaf's pending half from non-zero to zero, or by the starter itself when the leaf had no
+//!   CPU online to copy. A report before its leaf is filled finds no pending bit and changes
+//!   nothing; the CPU reports again at its next tick.
+//! - A CPU speaks only in its own leaf, with one read-modify-write, so two CPUs of one leaf
+//!   clearing their bits at once are ordered by the word, and exactly one of them sees the
+//!   other's bit already gone.
+//!
+//! The cost grows with the CPUs that take part, not with the limit: a report touches its own
+//! leaf (and the root once per leaf per period); a start touches each of the `MAX_CPUS / 16`
+//! leaves once, four words in a kernel built for 64 CPUs.
 //!
 //! Memory ordering, the reason it works: a reader's loads come before its CPU's next
-//! quiescent-state report in program order; the report is a read-modify-write (AcqRel) on
-//! `cpus`, so the CPU that clears the last bit, and the `gp_seq` increment it makes, happen
-//! after every reader that was running when the period began. The writer sees that increment
+//! quiescent-state report in program order; the report is a read-modify-write (AcqRel) on its
+//! leaf, so the CPU that clears the leaf's last bit happens after every reader counted in the
+//! leaf; its clearing of the root bit is an AcqRel read-modify-write on `root`, so the CPU that
+//! clears the last root bit, and the `gp_seq` increment it makes, happen after every reader
+//! that was running when the period began. The writer sees that increment
 //! with an acquire load and only then frees. In the other direction the writer's snapshot is a
 //! read-modify-write on `gp_seq` too, so whoever starts the grace period has seen the writer's
 //! unpublish, and so has every CPU whose report is counted: a reader that starts after its
 //! CPU's report cannot find the old pointer.
 //!
-//! Under loom (`make loom`) `gp_seq` and `cpus` are loom's atomics; the models at the bottom
-//! run a reader against a writer that frees, with the real and with the broken RCU.
+//! Under loom (`make loom`) `gp_seq`, the leaves and the root are loom's atomics; the models at
+//! the bottom run a reader against a writer that frees, with the real and with the broken RCU,
+//! with the reader in the writer's leaf and in another; and CPUs of two leaves reporting and
+//! going offline while a grace period starts.
 
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicPtr as PlainAtomicPtr, AtomicU32, compiler_fence};
 
 use super::callback::CallbackQueue;
 use crate::config::MAX_CPUS;
+use crate::cpumask::CpuMask;
 use crate::percpu::{self, CacheAligned, PerCpu};
 use crate::sync::preempt;
 use crate::sync::shim::{AtomicU64, Ordering, const_unless_loom};
 
+/// CPUs per leaf: a leaf's word holds their pending bits (low half) and online bits (high half).
+pub const CPUS_PER_LEAF: usize = 16;
+/// Leaves for `MAX_CPUS` CPUs.
+pub const LEAVES: usize = MAX_CPUS.div_ceil(CPUS_PER_LEAF);
+
+const _: () = assert!(LEAVES <= 64, "the root has one bit per leaf");
+
 const _: () = assert!(
-    MAX_CPUS <= 32,
-    "the online and pending masks share one 64-bit word"
+    CPUS_PER_LEAF <= 32,
+    "both halves of a leaf share one 64-bit word"
 );
 
-/// Pending CPUs live in the low half of `cpus`, online CPUs in the high half.
+/// Pending CPUs live in the low half of a leaf's word, online CPUs in the high half.
 const ONLINE_SHIFT: u32 = 32;
 const PENDING_MASK: u64 = (1 << ONLINE_SHIFT) - 1;
 
-fn bit(cpu: usize) -> u64 {
+/// `cpu`'s leaf, and its pending bit in the leaf's word.
+fn leaf_and_bit(cpu: usize) -> (usize, u64) {
     assert!(cpu < MAX_CPUS, "cpu{cpu} is beyond MAX_CPUS");
-    1 << cpu
+    (cpu / CPUS_PER_LEAF, 1 << (cpu % CPUS_PER_LEAF))
+}
+
+#[cfg(not(loom))]
+const fn empty_leaves() -> [AtomicU64; LEAVES] {
+    [const { AtomicU64::new(0) }; LEAVES]
+}
+
+/// Loom's atomics are built at run time, inside the model.
+#[cfg(loom)]
+fn empty_leaves() -> [AtomicU64; LEAVES] {
+    core::array::from_fn(|_| AtomicU64::new(0))
 }
 
 /// One RCU domain. The kernel has one ([`super::global`]); tests build their own so that they
@@ -59,8 +109,11 @@ fn bit(cpu: usize) -> u64 {
 pub struct Rcu {
     /// Even: idle; odd: a grace period is running. Completed grace periods = gp_seq / 2.
     gp_seq: AtomicU64,
-    /// Online CPUs (high half) and CPUs the running grace period still waits for (low half).
-    cpus: AtomicU64,
+    /// Per leaf of `CPUS_PER_LEAF` CPUs: online CPUs (high half) and CPUs the running grace period still
+    /// waits for (low half).
+    leaves: [AtomicU64; LEAVES],
+    /// One bit per leaf the running grace period still waits for.
+    root: AtomicU64,
     /// Read-side nesting per CPU. Only the CPU itself changes it; an interrupt handler on the
     /// same CPU (the tick) reads it, which program order makes safe.
     nesting: PerCpu<AtomicU32>,
@@ -82,7 +135,8 @@ impl Rcu {
         pub const fn new() -> Self {
             Rcu {
                 gp_seq: AtomicU64::new(0),
-                cpus: AtomicU64::new(0),
+                leaves: empty_leaves(),
+                root: AtomicU64::new(0),
                 nesting: PerCpu::new([const { CacheAligned(AtomicU32::new(0)) }; MAX_CPUS]),
                 callbacks: PerCpu::new(CallbackQueue::per_cpu()),
                 wait_hook: PlainAtomicPtr::new(core::ptr::null_mut()),
@@ -95,8 +149,8 @@ impl Rcu {
     /// `cpu` takes part in grace periods from now on. Call it on the CPU itself before it
     /// runs its first reader (the kernel: on each CPU's boot path).
     pub fn cpu_online(&self, cpu: usize) {
-        self.cpus
-            .fetch_or(bit(cpu) << ONLINE_SHIFT, Ordering::AcqRel);
+        let (leaf, b) = leaf_and_bit(cpu);
+        self.leaves[leaf].fetch_or(b << ONLINE_SHIFT, Ordering::AcqRel);
     }
 
     /// `cpu` leaves: no grace period waits for it any more, and any running one stops waiting
@@ -105,18 +159,32 @@ impl Rcu {
     /// kernel has no CPU hot-unplug yet; host tests use this when a thread playing a CPU ends.)
     pub fn cpu_offline(&self, cpu: usize) {
         self.assert_not_reading(cpu, "cpu_offline");
-        let b = bit(cpu);
-        let old = self
-            .cpus
-            .fetch_and(!(b | b << ONLINE_SHIFT), Ordering::AcqRel);
+        let (leaf, b) = leaf_and_bit(cpu);
+        let old = self.leaves[leaf].fetch_and(!(b | b << ONLINE_SHIFT), Ordering::AcqRel);
         if old & b != 0 && old & PENDING_MASK & !b == 0 {
-            self.end_grace_period();
+            self.leaf_done(leaf);
         }
     }
 
-    /// The online CPUs, as a bit mask.
-    pub fn online_mask(&self) -> u64 {
-        self.cpus.load(Ordering::Relaxed) >> ONLINE_SHIFT
+    /// The online CPUs.
+    pub fn online_mask(&self) -> CpuMask {
+        let mut mask = CpuMask::EMPTY;
+        for (leaf, word) in self.leaves.iter().enumerate() {
+            let mut online = word.load(Ordering::Relaxed) >> ONLINE_SHIFT;
+            while online != 0 {
+                mask.set(leaf * CPUS_PER_LEAF + online.trailing_zeros() as usize);
+                online &= online - 1;
+            }
+        }
+        mask
+    }
+
+    /// True if `cpu` takes part in grace periods.
+    pub fn is_online(&self, cpu: usize) -> bool {
+        cpu < MAX_CPUS && {
+            let (leaf, b) = leaf_and_bit(cpu);
+            self.leaves[leaf].load(Ordering::Relaxed) & (b << ONLINE_SHIFT) != 0
+        }
     }
 
     // ----- readers ---------------------------------------------------------------------------
@@ -217,16 +285,31 @@ impl Rcu {
         if self.nesting(cpu) != 0 {
             return false;
         }
-        let b = bit(cpu);
+        let (leaf, b) = leaf_and_bit(cpu);
+        let word = &self.leaves[leaf];
         // A relaxed look first: a report only counts through the read-modify-write below, and
         // one missed here is simply made at the next tick.
-        if self.cpus.load(Ordering::Relaxed) & b != 0 {
-            let old = self.cpus.fetch_and(!b, Ordering::AcqRel);
+        if word.load(Ordering::Relaxed) & b != 0 {
+            let old = word.fetch_and(!b, Ordering::AcqRel);
+            // Only the CPU that took the leaf's pending half to zero speaks for the leaf.
             if old & b != 0 && old & PENDING_MASK & !b == 0 {
-                self.end_grace_period();
+                self.leaf_done(leaf);
             }
         }
         true
+    }
+
+    /// Every CPU of `leaf` has reported (or left): clear its root bit, and end the grace period
+    /// if it was the last. Called exactly once per leaf per grace period.
+    fn leaf_done(&self, leaf: usize) {
+        let b = 1 << leaf;
+        let old = self.root.fetch_and(!b, Ordering::AcqRel);
+        // Not a debug assertion: once per leaf per period is cheap, and a double report is a
+        // period ended early, which must be loud in every build (loom's runs are release).
+        assert!(old & b != 0, "leaf {leaf} reported done twice");
+        if old == b {
+            self.end_grace_period();
+        }
     }
     // lab:rcu-gp end
 
@@ -274,18 +357,37 @@ impl Rcu {
         {
             return false;
         }
-        // Copy the online CPUs into the pending half, in one step with respect to CPUs coming
-        // and going. Until this lands, reports find nothing pending and change nothing.
-        let mut online = 0;
-        let _ = self
-            .cpus
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |c| {
+        // Every leaf owes the period until it is filled: the root first, so that a leaf that
+        // finishes at once cannot end the period while a later leaf is still empty. The root
+        // is 0 here (the last period ended when it became 0), and nothing else writes it while
+        // no leaf has a pending bit.
+        const ALL_LEAVES: u64 = if LEAVES == 64 {
+            u64::MAX
+        } else {
+            (1 << LEAVES) - 1
+        };
+        let stale = self.root.swap(ALL_LEAVES, Ordering::AcqRel);
+        debug_assert!(
+            stale == 0,
+            "a grace period started with leaves {stale:#x} still owed"
+        );
+        let mut anyone = false;
+        for (leaf, word) in self.leaves.iter().enumerate() {
+            // Copy the leaf's online CPUs into its pending half, in one step with respect to
+            // CPUs coming and going. Until this lands, their reports change nothing.
+            let mut online = 0;
+            let _ = word.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |c| {
                 online = c >> ONLINE_SHIFT;
                 Some((c & !PENDING_MASK) | online)
             });
-        if online == 0 {
-            self.end_grace_period();
-        } else {
+            if online == 0 {
+                // Nobody here to report: the starter speaks for the leaf.
+                self.leaf_done(leaf);
+            } else {
+                anyone = true;
+            }
+        }
+        if anyone {
             // A CPU without a working interrupt interface idles in WFE, and no tick ends that
             // wait: without an event it would sleep through the grace period it owes a report.
             crate::arch::send_event();
@@ -295,7 +397,7 @@ impl Rcu {
 
     fn end_grace_period(&self) {
         let old = self.gp_seq.fetch_add(1, Ordering::AcqRel);
-        debug_assert!(old & 1 == 1, "ended a grace period that was not running");
+        assert!(old & 1 == 1, "ended a grace period that was not running");
         crate::arch::send_event();
     }
     // lab:rcu-gp end
@@ -465,7 +567,7 @@ mod tests {
         for cpu in 0..3 {
             rcu.cpu_online(cpu);
         }
-        assert_eq!(rcu.online_mask(), 0b111);
+        assert_eq!(rcu.online_mask(), CpuMask::all(3));
         let target = rcu.snapshot();
         assert_eq!(target, 2);
         assert!(rcu.start_grace_period());
@@ -533,7 +635,91 @@ mod tests {
         on_thread(|| rcu.note_quiescent_state(0));
         rcu.cpu_offline(5);
         assert_eq!(rcu.completed(), 1);
-        assert_eq!(rcu.online_mask(), 0b1);
+        assert_eq!(rcu.online_mask(), CpuMask::only(0));
+    }
+
+    /// CPUs spread over the leaves (the first two CPUs, the first of the second leaf and the
+    /// last CPU; fewer where `MAX_CPUS` is small).
+    fn cpus_in_several_leaves() -> Vec<usize> {
+        let mut cpus = vec![0, 1, CPUS_PER_LEAF.min(MAX_CPUS - 1), MAX_CPUS - 1];
+        cpus.dedup();
+        cpus
+    }
+
+    /// CPUs in different leaves (0-15, 16-31, ...): the period ends only once the last CPU to
+    /// report has, whatever the order the CPUs and their leaves report in.
+    #[test]
+    fn a_grace_period_waits_for_every_leaf() {
+        let cpus = cpus_in_several_leaves();
+        let n = cpus.len();
+        let orders: Vec<Vec<usize>> = vec![
+            (0..n).collect(),
+            (0..n).rev().collect(),
+            (0..n).map(|i| (i + 1) % n).collect(),
+        ];
+        for order in orders {
+            let rcu = Rcu::new();
+            for &cpu in &cpus {
+                rcu.cpu_online(cpu);
+            }
+            assert_eq!(rcu.online_mask(), cpus.iter().copied().collect());
+            let target = rcu.snapshot();
+            assert!(rcu.start_grace_period());
+            for (i, &slot) in order.iter().enumerate() {
+                assert!(
+                    !rcu.is_done(target),
+                    "order {order:?}: done before cpu{} reported",
+                    cpus[slot]
+                );
+                on_thread(|| rcu.note_quiescent_state(cpus[slot]));
+                // A second report from the same CPU changes nothing.
+                on_thread(|| rcu.note_quiescent_state(cpus[slot]));
+                assert_eq!(rcu.completed(), u64::from(i == n - 1), "order {order:?}");
+            }
+            assert!(rcu.is_done(target), "order {order:?}: every CPU reported");
+        }
+    }
+
+    /// A leaf with no CPU online is finished by the starter; one with CPUs is not.
+    #[test]
+    fn leaves_without_online_cpus_do_not_hold_a_grace_period() {
+        let top = MAX_CPUS - 1;
+        let rcu = Rcu::new();
+        rcu.cpu_online(top);
+        assert!(rcu.start_grace_period());
+        assert_eq!(rcu.completed(), 0, "cpu{top} has not reported");
+        on_thread(|| rcu.note_quiescent_state(top));
+        assert_eq!(rcu.completed(), 1);
+        // And a report before any grace period started counts for nothing later.
+        on_thread(|| rcu.note_quiescent_state(top));
+        assert!(rcu.start_grace_period());
+        assert_eq!(rcu.completed(), 1);
+        rcu.cpu_offline(top);
+        assert_eq!(rcu.completed(), 2, "its last CPU left: the leaf is done");
+    }
+
+    /// A CPU that comes online while a grace period runs is not waited for, in any leaf.
+    #[test]
+    fn a_cpu_coming_online_during_a_grace_period_is_not_waited_for() {
+        let top = MAX_CPUS - 1;
+        let rcu = Rcu::new();
+        rcu.cpu_online(0);
+        assert!(rcu.start_grace_period());
+        rcu.cpu_online(top);
+        rcu.cpu_online(1);
+        on_thread(|| rcu.note_quiescent_state(0));
+        assert_eq!(rcu.completed(), 1);
+        assert_eq!(rcu.online_mask(), CpuMask::all(2).with(top));
+        assert!(rcu.start_grace_period());
+        on_thread(|| rcu.note_quiescent_state(0));
+        on_thread(|| rcu.note_quiescent_state(1));
+        assert_eq!(
+            rcu.completed(),
+            1,
+            "cpu{top} counts from the next period on"
+        );
+        on_thread(|| rcu.note_quiescent_state(top));
+        assert_eq!(rcu.completed(), 2);
     }
 
     #[test]
@@ -629,12 +815,15 @@ mod tests {
 }
 
 /// Loom models (`make loom`): a reader against a writer that frees, with the real RCU and with
-/// the broken one. The freed object's payload is a loom `UnsafeCell`, so loom reports any
+/// the broken one, the reader in the writer's leaf and in another; and a grace period that
+/// starts while a CPU of another leaf reports or goes offline. The freed object's payload is a loom `UnsafeCell`, so loom reports any
 /// reader access that the free is not ordered after ("Causality violation"), whether or not
 /// the poison value happens to be read.
 #[cfg(all(test, loom))]
 pub(super) mod tests {
-    use crate::rcu::{BrokenRcu, Rcu, RcuFlavor, RcuHead, RcuPointer};
+    use crate::config::MAX_CPUS;
+    use crate::rcu::{BrokenRcu, CPUS_PER_LEAF, Rcu, RcuFlavor, RcuHead, RcuPointer};
+    use crate::sync::shim::Ordering;
     use loom::cell::UnsafeCell;
     use loom::sync::Arc;
 
@@ -665,22 +854,38 @@ pub(super) mod tests {
         make: fn() -> F,
         free_old: fn(&F, *mut Obj),
     ) {
+        reader_on_cpu_never_sees_freed_data(make, free_old, 0);
+    }
+
+    /// The first CPU of the second leaf (the last CPU if there is one leaf).
+    const FAR: usize = if CPUS_PER_LEAF < MAX_CPUS {
+        CPUS_PER_LEAF
+    } else {
+        MAX_CPUS - 1
+    };
+
+    /// As above, with the reader on CPU `reader` (the writer is cpu1).
+    fn reader_on_cpu_never_sees_freed_data<F: RcuFlavor + Send + 'static>(
+        make: fn() -> F,
+        free_old: fn(&F, *mut Obj),
+        reader: usize,
+    ) {
         loom::model(move || {
             let rcu = Arc::new(make());
-            rcu.cpu_online(0);
+            rcu.cpu_online(reader);
             rcu.cpu_online(1);
             let first = obj(1);
             let ptr = Arc::new(RcuPointer::new(first));
             let reader = {
                 let (rcu, ptr) = (Arc::clone(&rcu), Arc::clone(&ptr));
                 loom::thread::spawn(move || {
-                    rcu.read_lock(0);
+                    rcu.read_lock(reader);
                     let p = ptr.load();
                     // SAFETY: both objects outlive the model's threads; whether the access is
                     // ordered before the free is what loom checks.
                     let v = unsafe { (*p).value.with(|v| *v) };
-                    rcu.read_unlock(0);
-                    rcu.cpu_offline(0);
+                    rcu.read_unlock(reader);
+                    rcu.cpu_offline(reader);
                     assert_ne!(v, POISON, "reader saw freed data");
                 })
             };
@@ -706,10 +911,94 @@ pub(super) mod tests {
         reader_never_sees_freed_data(Rcu::new, synchronize_then_free::<Rcu>);
     }
 
+    /// The reader's CPU in another leaf than the writer's: its leaf's root bit is what holds
+    /// the grace period open.
+    #[test]
+    fn loom_rcu_reader_in_another_leaf_never_sees_data_freed_after_synchronize() {
+        reader_on_cpu_never_sees_freed_data(Rcu::new, synchronize_then_free::<Rcu>, FAR);
+    }
+
     /// The bug: synchronize returns at once, so the free can overlap the reader.
     #[test]
     #[should_panic(expected = "Causality violation")]
     fn loom_rcu_broken_synchronize_is_caught() {
         reader_never_sees_freed_data(BrokenRcu::new, synchronize_then_free::<BrokenRcu>);
+    }
+
+    impl Rcu {
+        /// After the model's threads, with nobody owing a report: every grace period that
+        /// started has ended. The waiter may have started a second one (its look at `gp_seq`
+        /// can be stale, and an extra period is harmless), so the count is not fixed; a period
+        /// still open or a leaf still owed would be a lost report.
+        fn assert_settled(&self) {
+            assert!(
+                self.completed() >= 1,
+                "synchronize returned before a grace period"
+            );
+            assert!(
+                !self.gp_in_progress(),
+                "gp_seq {} is odd: a grace period never ended",
+                self.gp_seq()
+            );
+            let root = self.root.load(Ordering::Relaxed);
+            assert_eq!(
+                root, 0,
+                "leaves {root:#x} still owed after the period ended"
+            );
+        }
+    }
+
+    /// The reporting path across leaves: cpu0 synchronizes (starting the grace period, filling
+    /// the leaves one by one, reporting itself) while `FAR`, in another leaf, reports at every
+    /// step until the period is over. In every interleaving each period that starts ends once,
+    /// and after `FAR`'s access before its counted report (loom checks the `UnsafeCell`).
+    #[test]
+    fn loom_rcu_reports_from_two_leaves_end_the_grace_period_once() {
+        loom::model(|| {
+            let rcu = Arc::new(Rcu::new());
+            rcu.cpu_online(0);
+            rcu.cpu_online(FAR);
+            let far_data = Arc::new(UnsafeCell::new(0u64));
+            let far = {
+                let (rcu, far_data) = (Arc::clone(&rcu), Arc::clone(&far_data));
+                loom::thread::spawn(move || {
+                    // What a reader on FAR did before its quiescent state.
+                    // SAFETY: the cell outlives both threads; loom checks the access's ordering.
+                    far_data.with_mut(|v| unsafe { *v = 1 });
+                    while rcu.completed() == 0 {
+                        rcu.note_quiescent_state(FAR);
+                        loom::thread::yield_now();
+                    }
+                })
+            };
+            rcu.synchronize_on(Some(0));
+            // Ordered after FAR's write only through FAR's leaf and the root.
+            // SAFETY: as above; this read must be ordered after FAR's write.
+            far_data.with(|v| assert_eq!(unsafe { *v }, 1));
+            far.join().unwrap();
+            // A second period the waiter may have started can still be running here (FAR
+            // stopped reporting once one ended); a double end would have panicked in leaf_done
+            // or end_grace_period.
+            assert!(rcu.completed() >= 1);
+        });
+    }
+
+    /// A CPU of another leaf goes offline while cpu0 synchronizes: whichever comes first,
+    /// synchronize returns and each period that started ended exactly once.
+    #[test]
+    fn loom_rcu_going_offline_in_another_leaf_during_a_grace_period() {
+        loom::model(|| {
+            let rcu = Arc::new(Rcu::new());
+            rcu.cpu_online(0);
+            rcu.cpu_online(FAR);
+            let far = {
+                let rcu = Arc::clone(&rcu);
+                loom::thread::spawn(move || rcu.cpu_offline(FAR))
+            };
+            rcu.synchronize_on(Some(0));
+            far.join().unwrap();
+            rcu.assert_settled();
+            assert_eq!(rcu.online_mask(), crate::cpumask::CpuMask::only(0));
+        });
     }
 }

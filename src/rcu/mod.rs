@@ -56,7 +56,7 @@ pub mod torture;
 
 pub use callback::{RcuCallback, RcuHead};
 pub use flavor::{BrokenRcu, RcuFlavor};
-pub use gp::{Rcu, RcuReadGuard};
+pub use gp::{CPUS_PER_LEAF, LEAVES, Rcu, RcuReadGuard};
 pub use list::{Iter, RcuLink, RcuList, RcuListed};
 pub use pointer::RcuPointer;
 pub use torture::{PIPE_LEN, Torture, TortureReport};

@@ -16,7 +16,8 @@
 //!
 //! The test is a value, not a thread manager: build a [`Torture`], run [`Torture::run_cpu`]
 //! once on each CPU `0..cpus` at the same time (CPU 0 writes, the others read), then read
-//! [`Torture::report`]. The host tests run it on threads ([`Torture::run_on_threads`]); the
+//! [`Torture::report`]. On the host, [`Torture::spread`] has the threads play CPU ids far apart
+//! (0, 21, 42, 63 for four of 64), so that the grace periods wait on several of RCU's leaves. The host tests run it on threads ([`Torture::run_on_threads`]); the
 //! kernel can run it on its CPUs with `smp::on_each_cpu`, against `rcu::global()`.
 
 use core::fmt;
@@ -43,6 +44,8 @@ struct TortureObject {
 pub struct Torture<R: RcuFlavor> {
     rcu: R,
     cpus: usize,
+    /// Run slot `i` plays CPU `i * stride` (1 in the kernel: the slots are the CPUs).
+    stride: usize,
     updates: u64,
     current: AtomicPtr<TortureObject>,
     objects: [TortureObject; POOL],
@@ -131,6 +134,7 @@ impl<R: RcuFlavor> Torture<R> {
         Torture {
             rcu,
             cpus,
+            stride: 1,
             updates,
             current: AtomicPtr::new(core::ptr::null_mut()),
             objects: core::array::from_fn(|_| TortureObject {
@@ -150,9 +154,23 @@ impl<R: RcuFlavor> Torture<R> {
         }
     }
 
-    /// This CPU's part: CPU 0 writes, the others read. Returns when the writer is done.
-    pub fn run_cpu(&self, cpu: usize) {
-        assert!(cpu < self.cpus, "cpu{cpu} is not part of this run");
+    /// Spread the run's CPUs over the whole id range: slot `i` plays CPU `i * stride`, with the
+    /// widest stride that keeps the last slot below `MAX_CPUS` (host tests name their CPUs).
+    pub fn spread(mut self) -> Self {
+        self.stride = ((crate::config::MAX_CPUS - 1) / (self.cpus - 1)).max(1);
+        self
+    }
+
+    /// The CPU id run slot `slot` plays.
+    pub fn cpu_of(&self, slot: usize) -> usize {
+        slot * self.stride
+    }
+
+    /// Run slot `slot`'s part (the CPU it plays: `cpu_of(slot)`; in the kernel the slot is the
+    /// CPU): slot 0 writes, the others read. Returns when the writer is done.
+    pub fn run_cpu(&self, slot: usize) {
+        assert!(slot < self.cpus, "cpu{slot} is not part of this run");
+        let cpu = self.cpu_of(slot);
         self.rcu.cpu_online(cpu);
         if cpu == WRITER_CPU {
             self.writer(cpu);
@@ -177,7 +195,9 @@ impl<R: RcuFlavor> Torture<R> {
     fn reader(&self, cpu: usize) {
         let mut hist = [0u64; PIPE_LEN + 1];
         let mut reads = 0;
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((cpu as u64 + 1) * 0x1234_5678_9abc_def1));
+        // Wrapping: past cpu14 the product no longer fits in 64 bits.
+        let mut rng =
+            Rng(0x9e37_79b9_7f4a_7c15 ^ (cpu as u64 + 1).wrapping_mul(0x1234_5678_9abc_def1));
         self.readers_ready.fetch_add(1, Ordering::Release);
         while !self.stop.load(Ordering::Acquire) {
             self.rcu.read_lock(cpu);
@@ -379,6 +399,50 @@ mod tests {
         assert!(report.reads > 0, "{report}");
         assert!(report.grace_periods >= 150, "{report}");
         assert!(report.callbacks >= 149 * (PIPE_LEN as u64 - 1), "{report}");
+    }
+
+    /// The same test with the CPUs spread over RCU's leaves (0, 21, 42, 63 of 64): every grace
+    /// period waits for several leaves, each finished by its own last reporter. A grace period
+    /// that never ends (a lost report) would hang the run, so it runs on its own thread and
+    /// must finish within a generous bound.
+    #[test]
+    fn real_rcu_passes_the_torture_test_across_leaves() {
+        let t: &'static Torture<Rcu> = std::boxed::Box::leak(std::boxed::Box::new(
+            Torture::new(Rcu::new(), 4, 300).spread(),
+        ));
+        let mut leaves: std::vec::Vec<usize> = (0..4)
+            .map(|s| t.cpu_of(s) / crate::rcu::CPUS_PER_LEAF)
+            .collect();
+        leaves.dedup();
+        if crate::config::MAX_CPUS > crate::rcu::CPUS_PER_LEAF {
+            assert!(leaves.len() > 1, "the run's CPUs all sit in one leaf");
+        }
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // The receiver is gone only if the test already failed on its timeout.
+            let _ = done.send(t.run_on_threads());
+        });
+        let cpus: std::vec::Vec<usize> = (0..4).map(|s| t.cpu_of(s)).collect();
+        let report = match finished.recv_timeout(std::time::Duration::from_secs(120)) {
+            Ok(report) => report,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!(
+                "the torture run on CPUs {cpus:?} did not finish in 120 s: stuck at {} updates, \
+                 {} grace periods, gp_seq {} (a grace period that never ends)",
+                t.updates_done.load(Ordering::Relaxed),
+                t.rcu.completed(),
+                t.rcu.gp_seq()
+            ),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!(
+                "the torture run on CPUs {cpus:?} died (a CPU's thread panicked, above) at {} \
+                 updates, gp_seq {}",
+                t.updates_done.load(Ordering::Relaxed),
+                t.rcu.gp_seq()
+            ),
+        };
+        std::println!("{report}");
+        assert!(report.passed(), "{report}");
+        assert_eq!(report.updates, 300);
+        assert!(report.grace_periods >= 150, "{report}");
     }
 
     #[test]

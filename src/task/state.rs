@@ -20,8 +20,6 @@
 
 use core::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 
-use crate::config::MAX_CPUS;
-
 /// A process id. Monotonic, never reused; 0 is each CPU's own boot flow ("task 0").
 pub type Pid = u32;
 
@@ -129,37 +127,8 @@ impl Default for PidAllocator {
     }
 }
 
-/// A set of CPUs, one bit per logical CPU id.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CpuMask(pub u32);
-
-const _: () = assert!(MAX_CPUS <= 32);
-
-impl CpuMask {
-    /// Every CPU quartet can run.
-    pub const ALL: CpuMask = CpuMask(((1u64 << MAX_CPUS) - 1) as u32);
-
-    pub const fn only(cpu: usize) -> CpuMask {
-        CpuMask(1 << cpu)
-    }
-
-    pub const fn contains(self, cpu: usize) -> bool {
-        cpu < MAX_CPUS && self.0 & (1 << cpu) != 0
-    }
-
-    pub const fn is_empty(self) -> bool {
-        self.0 == 0
-    }
-
-    /// The lowest-numbered CPU in the mask, if any.
-    pub const fn first(self) -> Option<usize> {
-        if self.0 == 0 {
-            None
-        } else {
-            Some(self.0.trailing_zeros() as usize)
-        }
-    }
-}
+/// A set of CPUs: the portable bitmap in src/cpumask.rs, re-exported where tasks name it.
+pub use crate::cpumask::CpuMask;
 
 #[cfg(all(test, not(loom)))]
 mod tests {
@@ -226,13 +195,5 @@ mod tests {
         all.dedup();
         assert_eq!(all.len(), 4000, "no PID handed out twice");
         assert_eq!(all[0], 1);
-    }
-
-    #[test]
-    fn cpu_masks() {
-        assert!(CpuMask::ALL.contains(0) && CpuMask::ALL.contains(MAX_CPUS - 1));
-        assert!(!CpuMask::ALL.contains(MAX_CPUS));
-        assert!(CpuMask::only(3).contains(3) && !CpuMask::only(3).contains(2));
-        assert!(CpuMask(0).is_empty());
     }
 }

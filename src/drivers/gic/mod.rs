@@ -12,6 +12,7 @@ pub mod v3;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::config::MAX_CPUS;
+use crate::cpumask::CpuMask;
 use crate::mm::phys_to_virt;
 use crate::percpu::{self, CacheAligned, PerCpu};
 use crate::platform::{Gic, Platform};
@@ -192,12 +193,12 @@ impl Controller {
         }
     }
 
-    /// SGI `sgi` to the logical CPUs whose bits are set in `cpus`, or to all but this one.
-    pub fn send_sgi(&self, sgi: u32, deliver: Deliver, cpus: u32) {
+    /// SGI `sgi` to the logical CPUs in `cpus`, or to all but this one (then `cpus` is unused).
+    pub fn send_sgi(&self, sgi: u32, deliver: Deliver, cpus: &CpuMask) {
         match self {
             Controller::V2(g) => {
                 let mut masks = 0u8;
-                for id in (0..MAX_CPUS).filter(|id| cpus & (1 << id) != 0) {
+                for id in cpus {
                     masks |= THIS_CPU.for_cpu(id).load(Ordering::Relaxed) as u8;
                 }
                 g.send_sgi(sgi, deliver, masks);
@@ -205,7 +206,7 @@ impl Controller {
             Controller::V3(g) => {
                 let mut targets = [0u64; MAX_CPUS];
                 let mut n = 0;
-                for id in (0..MAX_CPUS).filter(|id| cpus & (1 << id) != 0) {
+                for id in cpus {
                     targets[n] = percpu::cpu(id).mpidr.load(Ordering::Relaxed);
                     n += 1;
                 }

@@ -30,10 +30,10 @@ impl MmEnv for FakeMm {
     fn page_ptr(&self, pa: usize) -> *mut u8 {
         pa as *mut u8
     }
-    fn flush_page(&self, asid: u16, va: usize, _ran_on: u64) {
+    fn flush_page(&self, asid: u16, va: usize, _ran_on: &CpuMask) {
         self.flushes.lock().unwrap().push((asid, va));
     }
-    fn flush_asid(&self, asid: u16, _ran_on: u64) {
+    fn flush_asid(&self, asid: u16, _ran_on: &CpuMask) {
         self.flushes.lock().unwrap().push((asid, usize::MAX));
     }
 }
@@ -386,12 +386,16 @@ fn running_out_of_frames_is_an_error_not_a_panic() {
 
 #[test]
 fn a_space_that_ran_only_here_is_flushed_here_and_any_other_everywhere() {
-    assert_eq!(flush_scope(1 << 2, 2), FlushScope::ThisCpu);
+    let on = |cpus: &[usize]| cpus.iter().copied().collect::<CpuMask>();
+    assert_eq!(flush_scope(&on(&[2]), 2), FlushScope::ThisCpu);
     // It ran here and on another CPU: that CPU's TLB may still hold its entries.
-    assert_eq!(flush_scope((1 << 2) | (1 << 0), 2), FlushScope::EveryCpu);
+    assert_eq!(flush_scope(&on(&[2, 0]), 2), FlushScope::EveryCpu);
     // It ran only elsewhere (this CPU runs its teardown after it moved, say).
-    assert_eq!(flush_scope(1 << 1, 2), FlushScope::EveryCpu);
+    assert_eq!(flush_scope(&on(&[1]), 2), FlushScope::EveryCpu);
     // Never ran: no ASID either, so no flush is asked for; if one were, broadcast is safe.
-    assert_eq!(flush_scope(0, 2), FlushScope::EveryCpu);
-    assert_eq!(flush_scope(1 << 63, 63), FlushScope::ThisCpu);
+    assert_eq!(flush_scope(&CpuMask::EMPTY, 2), FlushScope::EveryCpu);
+    let top = crate::config::MAX_CPUS - 1;
+    assert_eq!(flush_scope(&on(&[top]), top), FlushScope::ThisCpu);
+    // Another word of the mask: a CPU past 63 that also ran the space is not forgotten.
+    assert_eq!(flush_scope(&on(&[0, top]), 0), FlushScope::EveryCpu);
 }

@@ -16,7 +16,7 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU16, AtomicUsize, Ordering
 
 use super::class::{ClassInfo, LockClass};
 use super::report::Report;
-use super::{Lockdep, MAX_CPUS, MAX_HELD, Site, load_site};
+use super::{Lockdep, MAX_HELD, Site, load_site};
 
 /// A lock some CPU holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,8 +153,8 @@ impl Lockdep {
     pub fn holder(&self, lock: usize, owner: Option<usize>, except: usize) -> Option<Held> {
         match owner {
             Some(c) => self.held(c).find(|h| h.lock == lock),
-            None => (0..MAX_CPUS)
-                .filter(|&c| c != except)
+            None => (self.cpus_seen.load(Ordering::Relaxed).without(except))
+                .iter()
                 .find_map(|c| self.held(c).find(|h| h.lock == lock)),
         }
     }

@@ -91,6 +91,7 @@ pub use held::Held;
 pub use report::{Report, Usage};
 
 use crate::config::MAX_CPUS;
+use crate::cpumask::{AtomicCpuMask, CpuMask};
 
 /// Whether the validator is built at all: the `lockdep` feature, on by default and off in the
 /// benchmark kernel. Whether the kernel's locks consult it is then decided at boot
@@ -168,6 +169,9 @@ pub struct Lockdep {
     classes: [ClassSlot; MAX_CLASSES],
     edges: [[EdgeSlot; MAX_CLASSES]; MAX_CLASSES],
     cpus: [CpuHeld; MAX_CPUS],
+    /// CPUs that have taken a lock through this validator: the only held stacks a search by
+    /// lock (`holder`) reads, so that it costs the CPUs in use, not `MAX_CPUS`.
+    cpus_seen: AtomicCpuMask,
     /// Set by the first warning; `rearm` clears it. Stored inverted so that a fresh validator
     /// is all zeros, and the kernel's 100 KiB of tables sit in .bss instead of the image.
     warnings_off: AtomicBool,
@@ -188,6 +192,7 @@ impl Lockdep {
             classes: [const { ClassSlot::new() }; MAX_CLASSES],
             edges: [const { [const { EdgeSlot::new() }; MAX_CLASSES] }; MAX_CLASSES],
             cpus: [const { CpuHeld::new() }; MAX_CPUS],
+            cpus_seen: AtomicCpuMask::new(CpuMask::EMPTY),
             warnings_off: AtomicBool::new(false),
             table_full_reported: AtomicBool::new(false),
             untracked_classes: AtomicUsize::new(0),
@@ -236,6 +241,10 @@ impl Lockdep {
             });
         };
         let me = self.cpus.get(cpu)?;
+        // A load first: after a CPU's first lock this is a read of a line nobody writes.
+        if !self.cpus_seen.contains(cpu, Ordering::Relaxed) {
+            self.cpus_seen.set(cpu, Ordering::Relaxed);
+        }
         let id = index as u16 + 1;
         let slot = &self.classes[index];
         slot.acquired.fetch_add(1, Ordering::Relaxed);

@@ -648,3 +648,30 @@ fn the_chapters_examples_report_what_the_chapter_shows() {
     let acquired: Vec<_> = v.classes().map(|c| (c.class.name, c.acquired)).collect();
     assert_eq!(acquired, [("accounts", 2), ("audit", 3), ("console", 4)]);
 }
+
+/// The search for a holder reads only the stacks of CPUs that ever took a lock, and finds one
+/// on the highest CPU id as on the lowest.
+#[test]
+fn the_holder_search_reaches_every_cpu_that_took_a_lock() {
+    let v = Lockdep::new();
+    static QUEUE: LockClass = LockClass::named("queue");
+    let top = crate::config::MAX_CPUS - 1;
+    let held_at = here();
+    assert_eq!(
+        v.acquire(&QUEUE, 0x80, top, Context::TASK, Kind::Spin, held_at),
+        None
+    );
+    assert_eq!(
+        v.cpus_seen.load(Ordering::Relaxed),
+        crate::cpumask::CpuMask::only(top)
+    );
+    let h = v.holder(0x80, None, 0).expect("the holder on the last CPU");
+    assert_eq!((h.cpu, h.site), (top, held_at));
+    assert_eq!(v.holder(0x80, None, top), None, "the asker is skipped");
+    // A CPU id past the limit is not tracked, and not a crash.
+    assert_eq!(
+        v.acquire(&QUEUE, 0x88, top + 1, Context::TASK, Kind::Spin, here()),
+        None
+    );
+    assert_eq!(v.cpus_seen.load(Ordering::Relaxed).count(), 1);
+}

@@ -280,7 +280,8 @@ pub fn watchdog() {
 fn scan_for_stuck_spins() {
     let now = crate::arch::counter();
     let per_ms = (crate::arch::counter_frequency() / 1000).max(1);
-    for cpu in 0..MAX_CPUS {
+    // Only online CPUs spin on locks: a walk of the online mask, not of every slot.
+    for cpu in percpu::online_mask() {
         let w = WAITING.for_cpu(cpu);
         let lock = w.lock.load(Ordering::Acquire);
         if lock == 0 || w.reported.load(Ordering::Relaxed) {

@@ -154,7 +154,9 @@ pub fn current_user_context() -> usize {
 /// Is the task whose address is `token` running on some CPU right now? (A mutex's optimistic
 /// spin asks this about the owner.) Compares addresses only: it never dereferences.
 pub fn task_is_running(token: usize) -> bool {
-    (0..MAX_CPUS).any(|cpu| SCHED.for_cpu(cpu).current.load(Ordering::Relaxed) as usize == token)
+    percpu::online_mask()
+        .iter()
+        .any(|cpu| SCHED.for_cpu(cpu).current.load(Ordering::Relaxed) as usize == token)
 }
 
 /// The address naming the current task, for a mutex's owner field (aligned, never 0).
@@ -183,6 +185,6 @@ pub(super) fn kick(cpu: usize) {
     let s = SCHED.for_cpu(cpu);
     s.need_resched.store(true, Ordering::Release);
     if percpu::current_id() != Some(cpu) && crate::smp::interrupts_ready(cpu) {
-        crate::smp::ipi::send(crate::smp::ipi::Ipi::Reschedule, 1 << cpu);
+        crate::smp::ipi::send(crate::smp::ipi::Ipi::Reschedule, &CpuMask::only(cpu));
     }
 }

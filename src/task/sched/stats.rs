@@ -12,7 +12,6 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use super::lifecycle::PROCESSES;
 use super::runqueue::SCHED;
 use crate::arch::irqflags;
-use crate::config::MAX_CPUS;
 use crate::task::state::Pid;
 
 /// Per-CPU scheduler counters: only their own CPU writes them, anyone may read; `stats` sums.
@@ -109,7 +108,8 @@ pub fn stats_of(cpu: usize) -> Stats {
 
 /// Every CPU's counters summed: the only moment the per-CPU counts meet.
 pub fn stats() -> Stats {
-    (0..MAX_CPUS)
+    crate::percpu::online_mask()
+        .iter()
         .map(stats_of)
         .fold(Stats::default(), |a, b| a + b)
 }

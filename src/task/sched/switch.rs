@@ -50,11 +50,10 @@ pub fn yield_now() {
 pub fn set_current_affinity(mask: CpuMask) -> CpuMask {
     assert!(
         crate::smp::online_cpus().any(|c| mask.contains(c)),
-        "set_current_affinity: the mask {:#x} names no online CPU",
-        mask.0
+        "set_current_affinity: the mask {mask} names no online CPU"
     );
     let me = current();
-    let old = CpuMask(me.affinity.swap(mask.0, Ordering::Relaxed));
+    let old = me.affinity.swap(mask, Ordering::Relaxed);
     if !mask.contains(percpu::this_cpu().id) {
         yield_now();
     }

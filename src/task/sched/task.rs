@@ -21,6 +21,7 @@ use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsiz
 use super::switch::{task_entry, task_exit};
 use crate::arch::aarch64::context::Context;
 use crate::arch::counter;
+use crate::cpumask::AtomicCpuMask;
 use crate::percpu;
 use crate::sync::preempt;
 use crate::sync::{IrqSafeSpinLock, SpinLock};
@@ -51,7 +52,7 @@ pub struct Task {
     pub(super) cpu: AtomicU32,
     /// Where it may run. Only the task itself changes it once it runs (`move_current_to`,
     /// `set_current_affinity`); a switch away from a CPU the mask no longer names moves it.
-    pub(super) affinity: AtomicU32,
+    pub(super) affinity: AtomicCpuMask,
     pub(super) policy: Policy,
     /// Task 0 of a secondary CPU, or the boot CPU's idle task: never queued, run when
     /// nothing else can. Set once, when the CPU's scheduler starts (`init_cpu`).
@@ -135,7 +136,7 @@ impl Task {
     }
 
     pub fn affinity(&self) -> CpuMask {
-        CpuMask(self.affinity.load(Ordering::Relaxed))
+        self.affinity.load(Ordering::Relaxed)
     }
 
     pub fn policy(&self) -> Policy {
@@ -276,7 +277,7 @@ impl Task {
                 TaskState::Runnable
             }),
             cpu: AtomicU32::new(cpu as u32),
-            affinity: AtomicU32::new(affinity.0),
+            affinity: AtomicCpuMask::new(affinity),
             policy,
             is_idle: AtomicBool::new(is_idle),
             exit_status: AtomicI32::new(0),
