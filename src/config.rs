@@ -1,8 +1,12 @@
 //! Compile-time limits, in one place so the reader sees what the kernel assumes.
 
-/// The most CPUs quartet brings up. QEMU virt with GICv2 allows 8; more in the device tree are
-/// reported and left off.
-pub const MAX_CPUS: usize = 8;
+/// The most CPUs quartet brings up: a build-time limit that sizes the per-CPU arrays (one cache
+/// line per CPU each) and the reserved stack slots. Slots of CPUs the device tree does not list
+/// go back to the heap at boot, so a 4-CPU machine pays for 4 stacks. A GICv2 reaches only 8
+/// CPUs whatever this says; more in the device tree are reported and left off. 32 is as far as
+/// today's 32-bit CPU masks (task affinity, RCU's grace-period word) reach; with bitmap masks it
+/// becomes 64.
+pub const MAX_CPUS: usize = 32;
 
 /// How long the boot CPU waits for a started CPU to report in, in milliseconds of counter time.
 pub const CPU_START_TIMEOUT_MS: u64 = 1000;

@@ -193,9 +193,10 @@ pub fn secondary_started(block: &SecondaryBootBlock, entry_el: u64) -> ! {
     }
     crate::rcu::cpu_online(me.id);
     log::info!(
-        "cpu{} online: MPIDR {:#x}, entered at EL{}, stack {:#x}..{:#x}",
+        "cpu{} online: MPIDR {:#x} (cluster {}), entered at EL{}, stack {:#x}..{:#x}",
         me.id,
         cpu::mpidr_affinity(),
+        crate::drivers::gic_affinity::ClusterName(cpu::mpidr_affinity()),
         entry_el,
         me.stack_bottom.load(Ordering::Relaxed),
         me.stack_top.load(Ordering::Relaxed)
@@ -350,17 +351,16 @@ pub fn on_each_cpu(f: &(dyn Fn(usize) + Sync)) {
         f,
         pending: AtomicUsize::new(targets().count()),
     };
-    let mut sleeping_in_wfi = 0u32;
     for id in targets() {
         MAILBOX
             .for_cpu(id)
             .store(&call as *const Call<'_> as usize, Ordering::Release);
-        if interrupts_ready(id) {
-            sleeping_in_wfi |= 1 << id;
-        }
     }
     // Idle CPUs with interrupts sleep in WFI, which only an interrupt ends; the others in WFE.
-    ipi::send(ipi::Ipi::Reschedule, sleeping_in_wfi);
+    ipi::send(
+        ipi::Ipi::Reschedule,
+        targets().filter(|&id| interrupts_ready(id)),
+    );
     cpu::send_event();
     run_posted_share(f, me);
     percpu::this_cpu().calls_run.fetch_add(1, Ordering::Relaxed);
@@ -423,7 +423,7 @@ pub mod ipi {
     use crate::arch::aarch64::exception::TrapFrame;
     use crate::arch::{counter, counter_frequency, irqflags};
     use crate::config::MAX_CPUS;
-    use crate::drivers::gic::{Controller, Deliver};
+    use crate::drivers::gic::Controller;
     use crate::irq;
     use crate::percpu::{self, CacheAligned, PerCpu};
     use crate::sync::SpinLock;
@@ -504,17 +504,18 @@ pub mod ipi {
         }
     }
 
-    /// Send `kind` to the CPUs whose bits are set in `cpus`.
-    pub fn send(kind: Ipi, cpus: u32) {
+    /// Send `kind` to the logical CPUs `cpus`, in whatever cluster each sits (in increasing id
+    /// order, a GICv3 needs one write per cluster).
+    pub fn send(kind: Ipi, cpus: impl IntoIterator<Item = usize>) {
         if let Some(gic) = crate::drivers::gic::get() {
-            gic.send_sgi(kind as u32, Deliver::Listed, cpus);
+            gic.send_sgi_to(kind as u32, cpus);
         }
     }
 
-    /// Send `kind` to every other CPU.
+    /// Send `kind` to every other CPU: one write, whatever the number of clusters.
     pub fn send_all_but_self(kind: Ipi) {
         if let Some(gic) = crate::drivers::gic::get() {
-            gic.send_sgi(kind as u32, Deliver::AllButSelf, 0);
+            gic.send_sgi_all_but_self(kind as u32);
         }
     }
 
@@ -544,10 +545,13 @@ pub mod ipi {
         }
     }
 
-    /// Run `f(cpu)` on every online CPU in `cpus` (this one included if its bit is set), the
-    /// others in interrupt context through an IPI, and return once all have finished. Returns
-    /// how many CPUs ran it.
-    pub fn call_function(cpus: u32, f: &(dyn Fn(usize) + Sync)) -> Result<usize, CallError> {
+    /// Run `f(cpu)` on every online CPU in `cpus` (logical ids, this one included if listed),
+    /// the others in interrupt context through an IPI, and return once all have finished.
+    /// Returns how many CPUs ran it.
+    pub fn call_function(
+        cpus: impl IntoIterator<Item = usize>,
+        f: &(dyn Fn(usize) + Sync),
+    ) -> Result<usize, CallError> {
         if irqflags::irqs_disabled() || irq::count::in_interrupt() {
             return Err(CallError::WouldDeadlock);
         }
@@ -558,21 +562,37 @@ pub mod ipi {
         // never on the CPU it named.
         let _one_at_a_time = CALL_FUNCTION_LOCK.lock();
         let me = percpu::this_cpu().id;
-        let targets = || super::online_cpus().filter(move |&id| id != me && cpus & (1 << id) != 0);
+        // The sender holds one count of `pending` while it posts, so a target that runs the
+        // call early (a stale SGI) cannot take it to 0 before every target is posted.
         let call = FunctionCall {
             f,
-            pending: AtomicUsize::new(targets().count()),
+            pending: AtomicUsize::new(1),
         };
-        let mut mask = 0;
-        for id in targets() {
+        let mut includes_me = false;
+        let mut posted = 0;
+        // Post first, then one SGI per cluster: the ids are visited once, in the caller's order.
+        let mut post = |id: usize| {
+            if id == me {
+                includes_me = true;
+                return false;
+            }
+            if id >= MAX_CPUS || !percpu::cpu(id).is_online() {
+                return false;
+            }
+            call.pending.fetch_add(1, Ordering::Relaxed);
             CALL_SLOT
                 .for_cpu(id)
                 .store(&call as *const FunctionCall<'_> as usize, Ordering::Release);
-            mask |= 1 << id;
-        }
-        gic.send_sgi(Ipi::CallFunction as u32, Deliver::Listed, mask);
-        let mut ran = targets().count();
-        if cpus & (1 << me) != 0 {
+            posted += 1;
+            true
+        };
+        gic.send_sgi_to(
+            Ipi::CallFunction as u32,
+            cpus.into_iter().filter(|&id| post(id)),
+        );
+        call.pending.fetch_sub(1, Ordering::Release);
+        let mut ran = posted;
+        if includes_me {
             f(me);
             ran += 1;
         }

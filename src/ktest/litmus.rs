@@ -183,7 +183,7 @@ impl Lockstep {
         // of us sees the other: either it sees our arrival and does not sleep, or we ring it.
         barrier::smp_mb();
         if self.asleep[partner].load(Ordering::Relaxed) {
-            smp::ipi::send(smp::ipi::Ipi::Ping, 1 << self.cpu[partner]);
+            smp::ipi::send(smp::ipi::Ipi::Ping, [self.cpu[partner]]);
         }
         let can_sleep = smp::interrupts_ready(self.cpu[role]);
         let mut spins = 0u32;

@@ -183,6 +183,6 @@ pub(super) fn kick(cpu: usize) {
     let s = SCHED.for_cpu(cpu);
     s.need_resched.store(true, Ordering::Release);
     if percpu::current_id() != Some(cpu) && crate::smp::interrupts_ready(cpu) {
-        crate::smp::ipi::send(crate::smp::ipi::Ipi::Reschedule, 1 << cpu);
+        crate::smp::ipi::send(crate::smp::ipi::Ipi::Reschedule, [cpu]);
     }
 }
