@@ -611,17 +611,27 @@ pub mod ipi {
         Ok(ran)
     }
 
-    /// Stop every other CPU (panic). Returns, for each CPU that stopped within 100 ms, where it
-    /// was: (cpu, PC).
+    /// Stop every other CPU (panic). Returns, for each CPU that stopped, where it was: (cpu,
+    /// PC). The wait ends 100 ms after the last CPU stopped (or after the stop was sent): with
+    /// more vCPUs than host cores the host runs them one after another, so 32 spinning vCPUs on
+    /// two busy cores took over a second to all stop, while a CPU with IRQs masked never does.
     pub fn stop_other_cpus() -> [(usize, Option<u64>); MAX_CPUS] {
         let me = percpu::current_id();
         send_all_but_self(Ipi::Stop);
-        let deadline = counter() + counter_frequency() / 10;
+        let quiet = counter_frequency() / 10;
         let others = || super::online_cpus().filter(move |&id| Some(id) != me);
-        while counter() < deadline
-            && others().any(|id| !STOPPED.for_cpu(id).load(Ordering::Acquire))
-        {
+        let stopped_count = || {
+            others()
+                .filter(|&id| STOPPED.for_cpu(id).load(Ordering::Acquire))
+                .count()
+        };
+        let (mut last_count, mut last_progress) = (stopped_count(), counter());
+        while counter() - last_progress < quiet && last_count < others().count() {
             core::hint::spin_loop();
+            let now = stopped_count();
+            if now != last_count {
+                (last_count, last_progress) = (now, counter());
+            }
         }
         let mut result = [(usize::MAX, None); MAX_CPUS];
         for (slot, id) in others().enumerate() {

@@ -22,6 +22,7 @@ mod damaged;
 mod initrd;
 mod messages;
 mod no_tree;
+mod pi5;
 mod qemu;
 mod rpi4;
 
