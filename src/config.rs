@@ -1,8 +1,11 @@
 //! Compile-time limits, in one place so the reader sees what the kernel assumes.
 
-/// The most CPUs quartet brings up; more in the device tree are reported and left off. CPU
-/// masks (src/cpumask.rs), per-CPU arrays, lockdep and RCU are sized from it.
-pub const MAX_CPUS: usize = 8;
+/// The most CPUs quartet brings up: a build-time limit that sizes the CPU masks
+/// (src/cpumask.rs), the per-CPU arrays (one cache line per CPU each), lockdep, RCU's leaves and
+/// the reserved stack slots. Slots of CPUs the device tree does not list go back to the heap at
+/// boot, so a 4-CPU machine pays for 4 stacks. A GICv2 reaches only 8 CPUs whatever this says;
+/// more in the device tree are reported and left off.
+pub const MAX_CPUS: usize = 64;
 
 /// How long the boot CPU waits for a started CPU to report in, in milliseconds of counter time.
 pub const CPU_START_TIMEOUT_MS: u64 = 1000;

@@ -214,6 +214,11 @@ mod kernel {
             gic.lines(),
             quartet::irq::tick::TICK_HZ
         );
+        if let Some((found, regions)) = gic.redistributors() {
+            log::info!(target: "irq",
+                "GICv3: {found} redistributors in {regions} region(s), one per CPU; SGIs by ICC_SGI1R_EL1, one write per cluster"
+            );
+        }
     }
 
     #[unsafe(no_mangle)]
@@ -371,9 +376,12 @@ mod kernel {
     }
 
     fn init_heap(p: &Platform<'static>, layout: &KernelLayout) {
+        // The image ends, for the heap, after the stack slots of the CPUs this machine has: the
+        // slots above, reserved for CPUs up to MAX_CPUS, are free RAM here.
+        let in_use_end = layout.stacks_in_use_end(p.cpus.len());
         let image = Region::new(
             mm::virt_to_phys(layout.kernel_start) as u64,
-            (layout.kernel_end - layout.kernel_start) as u64,
+            (in_use_end - layout.kernel_start) as u64,
         );
         let (heap, frames) = mm::heap::heap_and_frame_ranges(p, image);
         for region in heap.as_slice() {

@@ -194,9 +194,10 @@ pub fn secondary_started(block: &SecondaryBootBlock, entry_el: u64) -> ! {
     }
     crate::rcu::cpu_online(me.id);
     log::info!(
-        "cpu{} online: MPIDR {:#x}, entered at EL{}, stack {:#x}..{:#x}",
+        "cpu{} online: MPIDR {:#x} (cluster {}), entered at EL{}, stack {:#x}..{:#x}",
         me.id,
         cpu::mpidr_affinity(),
+        crate::drivers::gic_affinity::ClusterName(cpu::mpidr_affinity()),
         entry_el,
         me.stack_bottom.load(Ordering::Relaxed),
         me.stack_top.load(Ordering::Relaxed)
@@ -425,7 +426,7 @@ pub mod ipi {
     use crate::arch::{counter, counter_frequency, irqflags};
     use crate::config::MAX_CPUS;
     use crate::cpumask::CpuMask;
-    use crate::drivers::gic::{Controller, Deliver};
+    use crate::drivers::gic::Controller;
     use crate::irq;
     use crate::percpu::{self, CacheAligned, PerCpu};
     use crate::sync::SpinLock;
@@ -509,14 +510,14 @@ pub mod ipi {
     /// Send `kind` to the CPUs in `cpus`.
     pub fn send(kind: Ipi, cpus: &CpuMask) {
         if let Some(gic) = crate::drivers::gic::get() {
-            gic.send_sgi(kind as u32, Deliver::Listed, cpus);
+            gic.send_sgi_to(kind as u32, cpus);
         }
     }
 
-    /// Send `kind` to every other CPU.
+    /// Send `kind` to every other CPU: one write, whatever the number of clusters.
     pub fn send_all_but_self(kind: Ipi) {
         if let Some(gic) = crate::drivers::gic::get() {
-            gic.send_sgi(kind as u32, Deliver::AllButSelf, &CpuMask::EMPTY);
+            gic.send_sgi_all_but_self(kind as u32);
         }
     }
 
@@ -560,19 +561,37 @@ pub mod ipi {
         // never on the CPU it named.
         let _one_at_a_time = CALL_FUNCTION_LOCK.lock();
         let me = percpu::this_cpu().id;
-        let targets = percpu::online_mask().and(cpus).without(me);
+        // The sender holds one count of `pending` while it posts, so a target that runs the
+        // call early (a stale SGI) cannot take it to 0 before every target is posted.
         let call = FunctionCall {
             f,
-            pending: AtomicUsize::new(targets.count()),
+            pending: AtomicUsize::new(1),
         };
-        for id in &targets {
+        let mut includes_me = false;
+        let mut posted = 0;
+        // Post first, then one SGI per cluster: the ids are visited once, in the caller's order.
+        let mut post = |id: usize| {
+            if id == me {
+                includes_me = true;
+                return false;
+            }
+            if id >= MAX_CPUS || !percpu::cpu(id).is_online() {
+                return false;
+            }
+            call.pending.fetch_add(1, Ordering::Relaxed);
             CALL_SLOT
                 .for_cpu(id)
                 .store(&call as *const FunctionCall<'_> as usize, Ordering::Release);
-        }
-        gic.send_sgi(Ipi::CallFunction as u32, Deliver::Listed, &targets);
-        let mut ran = targets.count();
-        if cpus.contains(me) {
+            posted += 1;
+            true
+        };
+        gic.send_sgi_to(
+            Ipi::CallFunction as u32,
+            cpus.into_iter().filter(|&id| post(id)),
+        );
+        call.pending.fetch_sub(1, Ordering::Release);
+        let mut ran = posted;
+        if includes_me {
             f(me);
             ran += 1;
         }
@@ -591,17 +610,27 @@ pub mod ipi {
         Ok(ran)
     }
 
-    /// Stop every other CPU (panic). Returns, for each CPU that stopped within 100 ms, where it
-    /// was: (cpu, PC).
+    /// Stop every other CPU (panic). Returns, for each CPU that stopped, where it was: (cpu,
+    /// PC). The wait ends 100 ms after the last CPU stopped (or after the stop was sent): with
+    /// more vCPUs than host cores the host runs them one after another, so 32 spinning vCPUs on
+    /// two busy cores took over a second to all stop, while a CPU with IRQs masked never does.
     pub fn stop_other_cpus() -> [(usize, Option<u64>); MAX_CPUS] {
         let me = percpu::current_id();
         send_all_but_self(Ipi::Stop);
-        let deadline = counter() + counter_frequency() / 10;
+        let quiet = counter_frequency() / 10;
         let others = || super::online_cpus().filter(move |&id| Some(id) != me);
-        while counter() < deadline
-            && others().any(|id| !STOPPED.for_cpu(id).load(Ordering::Acquire))
-        {
+        let stopped_count = || {
+            others()
+                .filter(|&id| STOPPED.for_cpu(id).load(Ordering::Acquire))
+                .count()
+        };
+        let (mut last_count, mut last_progress) = (stopped_count(), counter());
+        while counter() - last_progress < quiet && last_count < others().count() {
             core::hint::spin_loop();
+            let now = stopped_count();
+            if now != last_count {
+                (last_count, last_progress) = (now, counter());
+            }
         }
         let mut result = [(usize::MAX, None); MAX_CPUS];
         for (slot, id) in others().enumerate() {

@@ -183,7 +183,7 @@ fn section_permissions(p: &Platform<'static>) -> Result<(), String> {
         translation(k.data_bss.0, true) == Ok(normal),
         "data not writable"
     );
-    for slot in 0..layout::STACK_SLOTS {
+    for slot in 0..crate::mm::paging::stack_slots_in_use(p) {
         ensure!(
             translation(k.guard_page(slot), false).is_err(),
             "guard page of stack slot {slot} is mapped"

@@ -27,6 +27,14 @@ pub static TESTS: &[KTest] = &[
         run: call_function_once_each,
     },
     KTest {
+        name: "irq_each_ipi_kind_reaches_each_cpu_alone_in_any_cluster",
+        run: each_ipi_reaches_each_cpu_alone,
+    },
+    KTest {
+        name: "irq_on_each_cpu_runs_once_on_every_cpu",
+        run: on_each_cpu_once_everywhere,
+    },
+    KTest {
         name: "irq_nested_disable_restores_the_outer_state",
         run: nesting_restores,
     },
@@ -151,6 +159,110 @@ fn call_function_once_each(_: &Platform<'static>) -> Result<(), String> {
         refused == Err(ipi::CallError::WouldDeadlock),
         "call_function with IRQs disabled was not refused"
     );
+    Ok(())
+}
+
+/// Every IPI kind sent to one CPU at a time reaches that CPU and, for pings, no other: a target
+/// list built from the wrong cluster (Aff1) or from Aff0 alone would ping cpu1 when cpu17 was
+/// meant, or nobody. Then "all but self" reaches every CPU in every cluster. (Stop, the fourth
+/// kind, parks CPUs for good: the panic boot tests show it across clusters.)
+fn each_ipi_reaches_each_cpu_alone(_: &Platform<'static>) -> Result<(), String> {
+    need_interrupts()?;
+    let me = crate::percpu::this_cpu().id;
+    let pings = || {
+        let mut now = [0u64; MAX_CPUS];
+        for id in smp::online_cpus() {
+            now[id] = ipi::pings_on(id);
+        }
+        now
+    };
+    let mpidr = |id: usize| crate::percpu::cpu(id).mpidr.load(Ordering::Relaxed);
+    let mut clusters = 0u64; // Aff1 values seen, for the log (QEMU has at most 4 at 64 CPUs)
+    for target in smp::online_cpus().filter(|&id| id != me) {
+        clusters |= 1 << ((mpidr(target) >> 8) & 0x3f);
+        // Ping: exactly the target's count moves.
+        let before = pings();
+        ipi::send(ipi::Ipi::Ping, &crate::cpumask::CpuMask::only(target));
+        ensure!(
+            wait_until(1, || ipi::pings_on(target) > before[target]),
+            "cpu{target} (MPIDR {:#x}) never took a ping sent to it alone",
+            mpidr(target)
+        );
+        for other in smp::online_cpus().filter(|&id| id != target) {
+            let got = ipi::pings_on(other) - before[other];
+            ensure!(
+                got == 0,
+                "a ping for cpu{target} (MPIDR {:#x}) reached cpu{other} (MPIDR {:#x})",
+                mpidr(target),
+                mpidr(other)
+            );
+        }
+        // Reschedule: counted by the interrupt layer (others may get one from the scheduler).
+        let rescheds = irq::count_on(ipi::Ipi::Reschedule as u32, target);
+        ipi::send(ipi::Ipi::Reschedule, &crate::cpumask::CpuMask::only(target));
+        ensure!(
+            wait_until(1, || irq::count_on(ipi::Ipi::Reschedule as u32, target)
+                > rescheds),
+            "cpu{target} (MPIDR {:#x}) never took a reschedule IPI",
+            mpidr(target)
+        );
+        // Call function: runs on the target alone, in its interrupt context.
+        let ran_on = AtomicU32::new(u32::MAX);
+        let ran = ipi::call_function(&crate::cpumask::CpuMask::only(target), &|id| {
+            if irq::count::in_irq() {
+                ran_on.store(id as u32, Ordering::Relaxed);
+            }
+        })
+        .map_err(|e| alloc::format!("{e}"))?;
+        let on = ran_on.load(Ordering::Relaxed);
+        ensure!(
+            ran == 1 && on == target as u32,
+            "call_function for cpu{target} ran on {ran} CPU(s), in IRQ context on cpu{on}"
+        );
+    }
+    // All but self: one write reaches every cluster.
+    let before = pings();
+    ipi::send_all_but_self(ipi::Ipi::Ping);
+    let arrived = wait_until(2, || {
+        smp::online_cpus()
+            .filter(|&id| id != me)
+            .all(|id| ipi::pings_on(id) > before[id])
+    });
+    for id in smp::online_cpus() {
+        let got = ipi::pings_on(id) - before[id];
+        let wanted = u64::from(id != me);
+        ensure!(
+            arrived && got == wanted,
+            "all-but-self ping: cpu{id} (MPIDR {:#x}) took {got}, wanted {wanted}",
+            mpidr(id)
+        );
+    }
+    log::info!(target: "irq",
+        "ping, reschedule and call-function reached each of {} other CPUs alone, in {} cluster(s); all-but-self reached them all",
+        smp::online_cpus().count() - 1,
+        clusters.count_ones().max(1)
+    );
+    Ok(())
+}
+
+/// `on_each_cpu` posts to every mailbox and wakes sleeping CPUs with one reschedule IPI per
+/// cluster: each online CPU runs the call exactly once.
+fn on_each_cpu_once_everywhere(_: &Platform<'static>) -> Result<(), String> {
+    let runs: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+    for _ in 0..3 {
+        smp::on_each_cpu(&|id| {
+            runs[id].fetch_add(1, Ordering::Relaxed);
+        });
+    }
+    for (id, runs) in runs.iter().enumerate() {
+        let n = runs.load(Ordering::Relaxed);
+        let online = crate::percpu::cpu(id).is_online();
+        ensure!(
+            n == if online { 3 } else { 0 },
+            "cpu{id} ({}) ran 3 on_each_cpu calls {n} times",
+            if online { "online" } else { "offline" }
+        );
+    }
     Ok(())
 }
 

@@ -33,7 +33,13 @@ impl Default for Mapping {
     }
 }
 
-pub type Plan = FixedList<Mapping, 64>;
+/// Room for the RAM ranges, the image's sections, MMIO and one stack slot per CPU.
+pub type Plan = FixedList<Mapping, { STACK_SLOTS + 40 }>;
+
+/// Stack slots a machine with the platform's CPUs uses: the boot stack's and one per CPU.
+pub fn stack_slots_in_use(platform: &Platform<'_>) -> usize {
+    (platform.cpus.len() + 1).min(STACK_SLOTS)
+}
 
 /// Everything the kernel maps, in the order to map it.
 pub fn plan(platform: &Platform<'_>, kernel: &KernelLayout) -> Plan {
@@ -75,13 +81,23 @@ pub fn plan(platform: &Platform<'_>, kernel: &KernelLayout) -> Plan {
         pa(kernel.data_bss.1),
         Attributes::READ_WRITE,
     );
-    for slot in 0..STACK_SLOTS {
-        let (bottom, top) = kernel.stack_slot(slot);
-        map(pa(bottom), pa(top), Attributes::READ_WRITE);
-    }
     // The boot page tables and the empty TTBR0 table (linker.ld's .boot_tables).
     map(
-        pa(kernel.stacks.1),
+        pa(kernel.data_bss.1),
+        pa(kernel.stacks.0),
+        Attributes::READ_WRITE,
+    );
+    // The stack slots of the CPUs the platform lists, each stack with its emergency stack
+    // above it and its guard page left out; the slots above, for CPUs this machine does not
+    // have, are plain RAM that boot gives the heap.
+    let slots_in_use = stack_slots_in_use(platform);
+    for slot in 0..slots_in_use {
+        let (bottom, _) = kernel.stack_slot(slot);
+        let (_, top) = kernel.emergency_slot(slot);
+        map(pa(bottom), pa(top), Attributes::READ_WRITE);
+    }
+    map(
+        pa(kernel.stacks_in_use_end(platform.cpus.len())),
         pa(kernel.kernel_end),
         Attributes::READ_WRITE,
     );
@@ -116,7 +132,7 @@ pub fn build(plan: &Plan, tables: &mut [Table]) -> Result<(u64, usize), MapError
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::arch::aarch64::layout::{PAGE_SIZE, STACK_SIZE};
+    use crate::arch::aarch64::layout::STACK_SLOT_SIZE;
     use crate::arch::aarch64::pagetable::{KERNEL_VA_BASE, USER_VA_END};
     use crate::platform::Board;
 
@@ -124,14 +140,14 @@ mod tests {
     fn layout_at(load: usize) -> KernelLayout {
         let v = |pa: usize| phys_to_virt(load + pa);
         let stacks = v(0x8_0000);
-        let stacks_end = stacks + STACK_SLOTS * (PAGE_SIZE + STACK_SIZE);
+        let stacks_end = stacks + STACK_SLOTS * STACK_SLOT_SIZE;
         KernelLayout {
             kernel_start: v(0),
             text: (v(0), v(0x2_0000)),
             rodata: (v(0x2_0000), v(0x3_0000)),
             data_bss: (v(0x3_0000), v(0x4_0800)),
             stacks: (stacks, stacks_end),
-            kernel_end: stacks_end + 2 * PAGE_SIZE,
+            kernel_end: stacks_end,
             image_end: v(0x3_1000),
         }
     }
@@ -164,7 +180,7 @@ mod tests {
         assert_eq!(attrs(layout.text.0), Some(Attributes::TEXT));
         assert_eq!(attrs(layout.rodata.0 + 8), Some(Attributes::READ_ONLY));
         assert_eq!(attrs(layout.data_bss.1 - 1), Some(Attributes::READ_WRITE));
-        for slot in 0..STACK_SLOTS {
+        for slot in 0..stack_slots_in_use(&platform) {
             assert_eq!(
                 attrs(layout.guard_page(slot)),
                 None,
@@ -249,5 +265,53 @@ mod tests {
         let (root, _) =
             build(&plan(&platform, &layout), &mut tables).expect("pool is large enough");
         assert_eq!(root, virt_to_phys(tables.as_ptr() as usize) as u64);
+    }
+
+    #[test]
+    fn a_machine_with_max_cpus_maps_every_stack_and_fits_the_pool() {
+        let mut platform = Platform::defaults(Board::QemuVirt);
+        platform.cpus = FixedList::default();
+        for id in 0..crate::config::MAX_CPUS as u64 {
+            platform.cpus.push(crate::platform::CpuDesc {
+                mpidr: ((id / 16) << 8) | (id % 16),
+                method: crate::platform::EnableMethod::Psci,
+            });
+        }
+        let layout = virt_layout();
+        let planned = plan(&platform, &layout);
+        assert_eq!(
+            planned.dropped(),
+            0,
+            "the plan had no room for every mapping"
+        );
+        let mut tables = vec![Table::EMPTY; crate::config::PAGE_TABLE_POOL];
+        let builder = builder_for(&mut tables, &platform, &layout);
+        let attrs = |a: usize| builder.lookup(a as u64).map(|(attrs, _)| attrs);
+        for slot in 0..STACK_SLOTS {
+            assert_eq!(attrs(layout.guard_page(slot)), None, "guard of slot {slot}");
+            let (bottom, top) = layout.emergency_slot(slot);
+            assert_eq!(attrs(bottom), Some(Attributes::READ_WRITE), "slot {slot}");
+            assert_eq!(attrs(top - 8), Some(Attributes::READ_WRITE), "slot {slot}");
+        }
+    }
+
+    #[test]
+    fn the_slots_of_cpus_a_machine_lacks_are_plain_ram() {
+        // Four CPUs: slots 0..=4 are stacks with guards, the rest of the section is RAM.
+        let mut platform = Platform::defaults(Board::QemuVirt);
+        platform.cpus.truncate(4);
+        let layout = virt_layout();
+        let mut tables = vec![Table::EMPTY; crate::config::PAGE_TABLE_POOL];
+        let builder = builder_for(&mut tables, &platform, &layout);
+        let attrs = |a: usize| builder.lookup(a as u64).map(|(attrs, _)| attrs);
+        assert_eq!(attrs(layout.guard_page(4)), None);
+        for slot in 5..STACK_SLOTS {
+            assert_eq!(
+                attrs(layout.guard_page(slot)),
+                Some(Attributes::READ_WRITE),
+                "slot {slot} is free RAM"
+            );
+        }
+        assert_eq!(layout.stacks_in_use_end(4), layout.guard_page(5));
     }
 }

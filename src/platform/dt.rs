@@ -180,6 +180,13 @@ fn fill_gaps(
             "GIC (arm,gic-400, arm,cortex-a15-gic or arm,gic-v3)",
         ));
     }
+    // A GICv2 reaches 8 CPUs: a ninth could start, but no interrupt (tick, IPI) would reach it.
+    if matches!(p.gic, Some(Gic::V2 { .. })) && p.cpus.len() > GICV2_MAX_CPUS {
+        p.note(Problem::GicV2CpuLimit {
+            in_tree: p.cpus_in_tree,
+        });
+        p.cpus.truncate(GICV2_MAX_CPUS);
+    }
     if p.timer.is_none() {
         p.timer = defaults.timer;
         p.note(Problem::Missing("timer (arm,armv8-timer)"));
@@ -292,8 +299,25 @@ fn visit<'b, 'dt>(
             _ => p.note(Problem::Unusable("GICv2 reg")),
         }
     } else if enabled && p.gic.is_none() && is_compatible(node, "arm,gic-v3") {
-        match (first_reg(0), first_reg(1)) {
-            (Some(distributor), Some(redistributors)) => {
+        // reg: the distributor, then `#redistributor-regions` redistributor regions (default
+        // one), then the CPU interfaces' MMIO frames, which quartet does not use.
+        let regions = node
+            .property("#redistributor-regions")
+            .and_then(|v| read_cells(v.value, 0, 1))
+            .unwrap_or(1) as usize;
+        let mut redistributors = [Region::default(); MAX_REDISTRIBUTOR_REGIONS];
+        let mut usable = regions > 0;
+        for (i, slot) in redistributors.iter_mut().enumerate().take(regions) {
+            match first_reg(1 + i) {
+                Some(region) => *slot = region,
+                None => usable = false,
+            }
+        }
+        match first_reg(0) {
+            Some(distributor) if usable => {
+                if regions > MAX_REDISTRIBUTOR_REGIONS {
+                    p.note(Problem::Overflow("GICv3 redistributor regions"));
+                }
                 p.gic = Some(Gic::V3 {
                     distributor,
                     redistributors,

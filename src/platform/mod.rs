@@ -86,6 +86,10 @@ impl<T: Copy + Default, const N: usize> FixedList<T, N> {
     pub fn len(&self) -> usize {
         self.len
     }
+    /// Keep only the first `len` items.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -156,8 +160,23 @@ pub enum Gic {
     },
     V3 {
         distributor: Region,
-        redistributors: Region,
+        /// The redistributor regions (`#redistributor-regions` of them in `reg`), unused
+        /// entries of size 0. QEMU virt has one, and a second past 123 CPUs.
+        redistributors: [Region; MAX_REDISTRIBUTOR_REGIONS],
     },
+}
+
+/// CPUs a GICv2 can deliver interrupts to: its target fields are 8-bit masks.
+pub const GICV2_MAX_CPUS: usize = 8;
+
+/// Redistributor regions quartet keeps; a tree with more is reported and the rest ignored.
+pub const MAX_REDISTRIBUTOR_REGIONS: usize = 4;
+
+/// The redistributor regions of a GICv3 that are in use.
+pub fn redistributor_regions(
+    regions: &[Region; MAX_REDISTRIBUTOR_REGIONS],
+) -> impl Iterator<Item = Region> + '_ {
+    regions.iter().copied().filter(|r| r.size != 0)
 }
 
 /// The generic timer's interrupts (GIC INTIDs: PPI number + 16).
@@ -252,6 +271,8 @@ pub enum Problem {
     NotOnThisBoard(&'static str),
     /// More CPUs than quartet supports.
     TooManyCpus { in_tree: usize },
+    /// More CPUs than a GICv2 can reach: its SGI and SPI targets are 8-bit CPU masks.
+    GicV2CpuLimit { in_tree: usize },
     /// A CPU whose enable-method is missing or unknown.
     UnknownEnableMethod { mpidr: u64 },
     /// More items of a kind than the fixed lists hold.
@@ -308,6 +329,10 @@ impl core::fmt::Display for Problem {
                 f,
                 "device tree lists {in_tree} CPUs; quartet supports {MAX_CPUS}, the rest stay off"
             ),
+            Problem::GicV2CpuLimit { in_tree } => write!(
+                f,
+                "device tree lists {in_tree} CPUs, but a GICv2 addresses at most {GICV2_MAX_CPUS} (its interrupt targets are 8-bit CPU masks): starting the first {GICV2_MAX_CPUS}"
+            ),
             Problem::UnknownEnableMethod { mpidr } => write!(
                 f,
                 "CPU with MPIDR {mpidr:#x} has no enable-method quartet knows (psci, spin-table); it will stay off"
@@ -337,8 +362,7 @@ impl core::fmt::Display for Problem {
             Problem::FromTheCpu(what) => write!(f, "with no device tree to say: {what}"),
             Problem::CpusFromPsci { found, tried } => write!(
                 f,
-                "with no device tree listing the CPUs: PSCI AFFINITY_INFO knows {found} of MPIDRs 0..{}; starting only those",
-                tried.saturating_sub(1)
+                "with no device tree listing the CPUs: PSCI AFFINITY_INFO knows {found} of {tried} candidate MPIDRs (QEMU virt's numbering, 16 to a cluster); starting only those"
             ),
         }
     }
@@ -413,15 +437,9 @@ impl Platform<'static> {
                 // QEMU's smallest default RAM; the real size is only known from the tree.
                 p.memory.push(Region::new(0x4000_0000, 128 << 20));
                 p.psci = Some(PsciConduit::Hvc);
-                // Unknown CPU count: the first eight MPIDRs are candidates, for PSCI to confirm.
-                for mpidr in 0..MAX_CPUS as u64 {
-                    p.cpus.push(CpuDesc {
-                        mpidr,
-                        method: EnableMethod::Psci,
-                    });
-                }
-                p.cpus_in_tree = MAX_CPUS;
-                p.cpus_guessed = true;
+                // Unknown CPU count: the first eight MPIDRs are candidates, for PSCI to confirm
+                // (eight: the default GIC is a GICv2; `defaults_for` offers more on a GICv3).
+                p.guess_virt_cpus(GICV2_MAX_CPUS);
                 p.uart = Uart {
                     regs: Region::new(0x0900_0000, 0x1000),
                     irq: Some(33),
@@ -474,7 +492,12 @@ pub struct CpuFacts {
 /// The GICv3 of QEMU virt (`gic-version=3`): distributor and the redistributor frames.
 const VIRT_GICV3: Gic = Gic::V3 {
     distributor: Region::new(0x0800_0000, 0x1_0000),
-    redistributors: Region::new(0x080a_0000, 0xf6_0000),
+    redistributors: [
+        Region::new(0x080a_0000, 0xf6_0000),
+        Region::new(0, 0),
+        Region::new(0, 0),
+        Region::new(0, 0),
+    ],
 };
 
 impl Platform<'static> {
@@ -487,6 +510,7 @@ impl Platform<'static> {
         if board == Board::QemuVirt {
             if facts.gic_system_registers {
                 p.gic = Some(VIRT_GICV3);
+                p.guess_virt_cpus(MAX_CPUS);
             }
             if facts.entry_el == 2 {
                 p.psci = Some(PsciConduit::Smc);
@@ -517,6 +541,21 @@ impl Platform<'static> {
 }
 
 impl<'dt> Platform<'dt> {
+    /// With no tree to list them, `count` candidate CPUs numbered as QEMU virt numbers its CPUs:
+    /// 16 to a cluster (Aff1), so the 17th is MPIDR 0x100. `keep_cpus_psci_knows` asks the
+    /// firmware which exist.
+    fn guess_virt_cpus(&mut self, count: usize) {
+        self.cpus = FixedList::default();
+        for id in 0..count.min(MAX_CPUS) as u64 {
+            self.cpus.push(CpuDesc {
+                mpidr: ((id / 16) << 8) | (id % 16),
+                method: EnableMethod::Psci,
+            });
+        }
+        self.cpus_in_tree = self.cpus.len();
+        self.cpus_guessed = true;
+    }
+
     /// Keep only the guessed CPUs that PSCI knows: AFFINITY_INFO (`affinity_info`, returning
     /// the PSCI status) answers 0, 1 or 2 (on, off, on its way) for a CPU that exists and
     /// INVALID_PARAMETERS (-2) for an MPIDR no CPU has. Any other answer means PSCI cannot tell,
@@ -610,7 +649,9 @@ impl<'dt> Platform<'dt> {
                 redistributors,
             }) => {
                 list.push(distributor);
-                list.push(redistributors);
+                for region in redistributor_regions(&redistributors) {
+                    list.push(region);
+                }
             }
             None => {}
         }

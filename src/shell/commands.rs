@@ -16,6 +16,7 @@ use super::{LINE_MAX, PROMPT};
 use crate::arch::aarch64::layout;
 use crate::drivers::mailbox::BoardQuery;
 use crate::platform::revision::MemorySize;
+use crate::drivers::gic_affinity;
 use crate::platform::{EnableMethod, Platform, PsciConduit, Region};
 use crate::{HEAP, console, ktest, logger, mm, percpu, power};
 
@@ -356,6 +357,16 @@ pub static CPU_COLUMNS: &[CpuColumn] = &[
         value: |p, id| Cell::of(format_args!("{:#x}", p.cpus.as_slice()[id].mpidr)),
     },
     CpuColumn {
+        heading: "cluster",
+        width: 7,
+        value: |p, id| {
+            Cell::of(format_args!(
+                "{}",
+                gic_affinity::ClusterName(p.cpus.as_slice()[id].mpidr)
+            ))
+        },
+    },
+    CpuColumn {
         heading: "started by",
         width: 18,
         value: |p, id| match (p.cpus.as_slice()[id].method, p.psci) {
@@ -420,11 +431,21 @@ fn cpus(sh: &mut Shell, _: &[&str]) -> Outcome {
         }
     }
     let online = percpu::all_cpus().filter(|c| c.is_online()).count();
+    let cpus = p.cpus.as_slice();
+    let clusters = (0..cpus.len())
+        .filter(|&i| {
+            let here = gic_affinity::cluster(cpus[i].mpidr);
+            !cpus[..i]
+                .iter()
+                .any(|c| gic_affinity::cluster(c.mpidr) == here)
+        })
+        .count();
     print(
         sh,
         format_args!(
-            "{online} of {} CPUs online; * runs the shell; calls run: work from on_each_cpu\n",
-            p.cpus.len()
+            "{online} of {} CPUs online in {clusters} cluster{}; * runs the shell; calls run: work from on_each_cpu\n",
+            p.cpus.len(),
+            if clusters == 1 { "" } else { "s" }
         ),
     );
     board_line(sh);

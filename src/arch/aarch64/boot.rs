@@ -219,9 +219,11 @@ primary_entry:
     bl      zero_range
     bl      build_early_map
     // The BSS and the tables were written around the caches: drop any stale line a loader left
-    // for the image, so nothing older shadows them once the caches are on.
+    // for the image, so nothing older shadows them once the caches are on. The stack slots
+    // above are first written with the caches on, so they need no cleaning (and at MAX_CPUS
+    // slots they would make this loop the longest part of boot).
     adr_pa  x0, __kernel_start
-    adr_pa  x1, __kernel_end
+    adr_pa  x1, __stacks_start
     bl      invalidate_range
     // TCR_EL1: the fixed fields, IPS from PARange (at most 48 bits), AS if ASIDs have 16 bits
     // (mmu.rs computes the same for the secondaries).

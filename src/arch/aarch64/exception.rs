@@ -18,7 +18,6 @@
 //! in use puts its frame below the live one; if no frame fits any more, the CPU stops in the vector
 //! rather than write over it.
 
-use core::cell::UnsafeCell;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
@@ -105,29 +104,19 @@ pub const PERCPU_TASK_WORD_OFFSET: usize = 40;
 pub const EXCEPTION_STACK_RESERVE: usize = 12 * 1024;
 
 /// Bytes of each CPU's emergency stack: room for an exception taken in the band (the reserve),
-/// a fatal report from there (the panic path), and a nested exception below it.
-pub const EMERGENCY_STACK_SIZE: usize = 1 << EMERGENCY_STACK_SHIFT;
-const EMERGENCY_STACK_SHIFT: usize = 15;
+/// a fatal report from there (the panic path), and a nested exception below it. Each CPU's lies
+/// in its stack slot, above its stack (linker.ld), so only the CPUs a machine has take memory.
+pub use super::layout::EMERGENCY_STACK_SIZE;
 
-/// Per-CPU stacks for the exceptions that cannot use the stack they were taken on: those taken
-/// in the band (less than `EXCEPTION_STACK_RESERVE` left) or below it (an overflow). Without
-/// them, the vector entry would push its frame into the guard page (or, on a thread's heap
-/// stack, over the canary and the heap block below), fault again, and keep going down.
-#[repr(C, align(16))]
-pub struct EmergencyStacks(UnsafeCell<[[u8; EMERGENCY_STACK_SIZE]; MAX_CPUS]>);
-// SAFETY: CPU n only ever runs on slot n: the vector entry moves there, and an exception taken
-// there stays on it; the tests that fill and read a slot run pinned to its CPU while no
-// exception uses it.
-unsafe impl Sync for EmergencyStacks {}
-#[unsafe(no_mangle)]
-static EXCEPTION_EMERGENCY_STACKS: EmergencyStacks =
-    EmergencyStacks(UnsafeCell::new([[0; EMERGENCY_STACK_SIZE]; MAX_CPUS]));
-
-/// The [bottom, top) of CPU `cpu`'s emergency stack.
+/// The [bottom, top) of CPU `cpu`'s emergency stack: for the exceptions that cannot use the
+/// stack they were taken on, those taken in the band (less than `EXCEPTION_STACK_RESERVE` left)
+/// or below it (an overflow). Without it, the vector entry would push its frame into the guard
+/// page (or, on a thread's heap stack, over the canary and the heap block below), fault again,
+/// and keep going down. CPU n only ever runs on its own: the vector entry moves there, and an
+/// exception taken there stays on it.
 pub fn emergency_stack(cpu: usize) -> (usize, usize) {
     assert!(cpu < MAX_CPUS, "cpu{cpu} has no emergency stack");
-    let bottom = EXCEPTION_EMERGENCY_STACKS.0.get() as usize + cpu * EMERGENCY_STACK_SIZE;
-    (bottom, bottom + EMERGENCY_STACK_SIZE)
+    super::layout::kernel_layout().emergency_slot(cpu + 1)
 }
 
 /// This CPU's logical id and the bottom of the stack it runs on, read as the vector entry reads
@@ -420,9 +409,11 @@ core::arch::global_asm!(
     mrs     x0, tpidr_el1
     cbz     x0, 2f                          // no per-CPU area yet: nothing to check against
     ldr     x0, [x0, #{cpu_id}]
-    adrp    x1, EXCEPTION_EMERGENCY_STACKS
-    add     x1, x1, :lo12:EXCEPTION_EMERGENCY_STACKS
-    add     x0, x1, x0, lsl #{emergency_shift} // x0 = this CPU's emergency stack bottom
+    adrp    x1, __emergency_stacks          // CPU 0's (linker.ld); CPU i's is i slots above
+    add     x1, x1, :lo12:__emergency_stacks
+    add     x1, x1, x0, lsl #16             // + id * slot size (64 + 32 + 4 KiB, checked below)
+    add     x1, x1, x0, lsl #15
+    add     x0, x1, x0, lsl #12             // x0 = this CPU's emergency stack bottom
     mov     x1, sp
     sub     x1, x1, x0
     cmp     x1, #{emergency_size}
@@ -606,7 +597,6 @@ exception_common:
 "#,
     stack_bottom = const PERCPU_STACK_BOTTOM_OFFSET,
     cpu_id = const PERCPU_ID_OFFSET,
-    emergency_shift = const EMERGENCY_STACK_SHIFT,
     emergency_size = const EMERGENCY_STACK_SIZE,
     reserve = const EXCEPTION_STACK_RESERVE,
     frame_size = const core::mem::size_of::<TrapFrame>(),
@@ -622,4 +612,6 @@ const _: () = {
     assert!(encodable(EXCEPTION_STACK_RESERVE) && encodable(EMERGENCY_STACK_SIZE));
     assert!(EXCEPTION_STACK_RESERVE > core::mem::size_of::<TrapFrame>());
     assert!(EMERGENCY_STACK_SIZE >= 2 * EXCEPTION_STACK_RESERVE);
+    // The vector entry multiplies by the slot size with three shifted adds.
+    assert!(super::layout::STACK_SLOT_SIZE == (1 << 16) + (1 << 15) + (1 << 12));
 };

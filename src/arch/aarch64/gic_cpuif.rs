@@ -53,25 +53,11 @@ pub fn end_of_interrupt(intid: u32) {
     unsafe { asm!("msr icc_eoir1_el1, {0}", "isb", in(reg) intid as u64, options(nostack)) };
 }
 
-/// Send SGI `sgi` (0..15). `value` carries the target fields (see `sgi1r_value`).
+/// Write ICC_SGI1R_EL1: raise an SGI on the CPUs `value` names (src/drivers/gic_affinity.rs
+/// builds it: one cluster and a list of its cores, or every CPU but this one).
 #[inline]
 pub fn send_sgi(value: u64) {
     // SAFETY: SGI1R only raises software interrupts. The DSB makes this CPU's earlier stores
     // visible before the target can take the interrupt and look at them.
     unsafe { asm!("dsb ishst", "msr icc_sgi1r_el1, {0}", "isb", in(reg) value, options(nostack)) };
-}
-
-/// ICC_SGI1R_EL1 for SGI `sgi` to the CPUs of one cluster (`aff3.aff2.aff1`) whose Aff0 values
-/// are set in `aff0_targets`, or to every CPU but this one.
-pub fn sgi1r_value(sgi: u32, cluster_mpidr: u64, aff0_targets: u16, all_but_self: bool) -> u64 {
-    let aff1 = (cluster_mpidr >> 8) & 0xff;
-    let aff2 = (cluster_mpidr >> 16) & 0xff;
-    let aff3 = (cluster_mpidr >> 32) & 0xff;
-    let mut v = ((sgi as u64 & 0xf) << 24) | (aff1 << 16) | (aff2 << 32) | (aff3 << 48);
-    if all_but_self {
-        v |= 1 << 40; // IRM: every participating CPU except this one
-    } else {
-        v |= aff0_targets as u64;
-    }
-    v
 }

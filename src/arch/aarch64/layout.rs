@@ -7,8 +7,13 @@
 pub const PAGE_SIZE: usize = 4096;
 /// Bytes of stack for each CPU. Must equal STACK_SIZE in linker.ld (the test below checks).
 pub const STACK_SIZE: usize = 64 * 1024;
+/// Bytes of each CPU's emergency stack (exception.rs says what runs there). EMERGENCY_SIZE in
+/// linker.ld.
+pub const EMERGENCY_STACK_SIZE: usize = 32 * 1024;
 /// Stack slots: slot 0 is the boot stack, slot `i + 1` belongs to logical CPU `i`.
 pub const STACK_SLOTS: usize = crate::config::MAX_CPUS + 1;
+/// One slot: its guard page, its stack, then its emergency stack.
+pub const STACK_SLOT_SIZE: usize = PAGE_SIZE + STACK_SIZE + EMERGENCY_STACK_SIZE;
 
 /// Address ranges of the kernel image's parts, read from linker symbols.
 #[derive(Clone, Copy, Debug)]
@@ -27,8 +32,20 @@ pub struct KernelLayout {
 impl KernelLayout {
     /// The [bottom, top) of stack slot `slot`. Its guard page lies just below `bottom`.
     pub fn stack_slot(&self, slot: usize) -> (usize, usize) {
-        let bottom = self.stacks.0 + slot * (PAGE_SIZE + STACK_SIZE) + PAGE_SIZE;
+        let bottom = self.stacks.0 + slot * STACK_SLOT_SIZE + PAGE_SIZE;
         (bottom, bottom + STACK_SIZE)
+    }
+
+    /// The [bottom, top) of the emergency stack in slot `slot`, just above its stack.
+    pub fn emergency_slot(&self, slot: usize) -> (usize, usize) {
+        let bottom = self.stack_slot(slot).1;
+        (bottom, bottom + EMERGENCY_STACK_SIZE)
+    }
+
+    /// Where the slots that a machine with `cpus` CPUs uses end (the boot slot and one per CPU):
+    /// the slots above belong to CPUs it does not have, and their memory is free RAM.
+    pub fn stacks_in_use_end(&self, cpus: usize) -> usize {
+        self.stacks.0 + (cpus + 1).min(STACK_SLOTS) * STACK_SLOT_SIZE
     }
 
     /// The guard page under stack slot `slot`.
@@ -90,6 +107,7 @@ mod tests {
     fn linker_script_agrees_with_the_rust_layout() {
         assert_eq!(linker_constant("PAGE_SIZE"), PAGE_SIZE);
         assert_eq!(linker_constant("STACK_SIZE"), STACK_SIZE);
+        assert_eq!(linker_constant("EMERGENCY_SIZE"), EMERGENCY_STACK_SIZE);
         assert_eq!(linker_constant("STACK_SLOTS"), STACK_SLOTS);
     }
 }

@@ -70,13 +70,10 @@ pub fn init(platform: &Platform<'_>) -> Result<&'static Controller, &'static str
             distributor,
             redistributors,
         } => {
+            let regions = redistributors.map(|r| (phys_to_virt(r.start as usize), r.size as usize));
             // SAFETY: as above.
             Controller::V3(unsafe {
-                v3::GicV3::new(
-                    phys_to_virt(distributor.start as usize),
-                    phys_to_virt(redistributors.start as usize),
-                    redistributors.size as usize,
-                )
+                v3::GicV3::new(phys_to_virt(distributor.start as usize), regions)
             })
         }
     });
@@ -193,25 +190,51 @@ impl Controller {
         }
     }
 
-    /// SGI `sgi` to the logical CPUs in `cpus`, or to all but this one (then `cpus` is unused).
+    /// SGI `sgi` to the logical CPUs in `cpus`, to this one, or to all but this one (then
+    /// `cpus` is unused).
     pub fn send_sgi(&self, sgi: u32, deliver: Deliver, cpus: &CpuMask) {
+        match deliver {
+            Deliver::AllButSelf => self.send_sgi_all_but_self(sgi),
+            Deliver::SelfOnly => self.send_sgi_to(sgi, percpu::current_id()),
+            Deliver::Listed => self.send_sgi_to(sgi, cpus),
+        }
+    }
+
+    /// SGI `sgi` to the logical CPUs `cpus`. GICv2: one write with their 8-bit target masks.
+    /// GICv3: their MPIDRs, one ICC_SGI1R_EL1 write per cluster; ids in increasing order keep
+    /// each cluster's CPUs together (gic_affinity::sgi1r_writes).
+    pub fn send_sgi_to(&self, sgi: u32, cpus: impl IntoIterator<Item = usize>) {
         match self {
             Controller::V2(g) => {
-                let mut masks = 0u8;
-                for id in cpus {
-                    masks |= THIS_CPU.for_cpu(id).load(Ordering::Relaxed) as u8;
+                let masks = cpus.into_iter().fold(0u8, |masks, id| {
+                    masks | THIS_CPU.for_cpu(id).load(Ordering::Relaxed) as u8
+                });
+                if masks != 0 {
+                    g.send_sgi(sgi, Deliver::Listed, masks);
                 }
-                g.send_sgi(sgi, deliver, masks);
             }
-            Controller::V3(g) => {
-                let mut targets = [0u64; MAX_CPUS];
-                let mut n = 0;
-                for id in cpus {
-                    targets[n] = percpu::cpu(id).mpidr.load(Ordering::Relaxed);
-                    n += 1;
-                }
-                g.send_sgi(sgi, deliver, &targets[..n]);
-            }
+            Controller::V3(g) => g.send_sgi(
+                sgi,
+                cpus.into_iter()
+                    .map(|id| percpu::cpu(id).mpidr.load(Ordering::Relaxed)),
+            ),
+        }
+    }
+
+    /// SGI `sgi` to every CPU but this one: one write on either GIC.
+    pub fn send_sgi_all_but_self(&self, sgi: u32) {
+        match self {
+            Controller::V2(g) => g.send_sgi(sgi, Deliver::AllButSelf, 0),
+            Controller::V3(g) => g.send_sgi_all_but_self(sgi),
+        }
+    }
+
+    /// For the log: the redistributors the GICv3 regions hold, and how many regions; None on
+    /// a GICv2.
+    pub fn redistributors(&self) -> Option<(usize, usize)> {
+        match self {
+            Controller::V2(_) => None,
+            Controller::V3(g) => Some((g.redistributor_count(), g.region_count())),
         }
     }
 }

@@ -9,8 +9,10 @@ use tock_registers::interfaces::{Readable, Writeable};
 use tock_registers::register_structs;
 use tock_registers::registers::{ReadOnly, ReadWrite};
 
-use super::{Ack, Deliver, SPURIOUS_FIRST};
+use super::{Ack, SPURIOUS_FIRST};
 use crate::arch::aarch64::gic_cpuif;
+use crate::drivers::gic_affinity::{self, FRAME};
+use crate::platform::MAX_REDISTRIBUTOR_REGIONS;
 
 register_structs! {
     pub Distributor {
@@ -68,12 +70,6 @@ register_structs! {
     }
 }
 
-/// One redistributor: RD_base and SGI_base, 64 KiB apart (GICv4 adds two more frames).
-const FRAME: usize = 0x1_0000;
-/// GICR_TYPER.Last: the final redistributor of a contiguous region.
-const TYPER_LAST: u64 = 1 << 4;
-/// GICR_TYPER.VLPIS: GICv4, four frames per redistributor instead of two.
-const TYPER_VLPIS: u64 = 1 << 1;
 const WAKER_PROCESSOR_SLEEP: u32 = 1 << 1;
 const WAKER_CHILDREN_ASLEEP: u32 = 1 << 2;
 /// GICD_CTLR: EnableGrp0, EnableGrp1 (NS view: EnableGrp1), ARE (NS view: ARE_NS), RWP.
@@ -111,8 +107,8 @@ impl core::fmt::Display for RedistributorError {
 
 pub struct GicV3 {
     distributor: &'static Distributor,
-    redistributors: usize,
-    redistributors_size: usize,
+    /// The redistributor regions (virtual base, size); unused entries have size 0.
+    redistributors: [(usize, usize); MAX_REDISTRIBUTOR_REGIONS],
 }
 
 // SAFETY: as for GicV2: set/clear registers tolerate concurrent writers, SPI configuration is
@@ -123,19 +119,40 @@ unsafe impl Send for GicV3 {}
 
 impl GicV3 {
     /// # Safety
-    /// The addresses must be the GICv3 distributor and redistributor region, mapped as Device
-    /// memory for the kernel's lifetime, and nothing else may drive them.
+    /// The addresses must be the GICv3 distributor and redistributor regions (virtual base,
+    /// size), mapped as Device memory for the kernel's lifetime, and nothing else may drive them.
     pub unsafe fn new(
         distributor: usize,
-        redistributors: usize,
-        redistributors_size: usize,
+        redistributors: [(usize, usize); MAX_REDISTRIBUTOR_REGIONS],
     ) -> Self {
         GicV3 {
             // SAFETY: the caller guarantees the address is the mapped distributor.
             distributor: unsafe { &*(distributor as *const Distributor) },
             redistributors,
-            redistributors_size,
         }
+    }
+
+    fn read_typer(rd_base: usize) -> u64 {
+        // SAFETY: the walk only passes RD_base addresses inside a mapped redistributor region,
+        // at frame boundaries where a redistributor starts.
+        let rd = unsafe { &*(rd_base as *const RedistributorControl) };
+        rd.typer.get()
+    }
+
+    /// How many redistributors the regions hold, walked as `init_this_cpu` walks them (boot
+    /// CPU, for the log).
+    pub fn redistributor_count(&self) -> usize {
+        let mut count = 0;
+        gic_affinity::walk_redistributors(&self.redistributors, Self::read_typer, |_, _| {
+            count += 1;
+            None::<()>
+        });
+        count
+    }
+
+    /// Redistributor regions in use.
+    pub fn region_count(&self) -> usize {
+        self.redistributors.iter().filter(|r| r.1 != 0).count()
     }
 
     pub fn lines(&self) -> u32 {
@@ -168,24 +185,10 @@ impl GicV3 {
         self.wait_for_distributor_write();
     }
 
-    /// Find the redistributor whose affinity is `mpidr`: its RD_base address.
+    /// Find the redistributor whose affinity is `mpidr`: its RD_base address. Each CPU walks
+    /// the regions once, for itself, when it brings up its interrupts.
     fn redistributor_of(&self, mpidr: u64) -> Option<usize> {
-        let affinity = ((mpidr >> 32) & 0xff) << 24 | (mpidr & 0xff_ffff);
-        let mut at = self.redistributors;
-        while at + 2 * FRAME <= self.redistributors + self.redistributors_size {
-            // SAFETY: `at` lies inside the mapped redistributor region (checked above), at a
-            // frame boundary where a redistributor's RD_base starts.
-            let rd = unsafe { &*(at as *const RedistributorControl) };
-            let typer = rd.typer.get();
-            if typer >> 32 == affinity {
-                return Some(at);
-            }
-            if typer & TYPER_LAST != 0 {
-                return None;
-            }
-            at += if typer & TYPER_VLPIS != 0 { 4 } else { 2 } * FRAME;
-        }
-        None
+        gic_affinity::find_redistributor(&self.redistributors, mpidr, Self::read_typer)
     }
 
     /// This CPU's redistributor (woken, SGIs and PPIs off and in group 1) and CPU interface.
@@ -299,24 +302,15 @@ impl GicV3 {
         gic_cpuif::end_of_interrupt(ack.raw);
     }
 
-    /// SGI `sgi` to the CPUs with the given MPIDRs (one SGI1R write each), or to all
-    /// but this CPU.
-    pub fn send_sgi(&self, sgi: u32, deliver: Deliver, targets: &[u64]) {
-        match deliver {
-            Deliver::AllButSelf => gic_cpuif::send_sgi(gic_cpuif::sgi1r_value(sgi, 0, 0, true)),
-            Deliver::SelfOnly | Deliver::Listed => {
-                for &mpidr in targets {
-                    // The target list covers Aff0 0..15; larger clusters would need SGI1R.RS.
-                    let aff0 = mpidr & 0xff;
-                    if aff0 < 16 {
-                        let list = 1u16 << aff0;
-                        gic_cpuif::send_sgi(gic_cpuif::sgi1r_value(sgi, mpidr, list, false));
-                    } else {
-                        log::warn!(target: "gic", "SGI to MPIDR {mpidr:#x}: Aff0 above 15 is not supported");
-                    }
-                }
-            }
-        }
+    /// SGI `sgi` to the CPUs with these MPIDRs: one ICC_SGI1R_EL1 write per cluster
+    /// (gic_affinity::sgi1r_writes groups them).
+    pub fn send_sgi(&self, sgi: u32, targets: impl IntoIterator<Item = u64>) {
+        gic_affinity::sgi1r_writes(sgi, targets, gic_cpuif::send_sgi);
+    }
+
+    /// SGI `sgi` to every CPU but this one, in one write whatever the clusters (IRM).
+    pub fn send_sgi_all_but_self(&self, sgi: u32) {
+        gic_cpuif::send_sgi(gic_affinity::sgi1r_all_but_self(sgi));
     }
 }
 

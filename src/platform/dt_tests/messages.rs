@@ -14,6 +14,7 @@ fn consequence(problem: &Problem) -> Option<&'static str> {
         Problem::Missing(_) | Problem::Unusable(_) => Some("default"),
         Problem::NotOnThisBoard(_) => Some("none is used"),
         Problem::TooManyCpus { .. } => Some("the rest stay off"),
+        Problem::GicV2CpuLimit { .. } => Some("starting the first 8"),
         Problem::UnknownEnableMethod { .. } => Some("it will stay off"),
         Problem::Overflow(_) => Some("extra ones ignored"),
         Problem::MemoryLeftEmpty { .. } => Some("left out"),
@@ -69,6 +70,10 @@ fn every_problem_says_what_quartet_does_instead() {
             vec!["16 CPUs", &supports],
         ),
         (
+            Problem::GicV2CpuLimit { in_tree: 12 },
+            vec!["12 CPUs", "GICv2", "8-bit CPU masks"],
+        ),
+        (
             Problem::UnknownEnableMethod { mpidr: 0x103 },
             vec!["0x103", "psci", "spin-table"],
         ),
@@ -92,8 +97,14 @@ fn every_problem_says_what_quartet_does_instead() {
             vec!["GICv3 at the QEMU virt addresses"],
         ),
         (
-            Problem::CpusFromPsci { found: 4, tried: 8 },
-            vec!["AFFINITY_INFO knows 4 of MPIDRs 0..7"],
+            Problem::CpusFromPsci {
+                found: 4,
+                tried: 32,
+            },
+            vec![
+                "AFFINITY_INFO knows 4 of 32 candidate MPIDRs",
+                "16 to a cluster",
+            ],
         ),
     ];
     for (problem, details) in problems {

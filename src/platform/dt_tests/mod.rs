@@ -22,6 +22,7 @@ mod damaged;
 mod initrd;
 mod messages;
 mod no_tree;
+mod pi5;
 mod qemu;
 mod rpi4;
 
@@ -37,6 +38,13 @@ const GICV2_SMP4: &[u8] = include_bytes!("../../../tests/data/dtb/virt-gicv2-smp
 const GICV2_SMP8: &[u8] = include_bytes!("../../../tests/data/dtb/virt-gicv2-smp8.dtb");
 const GICV3_SMP4: &[u8] = include_bytes!("../../../tests/data/dtb/virt-gicv3-smp4.dtb");
 const GICV3_SMP16: &[u8] = include_bytes!("../../../tests/data/dtb/virt-gicv3-smp16.dtb");
+/// `-smp 64` (dumped, then compacted by `dtc -O dtb`): four clusters of 16.
+const GICV3_SMP64: &[u8] = include_bytes!("../../../tests/data/dtb/virt-gicv3-smp64.dtb");
+/// `-smp 200` (compacted likewise): QEMU adds a second redistributor region past 123 CPUs.
+const GICV3_SMP200: &[u8] = include_bytes!("../../../tests/data/dtb/virt-gicv3-smp200.dtb");
+/// The `-smp 8` GICv2 tree with cpu@8..cpu@11 added by hand (QEMU refuses GICv2 past 8).
+const GICV2_SMP12_EDITED: &[u8] =
+    include_bytes!("../../../tests/data/dtb/virt-gicv2-smp12-edited.dtb");
 const EL2_SMP4: &[u8] = include_bytes!("../../../tests/data/dtb/virt-el2-smp4.dtb");
 /// `-M virt,secure=on`: devices and RAM for the secure world, each with status = "disabled".
 const SECURE_SMP4: &[u8] = include_bytes!("../../../tests/data/dtb/virt-secure-smp4.dtb");

@@ -7,8 +7,7 @@ use super::*;
 fn every_qemu_tree_parses_without_problems() {
     for (name, blob, smp) in QEMU_TREES {
         let p = parse_ok(name, blob, QEMU_DTB_AT, Board::QemuVirt);
-        // The 16-CPU tree has one thing to say, and sixteen_cpu_tree_keeps_max_cpus_and_says_so
-        // checks it; every other tree has nothing to say.
+        // A tree with more CPUs than MAX_CPUS says so; every other tree has nothing to say.
         let expected: &[Problem] = if smp > MAX_CPUS {
             &[Problem::TooManyCpus { in_tree: smp }]
         } else {
@@ -38,7 +37,7 @@ fn qemu_cpu_count_matches_smp_and_mpidrs_match_reg() {
         assert_eq!(p.cpus_in_tree, smp, "{name}");
         assert_eq!(p.cpus.len(), smp.min(MAX_CPUS), "{name}");
         // dtc shows cpu@N with reg = <N> for every tree, GICv2 and GICv3 alike (QEMU's affinity
-        // clusters are 8 or 16 wide, so no tree here reaches Aff1).
+        // clusters are 16 wide, so no tree here reaches Aff1; the 64-CPU test below does).
         for (i, cpu) in p.cpus.as_slice().iter().enumerate() {
             assert_eq!(cpu.mpidr, i as u64, "{name}: cpu {i}");
             assert_eq!(p.logical_id(cpu.mpidr), Some(i), "{name}: cpu {i}");
@@ -65,7 +64,7 @@ fn qemu_secondary_cpus_start_with_psci_and_a_lone_cpu_needs_no_method() {
 }
 
 #[test]
-fn sixteen_cpu_tree_keeps_max_cpus_and_says_so() {
+fn sixteen_cpu_tree_keeps_every_cpu_in_cluster_zero() {
     let p = parse_ok(
         "virt-gicv3-smp16",
         GICV3_SMP16,
@@ -73,14 +72,86 @@ fn sixteen_cpu_tree_keeps_max_cpus_and_says_so() {
         Board::QemuVirt,
     );
     assert_eq!(p.cpus_in_tree, 16);
-    assert_eq!(p.cpus.len(), MAX_CPUS);
-    assert_eq!(MAX_CPUS, 8, "this test's tree was chosen to exceed 8 CPUs");
-    // The first eight in tree order are kept; the rest are counted, not stored.
+    assert_eq!(p.cpus.len(), 16.min(MAX_CPUS));
+    let mpidrs: Vec<u64> = p.cpus.as_slice().iter().map(|c| c.mpidr).collect();
+    assert_eq!(mpidrs, (0..16.min(MAX_CPUS) as u64).collect::<Vec<u64>>());
+}
+
+#[test]
+fn sixty_four_cpu_tree_numbers_cpus_in_tree_order_across_four_clusters() {
+    let p = parse_ok(
+        "virt-gicv3-smp64",
+        GICV3_SMP64,
+        QEMU_DTB_AT,
+        Board::QemuVirt,
+    );
+    assert_eq!(p.cpus_in_tree, 64);
+    let kept = 64.min(MAX_CPUS);
+    assert_eq!(p.cpus.len(), kept);
+    // QEMU virt: 16 CPUs to an Aff1 cluster, listed cluster by cluster; the logical id is the
+    // position in the tree, so cpu16 is MPIDR 0x100 (core 0 of cluster 1), not 0x10.
+    for (id, cpu) in p.cpus.as_slice().iter().enumerate() {
+        let expected = (((id / 16) << 8) | (id % 16)) as u64;
+        assert_eq!(cpu.mpidr, expected, "cpu{id}");
+        assert_eq!(p.logical_id(expected), Some(id));
+        assert_eq!(cpu.method, EnableMethod::Psci);
+    }
+    let expected: &[Problem] = if 64 > MAX_CPUS {
+        &[Problem::TooManyCpus { in_tree: 64 }]
+    } else {
+        &[]
+    };
+    assert_eq!(p.problems.as_slice(), expected);
+    assert_sane(&p, &|| "virt-gicv3-smp64".into());
+}
+
+#[test]
+fn past_123_cpus_qemu_adds_a_second_redistributor_region_and_both_are_kept() {
+    let p = parse_ok(
+        "virt-gicv3-smp200",
+        GICV3_SMP200,
+        QEMU_DTB_AT,
+        Board::QemuVirt,
+    );
+    let Some(Gic::V3 { redistributors, .. }) = p.gic else {
+        panic!("a GICv3 tree gave {:?}", p.gic);
+    };
+    // dtc shows #redistributor-regions = <2> and reg = <dist> <0x80a0000 0xf60000>
+    // <0x40_0000_0000 0x400_0000>.
+    let regions: Vec<Region> = redistributor_regions(&redistributors).collect();
+    assert_eq!(
+        regions,
+        [
+            Region::new(0x080a_0000, 0xf6_0000),
+            Region::new(0x40_0000_0000, 0x400_0000)
+        ]
+    );
+    let mmio = p.mmio_regions();
+    for region in &regions {
+        assert!(mmio.as_slice().contains(region), "{region:x?} is mapped");
+    }
+    assert_eq!(p.cpus_in_tree, 200);
+    assert_eq!(
+        p.problems.as_slice(),
+        &[Problem::TooManyCpus { in_tree: 200 }]
+    );
+}
+
+#[test]
+fn a_gicv2_tree_with_twelve_cpus_starts_eight_and_says_why() {
+    let p = parse_ok(
+        "virt-gicv2-smp12-edited",
+        GICV2_SMP12_EDITED,
+        QEMU_DTB_AT,
+        Board::QemuVirt,
+    );
+    assert_eq!(p.cpus_in_tree, 12);
+    assert_eq!(p.cpus.len(), GICV2_MAX_CPUS);
     let mpidrs: Vec<u64> = p.cpus.as_slice().iter().map(|c| c.mpidr).collect();
     assert_eq!(mpidrs, (0..8).collect::<Vec<u64>>());
     assert_eq!(
         p.problems.as_slice(),
-        &[Problem::TooManyCpus { in_tree: 16 }]
+        &[Problem::GicV2CpuLimit { in_tree: 12 }]
     );
 }
 
@@ -125,7 +196,12 @@ fn qemu_gic_version_and_addresses_match_the_tree() {
     // intc@8000000 with arm,gic-v3: reg <0 0x8000000 0 0x10000 0 0x80a0000 0 0xf60000>.
     let v3 = Gic::V3 {
         distributor: Region::new(0x0800_0000, 0x1_0000),
-        redistributors: Region::new(0x080a_0000, 0xf6_0000),
+        redistributors: [
+            Region::new(0x080a_0000, 0xf6_0000),
+            Region::default(),
+            Region::default(),
+            Region::default(),
+        ],
     };
     for (name, blob, _) in QEMU_TREES {
         let p = parse_ok(name, blob, QEMU_DTB_AT, Board::QemuVirt);

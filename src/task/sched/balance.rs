@@ -14,7 +14,8 @@ use super::runqueue::SCHED;
 
 /// An idle CPU's load balancing: take one waiting task from the CPU with the most, if any may
 /// run here and is not still switching away. Returns whether a task was pulled. Bounded: one
-/// look at each CPU's count, one locked queue, one task.
+/// look at each CPU's count, at most one queue locked (one another CPU holds is skipped, not
+/// waited for), one task.
 pub(super) fn pull(me: usize) -> bool {
     let busiest = crate::smp::online_cpus()
         .filter(|&c| c != me)
@@ -26,7 +27,12 @@ pub(super) fn pull(me: usize) -> bool {
     };
     let stolen = {
         let v = SCHED.for_cpu(victim);
-        let mut q = v.queue.lock();
+        // Never wait for a busy victim: its owner or another idle CPU has the queue, and this
+        // idle loop comes back soon. With 63 idle CPUs pulling from the one busy CPU, waiting
+        // here queued them all on one lock, for seconds when vCPUs outnumber host cores.
+        let Some(mut q) = v.queue.try_lock() else {
+            return false;
+        };
         let t = q.steal_for(me, |t| !t.on_cpu.load(Ordering::Acquire));
         if let Some(t) = &t {
             // Under the victim's lock: from here a wake looks for it on our CPU.
