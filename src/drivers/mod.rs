@@ -3,6 +3,6 @@
 pub mod bcm2711_gpio;
 #[cfg(target_os = "none")]
 pub mod gic;
-pub mod mailbox;
 pub mod gic_affinity;
+pub mod mailbox;
 pub mod pl011;

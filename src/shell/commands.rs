@@ -14,9 +14,9 @@ use super::command::{self, BadUsage, Command, Outcome, print};
 use super::line::{Feed, LineEditor, Terminal};
 use super::{LINE_MAX, PROMPT};
 use crate::arch::aarch64::layout;
+use crate::drivers::gic_affinity;
 use crate::drivers::mailbox::BoardQuery;
 use crate::platform::revision::MemorySize;
-use crate::drivers::gic_affinity;
 use crate::platform::{EnableMethod, Platform, PsciConduit, Region};
 use crate::{HEAP, console, ktest, logger, mm, percpu, power};
 
