@@ -1,6 +1,6 @@
 //! The serial chainloader's protocol: how a kernel crosses the serial line from the host to the
 //! loader waiting on the board, and how the loader decides whether what arrived may run
-//! (chapter 28, "The chainloader loop").
+//! (chapter 29, "The chainloader loop").
 //!
 //! One exchange, all of it on the UART, the loader speaking first:
 //!

@@ -90,7 +90,7 @@ mod kernel {
         // WFE also wakes every ~100 us, so a wait whose wake-up never comes is short.
         timer::enable_event_stream();
         // On a Pi, ask the VideoCore what board this is, now that the kernel's map has its
-        // mailbox, and before the heap takes RAM the VideoCore may have kept (chapter 28).
+        // mailbox, and before the heap takes RAM the VideoCore may have kept (chapter 29).
         let firmware_answers = match platform.source {
             platform::Source::BoardDefaults => quartet::drivers::mailbox::BoardQuery::NoTree,
             platform::Source::DeviceTree { .. } => {
@@ -311,7 +311,7 @@ mod kernel {
         }
     }
 
-    /// What the firmware said about the board, or why it said nothing (chapter 28).
+    /// What the firmware said about the board, or why it said nothing (chapter 29).
     fn report_board(p: &Platform<'static>, effects: quartet::platform::FirmwareEffects) {
         use quartet::drivers::mailbox::BoardQuery;
         let query = &p.firmware;

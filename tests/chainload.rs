@@ -1,4 +1,4 @@
-//! The Pi 4's serial chainloader end to end on QEMU raspi4b (chapter 28, "The chainloader
+//! The Pi 4's serial chainloader end to end on QEMU raspi4b (chapter 29, "The chainloader
 //! loop"): build/rpi4/chainloader/kernel8.img boots as the firmware would boot it, its serial
 //! line is a Unix socket, and the test first plays a broken host itself (a corrupt transfer, a
 //! truncated one), then lets tools/push send the real Pi 4 kernel, which must start its other

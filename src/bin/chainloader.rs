@@ -1,6 +1,6 @@
 //! The serial chainloader for the Raspberry Pi 4: a small program that goes on the SD card as
 //! kernel8.img once, and from then on receives each new kernel over the serial line instead
-//! (chapter 28, "The chainloader loop").
+//! (chapter 29, "The chainloader loop").
 //!
 //! It moves itself out of the kernel's way (src/arch/aarch64/chainload.rs), puts the PL011 on
 //! the GPIO header as the kernel does, and serves the protocol of src/chainload.rs until a

@@ -1,4 +1,4 @@
-//! The device tree's RAM against the firmware's word for it (chapter 28, "Asking the VideoCore").
+//! The device tree's RAM against the firmware's word for it (chapter 29, "Asking the VideoCore").
 //!
 //! On a Pi the VideoCore keeps the top of the low 1 GiB for itself (its `gpu_mem`) and tells the
 //! Arm side, through the mailbox, which part is left: the "ARM memory", 0 to just under 1 GiB.

@@ -1,4 +1,4 @@
-//! The Raspberry Pi board revision code, decoded (chapter 28, "Asking the VideoCore").
+//! The Raspberry Pi board revision code, decoded (chapter 29, "Asking the VideoCore").
 //!
 //! The firmware answers "which board is this?" with one 32-bit number. Since the Pi 2 it is a
 //! bit field, the "new-style" code, laid out (most significant bit first) as

@@ -592,7 +592,7 @@ fn locks(sh: &mut Shell, _: &[&str]) -> Outcome {
     Ok(())
 }
 
-/// On a board with a VideoCore mailbox, what its firmware says the board is (chapter 28).
+/// On a board with a VideoCore mailbox, what its firmware says the board is (chapter 29).
 /// Nothing on one without (QEMU virt): the boot log says that once.
 fn board_line(sh: &mut Shell) {
     let p = sh.platform;

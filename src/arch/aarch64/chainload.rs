@@ -1,5 +1,5 @@
 //! The chainloader's first and last instructions: its Image header, the move out of the
-//! kernel's way, and the jump into the kernel it received (chapter 28, "The chainloader loop").
+//! kernel's way, and the jump into the kernel it received (chapter 29, "The chainloader loop").
 //!
 //! This file belongs to the chainloader binary (src/bin/chainloader.rs), which includes it by
 //! path; the kernel library does not, because the two programs each have their own `_start`.

@@ -1,5 +1,5 @@
 //! The VideoCore mailbox: how the Arm cores ask the Pi's GPU firmware about the board
-//! (chapter 28, "Asking the VideoCore").
+//! (chapter 29, "Asking the VideoCore").
 //!
 //! On a Raspberry Pi the VideoCore boots first and keeps running its firmware beside the Arm
 //! cores. It knows what the device tree cannot say for sure: the board's revision code (model,

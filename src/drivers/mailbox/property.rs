@@ -1,5 +1,5 @@
 //! The property channel's message: how a question to the VideoCore is laid out in memory, and
-//! how its answer is checked before any of it is believed (chapter 28, "Asking the VideoCore").
+//! how its answer is checked before any of it is believed (chapter 29, "Asking the VideoCore").
 //!
 //! A message is a run of little-endian 32-bit words:
 //!

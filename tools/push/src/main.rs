@@ -1,4 +1,4 @@
-//! quartet-push: the host end of the Raspberry Pi 4's serial chainloader (chapter 28, "The
+//! quartet-push: the host end of the Raspberry Pi 4's serial chainloader (chapter 29, "The
 //! chainloader loop"). `make push TTY=/dev/ttyUSB0` runs it.
 //!
 //! It is a terminal to the board that watches what the board prints. Each time the loader
