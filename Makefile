@@ -25,7 +25,7 @@ USER_CFLAGS := -static -nostdlib -ffreestanding -fno-pie -no-pie -O2 -Wall -Wext
                -Wl,-Ttext-segment=0x400000 -Wl,-z,max-page-size=0x10000 -Wl,-z,noexecstack \
                -Wl,--build-id=none
 
-.PHONY: user setup-rpi4 all run run-rpi4 chainloader push push-tool test samples samples-check unit loom lint qemu-tests image rpi4 sdcard sdcard-image setup-sdcard flash gdb doc book setup clean bench bench-host bench-host-check lab labs lab-check lab-selftest FORCE
+.PHONY: user setup-rpi4 all run run-rpi4 chainloader push push-tool test samples samples-check unit loom lint qemu-tests chainload-test image rpi4 sdcard sdcard-image setup-sdcard flash gdb doc book setup clean bench bench-host bench-host-check lab labs lab-check lab-selftest FORCE
 
 all: image rpi4
 
@@ -92,7 +92,13 @@ lint:
 	cargo clippy --release --manifest-path tools/push/Cargo.toml --target $(HOST) --target-dir target/push -- -D warnings
 
 qemu-tests:
-	cargo test --target $(HOST) --test boot --test sdcard --test docs --test user_linux --test chainload -- --test-threads=2
+	cargo test --target $(HOST) --test boot --test sdcard --test docs --test user_linux -- --test-threads=2
+
+## make chainload-test: the chainloader end to end on QEMU raspi4b (tests/chainload.rs, about 5
+## minutes). Not part of make test for now: on the development machine a run of it took down
+## the processes around it, and until that is understood it runs only when asked for.
+chainload-test: chainloader push-tool
+	cargo test --target $(HOST) --test chainload
 
 ## make labs: the graded labs. make lab NAME=ticket: a work tree, build/labs/ticket/, in which one
 ## mechanism's functions are todo!()s (FORCE=1 starts it over). make lab-check NAME=ticket: grade
