@@ -402,11 +402,13 @@ mod tests {
             assert!(l.try_lock().is_some());
         }
         std::thread::spawn(|| {
+            // Playing CPU 1 while `never_loses_an_update`'s threads play CPUs 0-3 would share
+            // CPU 1's preempt count between two threads (seen: "preempt count underflow").
+            let _serial = PLAYS_CPUS.lock().unwrap_or_else(|e| e.into_inner());
             crate::percpu::install(1);
             check::<TasLock>();
             check::<TtasLock>();
             check::<TicketLock>();
-            let _serial = PLAYS_CPUS.lock().unwrap_or_else(|e| e.into_inner());
             check::<McsLock>();
         })
         .join()
