@@ -138,11 +138,20 @@ pub fn clean_dcache_range(start: usize, end: usize) {
 /// Invalidate [start, end) without writing back: used at boot, with caches still off, so that
 /// lines left by firmware cannot hide what we wrote straight to memory.
 pub fn invalidate_dcache_range(start: usize, end: usize) {
+    // SAFETY: with the data cache off, every write so far went to memory; dropping cached
+    // copies of these lines loses nothing.
+    unsafe { invalidate_lines(start, end) }
+}
+
+/// `dc ivac` on every line of [start, end), then a DSB: the one loop both invalidations share.
+///
+/// # Safety
+/// Dropping the lines must lose nothing: none may hold a store not yet in memory.
+unsafe fn invalidate_lines(start: usize, end: usize) {
     let line = dcache_line_size();
     let mut addr = start & !(line - 1);
     while addr < end {
-        // SAFETY: with the data cache off, every write so far went to memory; dropping cached
-        // copies of these lines loses nothing.
+        // SAFETY: the caller guarantees these lines hold no unwritten stores.
         unsafe { core::arch::asm!("dc ivac, {0}", in(reg) addr) };
         addr += line;
     }
@@ -158,14 +167,8 @@ pub fn invalidate_dcache_range(start: usize, end: usize) {
 /// No line of the range may hold a store made since it was last cleaned (it would be lost),
 /// and the range must cover whole cache lines of nothing but the device's buffer.
 pub unsafe fn invalidate_after_device_write(start: usize, end: usize) {
-    let line = dcache_line_size();
-    let mut addr = start & !(line - 1);
-    while addr < end {
-        // SAFETY: the caller guarantees the lines hold no unwritten stores and no other data.
-        unsafe { core::arch::asm!("dc ivac, {0}", in(reg) addr) };
-        addr += line;
-    }
-    asm::barrier::dsb(asm::barrier::SY);
+    // SAFETY: the caller guarantees the lines hold no unwritten stores and no other data.
+    unsafe { invalidate_lines(start, end) }
 }
 
 /// Make instructions written to [start, end) visible to instruction fetch on every CPU: clean the
