@@ -165,6 +165,8 @@ struct KillOnDrop(std::process::Child);
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let group = format!("-{}", self.0.id());
+        // Never drop the `--`: procps-ng's kill reads `kill -KILL -12345` as the option `-1`
+        // and sends SIGKILL to pid -1, which is every process it may signal.
         let _ = Command::new("kill")
             .args(["-KILL", "--", &group])
             .stderr(Stdio::null())
