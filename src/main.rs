@@ -104,6 +104,7 @@ mod kernel {
         // 4. This CPU's identity, the console and the log.
         let boot_id = platform.logical_id(cpu::mpidr_affinity());
         let me = boot_id.unwrap_or(0);
+        percpu::set_possible_cpus(platform.cpus.len());
         percpu::install(me);
         // This CPU takes part in RCU grace periods from now on (src/rcu).
         quartet::rcu::cpu_online(me);

@@ -153,9 +153,27 @@ pub fn cpu(id: usize) -> &'static CpuArea {
     &CPU_AREAS[id]
 }
 
-/// All areas, online or not.
+/// How many CPUs this machine can have: the device tree's count, set once at boot before any
+/// other CPU starts. Until then, and on the host (where tests play any id), every slot up to
+/// `MAX_CPUS`. Statistics walk this many slots, not `MAX_CPUS`: a 4-CPU board built for 64
+/// would otherwise sum sixty zeros for every `cpus` or `lockstat`.
+static POSSIBLE: AtomicUsize = AtomicUsize::new(MAX_CPUS);
+
+/// The number of CPU slots that can ever be in use (see `set_possible_cpus`).
+#[inline]
+pub fn possible_cpus() -> usize {
+    POSSIBLE.load(Ordering::Relaxed)
+}
+
+/// Boot's count of the CPUs the tree lists (at least 1, at most `MAX_CPUS`). Called before the
+/// other CPUs start, so every reader sees the final value; ids at or above it never come online.
+pub fn set_possible_cpus(count: usize) {
+    POSSIBLE.store(count.clamp(1, MAX_CPUS), Ordering::Relaxed);
+}
+
+/// All areas that can be in use, online or not.
 pub fn all_cpus() -> impl Iterator<Item = &'static CpuArea> {
-    CPU_AREAS.iter()
+    CPU_AREAS[..possible_cpus()].iter()
 }
 
 /// The address of CPU `id`'s area: what its TPIDR_EL1 holds.
@@ -264,9 +282,10 @@ impl<T> PerCpu<T> {
         &self.slots[id].0
     }
 
-    /// Every CPU's value, in id order.
+    /// Every possible CPU's value, in id order (`possible_cpus` of them: no CPU beyond those
+    /// ever writes its slot).
     pub fn iter(&self) -> impl Iterator<Item = &T> {
-        self.slots.iter().map(|s| &s.0)
+        self.slots[..possible_cpus()].iter().map(|s| &s.0)
     }
 }
 

@@ -88,6 +88,14 @@ fn all_listed_cpus_online(p: &Platform<'static>) -> Result<(), String> {
         "{online} online, {} listed",
         p.cpus.len()
     );
+    // Statistics walk only the slots a listed CPU can use; every online CPU must be among them.
+    ensure!(
+        percpu::possible_cpus() == p.cpus.len()
+            && smp::online_cpus().all(|id| id < percpu::possible_cpus()),
+        "possible_cpus() is {} with {} CPUs listed",
+        percpu::possible_cpus(),
+        p.cpus.len()
+    );
     Ok(())
 }
 

@@ -363,7 +363,9 @@ impl Rcu {
     /// What `rcu_barrier` waits for: each CPU's count of callbacks queued so far.
     pub(super) fn barrier_goal(&self) -> [u64; MAX_CPUS] {
         let mut goal = [0u64; MAX_CPUS];
-        for (g, q) in goal.iter_mut().zip(self.callbacks.iter()) {
+        // CPUs past `possible_cpus` never queue a callback: their goal stays 0, always reached.
+        let possible = crate::percpu::possible_cpus();
+        for (g, q) in goal.iter_mut().zip(self.callbacks.iter()).take(possible) {
             *g = q.queued.load(Ordering::Acquire);
         }
         goal
@@ -373,6 +375,7 @@ impl Rcu {
     pub(super) fn barrier_reached(&self, goal: &[u64; MAX_CPUS]) -> bool {
         goal.iter()
             .zip(self.callbacks.iter())
+            .take(crate::percpu::possible_cpus())
             .all(|(&g, q)| q.invoked.load(Ordering::Acquire) >= g)
     }
 }

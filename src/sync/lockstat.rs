@@ -276,7 +276,7 @@ pub fn released(class: &LockClass, lock: &PerLock) {
 /// Zero every counter (the shell's `lockstat reset`, and a benchmark before its run).
 pub fn reset() {
     #[cfg(feature = "lockstat")]
-    for cpu in &counting::TABLE {
+    for cpu in &counting::TABLE[..crate::percpu::possible_cpus()] {
         for row in &cpu.0 {
             for counter in row.all() {
                 counter.store(0, core::sync::atomic::Ordering::Relaxed);
@@ -307,7 +307,7 @@ pub fn snapshot() -> Vec<ClassStats> {
                 continue;
             }
             let mut sum = [0u64; 7];
-            for cpu in &counting::TABLE {
+            for cpu in &counting::TABLE[..crate::percpu::possible_cpus()] {
                 let values = cpu.0[row].all().map(|c| c.load(Ordering::Relaxed));
                 for (i, v) in values.into_iter().enumerate() {
                     // wait_max (3) and hold_max (5) are maxima; the rest add up.
