@@ -289,12 +289,26 @@ impl<T> PerCpu<T> {
     }
 }
 
+/// Host tests play CPUs: a thread that calls `install(id)` shares CPU `id`'s area, preempt count
+/// and per-CPU slots (MCS nodes, lock statistics) with every other thread playing `id`, and the
+/// test harness runs tests at once. So every test that plays a CPU holds this guard for its whole
+/// run (or around each `as_cpu`-style call), and no two of them play at the same time. Taken by
+/// the test's own thread, never by the threads it spawns, so it cannot deadlock them.
+#[cfg(all(test, not(loom)))]
+pub(crate) fn playing_cpus() -> std::sync::MutexGuard<'static, ()> {
+    static PLAYING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A test that panicked while playing (should_panic ones do) leaves nothing half-done that
+    // the next test would trip over: its threads have ended.
+    PLAYING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
     #[test]
     fn each_thread_sees_its_own_area() {
+        let _cpus = crate::percpu::playing_cpus();
         let handles: Vec<_> = (0..4)
             .map(|id| {
                 std::thread::spawn(move || {
@@ -342,6 +356,7 @@ mod tests {
 
     #[test]
     fn per_cpu_slots_sit_on_separate_cache_lines() {
+        let _cpus = crate::percpu::playing_cpus();
         let counters: PerCpu<AtomicU64> =
             PerCpu::new([const { CacheAligned(AtomicU64::new(0)) }; MAX_CPUS]);
         let a = counters.for_cpu(0) as *const _ as usize;

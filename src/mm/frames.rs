@@ -451,6 +451,7 @@ mod tests {
     }
 
     fn as_cpu<R: Send + 'static>(id: usize, f: impl FnOnce() -> R + Send + 'static) -> R {
+        let _cpus = crate::percpu::playing_cpus();
         std::thread::spawn(move || {
             percpu::install(id);
             f()
@@ -540,6 +541,7 @@ mod tests {
 
     #[test]
     fn cpus_allocating_at_once_never_share_a_page() {
+        let _cpus = crate::percpu::playing_cpus();
         let pool = Arc::new(pool(1024));
         let handles: Vec<_> = (0..4)
             .map(|cpu| {

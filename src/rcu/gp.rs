@@ -541,6 +541,7 @@ mod tests {
 
     #[test]
     fn sections_nest_and_disable_preemption() {
+        let _cpus = crate::percpu::playing_cpus();
         let rcu = Rcu::new();
         on_thread(|| {
             percpu::install(0);

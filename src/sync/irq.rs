@@ -206,6 +206,7 @@ mod tests {
     use super::*;
 
     fn as_cpu(id: usize, f: impl FnOnce() + Send + 'static) {
+        let _cpus = crate::percpu::playing_cpus();
         std::thread::spawn(move || {
             percpu::install(id);
             f()
@@ -289,6 +290,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "pop_off without push_off")]
     fn unmatched_pop_is_caught() {
+        let _cpus = crate::percpu::playing_cpus();
         percpu::install(4);
         irqflags::local_irq_disable();
         pop_off();

@@ -152,6 +152,7 @@ mod tests {
 
     #[test]
     fn fields_nest_independently_and_answer_the_context_questions() {
+        let _cpus = crate::percpu::playing_cpus();
         std::thread::spawn(|| {
             percpu::install(5);
             assert!(!in_interrupt() && !in_irq() && preemptible());
@@ -179,6 +180,7 @@ mod tests {
 
     #[test]
     fn each_cpu_has_its_own_count() {
+        let _cpus = crate::percpu::playing_cpus();
         let a = std::thread::spawn(|| {
             percpu::install(6);
             irq_enter();

@@ -188,6 +188,7 @@ mod tests {
 
     #[test]
     fn readers_never_accept_a_torn_value() {
+        let _cpus = crate::percpu::playing_cpus();
         let lock = Arc::new(SeqLock::new(Triple { a: 0, b: 0, c: 0 }));
         let writer = {
             let lock = Arc::clone(&lock);

@@ -28,6 +28,7 @@ fn row_of(slot: usize) -> Option<ClassStats> {
 
 /// Run `f` on a thread that plays CPU `cpu`.
 fn on_cpu<T: Send + 'static>(cpu: usize, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let _cpus = crate::percpu::playing_cpus();
     std::thread::spawn(move || {
         crate::percpu::install(cpu);
         f()
@@ -129,7 +130,9 @@ fn reset_clears_every_counter() {
 /// holder's hold, and every change of CPU is a bounce.
 #[test]
 fn a_waiter_on_another_cpu_counts_a_contention_its_wait_and_bounces() {
+    // In this order: the tests that call `on_cpu` hold `serial` while it takes `playing_cpus`.
     let _serial = serial();
+    let _cpus = crate::percpu::playing_cpus();
     let lock: Arc<SpinLock<u64, Watched>> =
         Arc::new(SpinLock::named("lockstat test: contended", 0));
     let slot = lockdep::class_slot(lock.class()).expect("the class table has room");

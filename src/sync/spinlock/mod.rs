@@ -314,13 +314,9 @@ mod tests {
         assert!(!lock.is_held_by_current_cpu());
     }
 
-    /// MCS queue nodes belong to CPUs, and host test threads play CPUs 0..3: tests using MCS
-    /// locks must not run at the same time, or two threads would share one CPU's nodes.
-    static PLAYS_CPUS: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
     /// Four threads, each playing a CPU, update two fields that must stay equal.
     fn never_loses_an_update<R: RawSpinLock + Send + Sync + 'static>() {
-        let _serial = PLAYS_CPUS.lock().unwrap_or_else(|e| e.into_inner());
+        let _serial = crate::percpu::playing_cpus();
         const THREADS: usize = 4;
         const ROUNDS: usize = 20_000;
         let lock: Arc<SpinLock<(u64, u64), R>> = Arc::new(SpinLock::new((0, 0)));
@@ -375,7 +371,7 @@ mod tests {
 
     #[test]
     fn mcs_nodes_allow_nesting_and_any_unlock_order() {
-        let _serial = PLAYS_CPUS.lock().unwrap_or_else(|e| e.into_inner());
+        let _serial = crate::percpu::playing_cpus();
         std::thread::spawn(|| {
             crate::percpu::install(2);
             let a: SpinLock<u8, McsLock> = SpinLock::new(1);
@@ -404,7 +400,7 @@ mod tests {
         std::thread::spawn(|| {
             // Playing CPU 1 while `never_loses_an_update`'s threads play CPUs 0-3 would share
             // CPU 1's preempt count between two threads (seen: "preempt count underflow").
-            let _serial = PLAYS_CPUS.lock().unwrap_or_else(|e| e.into_inner());
+            let _serial = crate::percpu::playing_cpus();
             crate::percpu::install(1);
             check::<TasLock>();
             check::<TtasLock>();
