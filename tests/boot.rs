@@ -1260,6 +1260,8 @@ fn virt_gicv3_without_any_tree_reads_the_gic_from_the_cpu_and_the_cpus_from_psci
     let boot = s.output.clone();
     for expected in [
         "no device tree: x0 = 0x0 and none at the start of RAM (0x40000000)",
+        // The kernel's physical load address, the one QEMU measured the tree against.
+        "only if it fits below the kernel at 0x40200000;",
         "GICv3 at the QEMU virt addresses, as this CPU has the GICv3 system-register interface",
         "PSCI AFFINITY_INFO knows 4 of",
         "irq: GICv3 with",

@@ -755,7 +755,10 @@ fn discover_from_tree(x0: usize, facts: CpuFacts) -> Platform<'static> {
         } else {
             Problem::NoDeviceTreeAtRamStart {
                 ram_start: at as u64,
-                kernel_start: crate::arch::aarch64::layout::kernel_layout().kernel_start as u64,
+                // The physical address: the one QEMU compares the tree's size against.
+                kernel_start: crate::mm::virt_to_phys(
+                    crate::arch::aarch64::layout::kernel_layout().kernel_start,
+                ) as u64,
             }
         }
     };
