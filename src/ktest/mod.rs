@@ -1,7 +1,7 @@
 //! The in-kernel test runner (chapter 1, "Test mode").
 //!
-//! With `test` in bootargs the kernel runs every test here (or those whose name contains the
-//! value of `test=`), prints `test <name> ... ok` or `test <name> ... FAILED: <why>` for each, and
+//! With `test` in bootargs the kernel runs every test here (or those `test=` selects: names
+//! containing one of its comma-separated parts, less those containing a `!part`), prints `test <name> ... ok` or `test <name> ... FAILED: <why>` for each, and
 //! ends with the line `N passed, M failed`. The host side (tests/boot.rs) boots QEMU in several
 //! configurations and checks these lines; the QEMU exit status says whether M was 0.
 
@@ -72,11 +72,11 @@ fn print(args: core::fmt::Arguments<'_>) {
     crate::console::write_line(line.as_str());
 }
 
-/// Run the tests whose names contain `filter`, or one of its comma-separated parts (all for "");
-/// returns (passed, failed).
+/// Run the tests `filter` selects (`platform::name_selected`: comma-separated parts of names,
+/// `!part` to leave some out; all for ""); returns (passed, failed).
 pub fn run(platform: &Platform<'static>, filter: &str) -> (usize, usize) {
     let (mut passed, mut failed) = (0, 0);
-    for test in suites().filter(|t| filter.split(',').any(|part| t.name.contains(part))) {
+    for test in suites().filter(|t| crate::platform::name_selected(t.name, filter)) {
         match (test.run)(platform) {
             Ok(()) => {
                 passed += 1;
@@ -89,7 +89,7 @@ pub fn run(platform: &Platform<'static>, filter: &str) -> (usize, usize) {
         }
     }
     if passed + failed == 0 {
-        print(format_args!("ktest: no test name contains {filter:?}"));
+        print(format_args!("ktest: no test is selected by {filter:?}"));
     }
     print(format_args!("{passed} passed, {failed} failed"));
     (passed, failed)

@@ -710,6 +710,39 @@ impl<'dt> Platform<'dt> {
     }
 }
 
+/// Whether a boot argument's list of name parts, like `test=` or `bench=`'s value, selects
+/// `name`: parts are comma-separated; `!part` leaves out every name containing `part`; the
+/// other parts keep a name that contains one of them (with none, every name is kept).
+/// `test=user_,irq_` runs two groups; `test=!broken` runs all but the broken-variant checks.
+pub fn name_selected(name: &str, filter: &str) -> bool {
+    let parts = || filter.split(',').filter(|p| !p.is_empty());
+    let left_out = parts().any(|p| p.strip_prefix('!').is_some_and(|p| name.contains(p)));
+    let mut wanted = parts().filter(|p| !p.starts_with('!')).peekable();
+    !left_out && (wanted.peek().is_none() || wanted.any(|p| name.contains(p)))
+}
+
+#[cfg(test)]
+mod name_selection_tests {
+    use super::name_selected;
+
+    #[test]
+    fn parts_keep_names_containing_them_and_bang_parts_leave_names_out() {
+        assert!(name_selected("smp_all_listed_cpus_online", ""));
+        assert!(name_selected("smp_all_listed_cpus_online", "smp_,irq_"));
+        assert!(!name_selected("rcu_torture", "smp_,irq_"));
+        assert!(name_selected("rcu_torture", "!broken"));
+        assert!(!name_selected(
+            "mutex_torture_catches_a_broken_mutex",
+            "!broken"
+        ));
+        assert!(!name_selected("fs_broken_append_is_caught", "fs_,!broken"));
+        assert!(name_selected("fs_stress", "fs_,!broken"));
+        assert!(!name_selected("user_hello", "fs_,!broken"));
+        // An empty part (a trailing comma) selects nothing by itself.
+        assert!(!name_selected("rcu_torture", "smp_,"));
+    }
+}
+
 #[cfg(test)]
 mod dt_tests;
 
