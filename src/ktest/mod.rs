@@ -1,8 +1,9 @@
 //! The in-kernel test runner (chapter 1, "Test mode").
 //!
 //! With `test` in bootargs the kernel runs every test here (or those `test=` selects: names
-//! containing one of its comma-separated parts, less those containing a `!part`), prints `test <name> ... ok` or `test <name> ... FAILED: <why>` for each, and
-//! ends with the line `N passed, M failed`. The host side (tests/boot.rs) boots QEMU in several
+//! containing one of its comma-separated parts, less those containing a `!part`), prints
+//! `test <name> ... ok` or `test <name> ... FAILED: <why>` for each, and ends with the line
+//! `N passed, M failed`. The host side (tests/boot.rs) boots QEMU in several
 //! configurations and checks these lines; the QEMU exit status says whether M was 0.
 
 mod atomics;

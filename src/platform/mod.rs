@@ -710,8 +710,7 @@ impl<'dt> Platform<'dt> {
     }
 }
 
-/// Whether a boot argument's list of name parts, like `test=` or `bench=`'s value, selects
-/// `name`: parts are comma-separated; `!part` leaves out every name containing `part`; the
+/// Whether a boot argument's list of name parts, like `test=`'s value, selects `name`: parts are comma-separated; `!part` leaves out every name containing `part`; the
 /// other parts keep a name that contains one of them (with none, every name is kept).
 /// `test=user_,irq_` runs two groups; `test=!broken` runs all but the broken-variant checks.
 pub fn name_selected(name: &str, filter: &str) -> bool {
