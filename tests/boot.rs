@@ -779,14 +779,7 @@ fn raspi4b_with_a_tree_naming_another_board_leaves_the_pi4_gpio_alone() {
     std::fs::write(&dtb, &blob).unwrap();
     let image = image(Board::Rpi4);
     let s = Session::start_with(
-        &[
-            "--board".as_ref(),
-            "rpi4".as_ref(),
-            "--image".as_ref(),
-            image.as_os_str(),
-            "--dtb".as_ref(),
-            dtb.as_os_str(),
-        ],
+        &with_tree("rpi4", image.as_os_str(), dtb.as_os_str()),
         &[],
         "",
     );
@@ -810,14 +803,7 @@ fn raspi4b_with_a_tree_naming_another_board_leaves_the_pi4_gpio_alone() {
 fn raspi4b_without_a_device_tree_falls_back_to_board_defaults() {
     let image = image(Board::Rpi4);
     let run = boot_to_prompt(
-        &[
-            "--board".as_ref(),
-            "rpi4".as_ref(),
-            "--image".as_ref(),
-            image.as_os_str(),
-            "--dtb".as_ref(),
-            "none".as_ref(),
-        ],
+        &with_tree("rpi4", image.as_os_str(), "none".as_ref()),
         &[],
         "",
     );
@@ -843,14 +829,7 @@ fn raspi4b_without_a_device_tree_falls_back_to_board_defaults() {
 /// GPIO14/15, all four cores out of the spin table, and no error on the way.
 fn bcm2711_board_reaches_the_prompt(image: &Path, tree: &Path, model: &str) -> Run {
     let run = boot_to_prompt(
-        &[
-            "--board".as_ref(),
-            "rpi4".as_ref(),
-            "--image".as_ref(),
-            image.as_os_str(),
-            "--dtb".as_ref(),
-            tree.as_os_str(),
-        ],
+        &with_tree("rpi4", image.as_os_str(), tree.as_os_str()),
         &[],
         "",
     );
@@ -899,14 +878,7 @@ fn raspi4b_asks_the_videocore_and_mem_reports_the_board_and_its_memory() {
     let image = image(Board::Rpi4);
     let tree = fetched_tree("bcm2711-rpi-4-b.dtb");
     let mut s = Session::start_with(
-        &[
-            "--board".as_ref(),
-            "rpi4".as_ref(),
-            "--image".as_ref(),
-            image.as_os_str(),
-            "--dtb".as_ref(),
-            tree.as_os_str(),
-        ],
+        &with_tree("rpi4", image.as_os_str(), tree.as_os_str()),
         &[],
         "",
     );
@@ -986,14 +958,7 @@ fn raspi4b_with_a_mailbox_that_never_answers_times_out_and_boots_on() {
     std::fs::write(&dtb, &blob).unwrap();
     let image = image(Board::Rpi4);
     let run = boot_to_prompt(
-        &[
-            "--board".as_ref(),
-            "rpi4".as_ref(),
-            "--image".as_ref(),
-            image.as_os_str(),
-            "--dtb".as_ref(),
-            dtb.as_os_str(),
-        ],
+        &with_tree("rpi4", image.as_os_str(), dtb.as_os_str()),
         &[],
         "",
     );
@@ -1145,14 +1110,7 @@ fn virt_with_a_tree_listing_cpus_qemu_lacks_names_the_psci_errors_and_runs_on() 
     let dtb = altered_dtb("four-cpus.dtb", |_| {});
     let image = image(Board::Virt);
     let mut s = Session::start_with(
-        &[
-            "--board".as_ref(),
-            "virt".as_ref(),
-            "--image".as_ref(),
-            image.as_os_str(),
-            "--dtb".as_ref(),
-            dtb.as_os_str(),
-        ],
+        &with_tree("virt", image.as_os_str(), dtb.as_os_str()),
         &[("SMP", "2")],
         "",
     );
@@ -1299,14 +1257,7 @@ fn virt_notes_a_memory_node_left_at_size_0_and_leaves_it_out() {
     });
     let image = image(Board::Virt);
     let s = Session::start_with(
-        &[
-            "--board".as_ref(),
-            "virt".as_ref(),
-            "--image".as_ref(),
-            image.as_os_str(),
-            "--dtb".as_ref(),
-            dtb.as_os_str(),
-        ],
+        &with_tree("virt", image.as_os_str(), dtb.as_os_str()),
         &[("SMP", "4")],
         "",
     );
@@ -1344,14 +1295,7 @@ fn virt_with_a_tree_missing_its_uart_uses_the_default_uart() {
     // The tree lists 4 CPUs, so QEMU must offer 4 too.
     let image = image(Board::Virt);
     let run = boot_to_prompt(
-        &[
-            "--board".as_ref(),
-            "virt".as_ref(),
-            "--image".as_ref(),
-            image.as_os_str(),
-            "--dtb".as_ref(),
-            dtb.as_os_str(),
-        ],
+        &with_tree("virt", image.as_os_str(), dtb.as_os_str()),
         &[("SMP", "4")],
         "",
     );
@@ -1974,6 +1918,23 @@ impl Session {
         let status = self.guard.0.wait().expect("qemu-run exits").code();
         (status, self.output)
     }
+}
+
+/// tools/qemu-run's arguments to boot `image` on `board` with the device tree `tree` (a file,
+/// or "none" for no tree at all).
+fn with_tree<'a>(
+    board: &'a str,
+    image: &'a std::ffi::OsStr,
+    tree: &'a std::ffi::OsStr,
+) -> [&'a std::ffi::OsStr; 6] {
+    [
+        "--board".as_ref(),
+        board.as_ref(),
+        "--image".as_ref(),
+        image,
+        "--dtb".as_ref(),
+        tree,
+    ]
 }
 
 /// Boot with these tools/qemu-run arguments until the shell's prompt, and return what was
