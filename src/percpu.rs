@@ -121,6 +121,25 @@ impl CpuArea {
             .is_ok()
     }
 
+    /// The boot CPU, done waiting for this CPU (on time or not): keep it or give up on it. True
+    /// if the CPU is online, and then its bit is already in `online_mask()`; false if it is now
+    /// abandoned (or was never started).
+    ///
+    /// The CPU sets its mask bit a few instructions after its claim wins, and a host can
+    /// deschedule a vCPU between the two. The boot CPU counts the mask right after this, so
+    /// seeing `Online` is not enough: it waits for the bit. Without the wait, a busy host once
+    /// printed `3/4 CPUs online` and then let the fourth CPU run the kernel anyway.
+    pub fn keep_or_abandon(&self) -> bool {
+        if self.abandon() || !self.is_online() {
+            return false;
+        }
+        // Bounded by the claimant's next few instructions: its claim has already succeeded.
+        while !ONLINE.contains(self.id, Ordering::Acquire) {
+            core::hint::spin_loop();
+        }
+        true
+    }
+
     /// True if `addr` lies inside this CPU's stack.
     pub fn stack_contains(&self, addr: usize) -> bool {
         (self.stack_bottom.load(Ordering::Relaxed)..self.stack_top.load(Ordering::Relaxed))
@@ -345,6 +364,37 @@ mod tests {
             "a CPU that made it just in time stays online"
         );
         assert!(area.is_online());
+    }
+
+    #[test]
+    fn a_cpu_is_kept_only_once_it_is_in_the_online_mask() {
+        // The window between a CPU's claim and its mask bit, held open: the claim is made by
+        // hand, and the bit arrives from another thread 50 ms later.
+        let area: &'static CpuArea = Box::leak(Box::new(CpuArea::new(11)));
+        area.mark_starting();
+        area.state.store(CpuState::Online as u8, Ordering::Release);
+        assert!(!online_mask().contains(11));
+        let late_bit = std::thread::spawn(|| {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            ONLINE.set(11, Ordering::Release);
+        });
+        assert!(area.keep_or_abandon(), "a CPU that claimed in time is kept");
+        assert!(
+            online_mask().contains(11),
+            "kept, so the count that follows must include it"
+        );
+        late_bit.join().unwrap();
+
+        let area = CpuArea::new(12);
+        area.mark_starting();
+        assert!(
+            !area.keep_or_abandon(),
+            "a CPU that never claimed is given up"
+        );
+        assert!(!area.claim_online(), "and parks if it arrives later");
+        assert!(!online_mask().contains(12));
+        let area = CpuArea::new(13);
+        assert!(!area.keep_or_abandon(), "a CPU never started is not kept");
     }
 
     #[test]

@@ -51,7 +51,8 @@ pub fn start_secondaries(
             abandon(block);
             continue;
         }
-        if !wait_until_online(id) && percpu::cpu(id).abandon() {
+        wait_until_online(id);
+        if !percpu::cpu(id).keep_or_abandon() {
             log::warn!(
                 "cpu{id} (MPIDR {:#x}) did not report within {CPU_START_TIMEOUT_MS} ms; skipping it",
                 desc.mpidr
@@ -150,15 +151,13 @@ fn release_from_spin_table(release_addr: u64) {
     cpu::send_event();
 }
 
-fn wait_until_online(id: usize) -> bool {
+/// Poll until CPU `id` claims to be online or `CPU_START_TIMEOUT_MS` passes; the caller then
+/// settles its fate with `keep_or_abandon`.
+fn wait_until_online(id: usize) {
     let deadline = cpu::counter() + cpu::counter_frequency() * CPU_START_TIMEOUT_MS / 1000;
-    while cpu::counter() < deadline {
-        if percpu::cpu(id).is_online() {
-            return true;
-        }
+    while cpu::counter() < deadline && !percpu::cpu(id).is_online() {
         core::hint::spin_loop();
     }
-    percpu::cpu(id).is_online()
 }
 
 /// The contract line: exactly once, after bring-up, `smp: N/M CPUs online`. Tests and tools
