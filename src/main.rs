@@ -169,7 +169,10 @@ mod kernel {
         quartet::fs::init(&FILE_PAGES);
         quartet::fs::initrd::unpack_at_boot(platform);
         // User processes: the hooks that run them (src/proc/run.rs) and the reaper thread.
-        quartet::proc::locking::init(platform.bootarg_value("locking"));
+        quartet::proc::locking::init(
+            platform.bootarg_value("locking"),
+            platform.bootarg_value("bklswitch"),
+        );
         quartet::proc::run::init();
         log::info!(target: "proc",
             "user processes: {} programs embedded, at most {} processes per user",

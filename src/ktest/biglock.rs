@@ -6,6 +6,9 @@
 //! `biglock_broken_reacquire_is_caught`: the same with the broken variant, whose holder believes
 //! it has the lock back after a switch without taking it: some thread must come back from a
 //! switch without owning the lock, or find another inside.
+//! `biglock_carried_holders_still_exclude_each_other` and `biglock_carried_broken_reacquire_is_caught`:
+//! the same two with a lock the CPU carries through each switch (Linux 2.0's, `locking=bkl`'s
+//! default), which the task landing after the switch adopts or lets go.
 //! `biglock_subsystem_order_inversion_is_reported`: the subsystem locks taken in the documented
 //! order, then two of them the other way round: the lock validator reports the cycle at once,
 //! before any CPU waits for another.
@@ -35,7 +38,18 @@ pub static TESTS: &[KTest] = &[
     },
     KTest {
         name: "biglock_broken_reacquire_is_caught",
-        run: |_| broken_is_caught(),
+        run: |_| broken_is_caught(&BROKEN),
+    },
+    KTest {
+        name: "biglock_carried_holders_still_exclude_each_other",
+        run: |_| carried_holders_exclude(),
+    },
+    KTest {
+        name: "biglock_carried_broken_reacquire_is_caught",
+        run: |_| {
+            BROKEN_CARRIED.set_carried_through_switch(true);
+            broken_is_caught(&BROKEN_CARRIED)
+        },
     },
     KTest {
         name: "biglock_subsystem_order_inversion_is_reported",
@@ -49,6 +63,8 @@ pub static TESTS: &[KTest] = &[
 
 static TORTURE: BigLock = BigLock::named("test: big lock");
 static BROKEN: BigLock = BigLock::named("test: broken big lock");
+static CARRIED: BigLock = BigLock::named("test: carried big lock");
+static BROKEN_CARRIED: BigLock = BigLock::named("test: broken carried big lock");
 
 /// Critical sections per thread, and every how many a thread sleeps inside one.
 const ROUNDS: usize = 120;
@@ -154,17 +170,33 @@ fn holders_exclude() -> Result<(), String> {
     Ok(())
 }
 
-fn broken_is_caught() -> Result<(), String> {
+fn carried_holders_exclude() -> Result<(), String> {
+    CARRIED.set_carried_through_switch(true);
+    let (acquired_before, contended_before, _) = CARRIED.stats();
+    let (overlaps, unowned) = torture(&CARRIED)?;
+    let (acquired, contended, _) = CARRIED.stats();
+    let cpus = crate::smp::online_cpus().count();
+    log::info!(target: "biglock",
+        "carried through switches: {} threads on {cpus} CPUs: {} outermost acquisitions, {} found it held, {overlaps} overlaps",
+        2 * cpus, acquired - acquired_before, contended - contended_before);
+    ensure!(
+        overlaps == 0 && unowned == 0,
+        "{overlaps} times a thread found another inside the carried big lock; {unowned} times one came back from a switch without it"
+    );
+    Ok(())
+}
+
+fn broken_is_caught(lock: &'static BigLock) -> Result<(), String> {
     if crate::smp::online_cpus().count() < 2 {
         log::info!(target: "biglock", "one CPU cannot race itself; skipped");
         return Ok(());
     }
-    BROKEN.set_broken_reacquire(true);
+    lock.set_broken_reacquire(true);
     let mut result = Err(format!(
         "the broken big lock let nobody in twice, and every thread owned it after its switches, in {BROKEN_ATTEMPTS} runs: this test cannot catch it"
     ));
     for attempt in 1..=BROKEN_ATTEMPTS {
-        let (overlaps, unowned) = torture(&BROKEN)?;
+        let (overlaps, unowned) = torture(lock)?;
         if overlaps > 0 || unowned > 0 {
             log::info!(target: "biglock",
                 "the broken reacquire was caught (run {attempt}): {unowned} times a thread came back from a switch without the lock, {overlaps} times two threads were inside");
@@ -172,7 +204,7 @@ fn broken_is_caught() -> Result<(), String> {
             break;
         }
     }
-    BROKEN.set_broken_reacquire(false);
+    lock.set_broken_reacquire(false);
     result
 }
 

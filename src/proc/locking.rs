@@ -146,9 +146,29 @@ pub fn handoffs_from(cpu: usize) -> u64 {
     HANDOFFS_FROM.for_cpu(cpu).load(Ordering::Relaxed)
 }
 
-/// Read `locking=` from the boot arguments (once, on the boot CPU, before any process runs).
-/// An unknown value is reported and the default kept.
-pub fn init(requested: Option<&str>) {
+/// When the big kernel lock leaves a CPU that switches tasks (`bklswitch=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BklSwitch {
+    /// Linux 2.0: the scheduler runs under the lock and the CPU carries it through the switch;
+    /// the task that lands adopts it or lets it go. The default.
+    Carry,
+    /// Linux 2.2: `schedule` lets it go before the switch and takes it back after.
+    Release,
+}
+
+impl BklSwitch {
+    pub fn parse(s: &str) -> Option<BklSwitch> {
+        match s {
+            "carry" => Some(BklSwitch::Carry),
+            "release" => Some(BklSwitch::Release),
+            _ => None,
+        }
+    }
+}
+
+/// Read `locking=` and `bklswitch=` from the boot arguments (once, on the boot CPU, before any
+/// process runs). An unknown value is reported and the default kept.
+pub fn init(requested: Option<&str>, bkl_switch: Option<&str>) {
     let chosen = match requested {
         None => Strategy::Fine,
         Some(s) => Strategy::parse(s).unwrap_or_else(|| {
@@ -167,6 +187,21 @@ pub fn init(requested: Option<&str>) {
         crate::fs::locks::serialize_with(&SUB_FS);
     }
     log::info!(target: "locking", "{}: {}", chosen.name(), chosen.describe());
+    let switch = bkl_switch.map_or(BklSwitch::Carry, |s| {
+        BklSwitch::parse(s).unwrap_or_else(|| {
+            log::warn!(target: "locking", "unknown bklswitch={s:?} (carry, release); using carry");
+            BklSwitch::Carry
+        })
+    });
+    BKL.set_carried_through_switch(switch == BklSwitch::Carry);
+    if chosen == Strategy::Bkl {
+        match switch {
+            BklSwitch::Carry => log::info!(target: "locking",
+                "bkl: the scheduler runs under it and a CPU carries it through a switch, as in Linux 2.0 (bklswitch=release: let go before the switch, as in 2.2)"),
+            BklSwitch::Release => log::info!(target: "locking",
+                "bkl: let go before each switch and taken back after it, as in Linux 2.2 (bklswitch=carry: carried through, as in 2.0)"),
+        }
+    }
 }
 
 /// Every entry from user mode (system call, fault, interrupt) starts here, with IRQs masked.

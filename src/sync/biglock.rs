@@ -15,6 +15,16 @@
 //!   holder saw before it slept may have changed when it wakes, so the kernel code under the
 //!   lock must look again after every sleep, exactly as with no lock at all.
 //!
+//! *When* in the switch the lock goes is the difference between Linux 2.0 and 2.2. In 2.0 the
+//! lock belonged to the CPU: the scheduler ran under it, `switch_to` swapped the two tasks'
+//! depths, and the lock left the CPU only when the task switched to went back to user mode (or
+//! was the idle task). 2.2 gave the scheduler its own lock and let the big lock go at the top of
+//! `schedule`, so the switch itself ran outside it. A lock marked `set_carried_through_switch`
+//! behaves as in 2.0: `release_for_switch` leaves it locked, *carried* by the CPU, and whatever
+//! task lands on the CPU after the switch either adopts it (it held the lock when it slept) or
+//! lets it go (`Held::reacquire`, and `settle_after_switch` for a task's first run). An unmarked
+//! lock behaves as in 2.2.
+//!
 //! Underneath is a test-then-test-and-set lock (`TtasLock`), as Linux's `kernel_flag` was a
 //! plain spin lock: whichever waiter is running when the lock comes free takes it. A ticket
 //! lock was tried first and collapsed when CPUs outnumber the cores that run them (four vCPUs
@@ -47,6 +57,11 @@ type BigRawLock = crate::sync::spinlock::TtasLock;
 #[cfg(loom)]
 type BigRawLock = crate::sync::spinlock::DefaultRawLock;
 
+/// The owner word of a lock that a CPU carries through a switch: no task holds it, and only
+/// the task that lands on `holder_cpu` next may adopt or release it. Task words are addresses
+/// of aligned counters, so none is 1.
+const CARRIED: usize = 1;
+
 /// A lock held by a task, recursively, and dropped while the task is off the CPU.
 pub struct BigLock {
     /// The spin lock underneath (`BigRawLock`).
@@ -65,6 +80,8 @@ pub struct BigLock {
     contentions: AtomicU64,
     wait_ticks: AtomicU64,
     broken_reacquire: AtomicBool,
+    /// Stays locked through a switch, as Linux 2.0's lock did (see the module doc).
+    carried: AtomicBool,
     class: LockClass,
     /// The lock statistics' record of this lock (empty unless built with `lockstat`).
     stats: lockstat::PerLock,
@@ -84,6 +101,7 @@ impl BigLock {
             contentions: AtomicU64::new(0),
             wait_ticks: AtomicU64::new(0),
             broken_reacquire: AtomicBool::new(false),
+            carried: AtomicBool::new(false),
             class: LockClass::at(name, Location::caller()),
             stats: lockstat::PerLock::new(),
         }
@@ -171,6 +189,23 @@ impl BigLock {
         self.broken_reacquire.store(on, Ordering::SeqCst);
     }
 
+    /// Carry the lock through switches (Linux 2.0) or let it go before them (2.2). Set before
+    /// any task takes it, at boot.
+    pub fn set_carried_through_switch(&self, on: bool) {
+        self.carried.store(on, Ordering::Relaxed);
+    }
+
+    /// Is it carried through switches?
+    pub fn is_carried_through_switch(&self) -> bool {
+        self.carried.load(Ordering::Relaxed)
+    }
+
+    /// Does this CPU carry it through the switch it is in the middle of?
+    fn carried_by_this_cpu(&self) -> bool {
+        self.owner.load(Ordering::Relaxed) == CARRIED
+            && self.holder_cpu.load(Ordering::Relaxed) == crate::arch::percpu_pointer()
+    }
+
     fn address(&self) -> usize {
         self as *const Self as usize
     }
@@ -229,13 +264,44 @@ impl BigLock {
     }
 
     /// Let go of every level this task holds (before it switches away); the depth to restore.
+    /// A carried lock stays locked: the task no longer holds it, the CPU does.
     fn release_all(&self) -> u32 {
         if !self.held_by_current() {
             return 0;
         }
         let depth = self.depth.swap(0, Ordering::Relaxed);
-        self.release_outermost();
+        if self.carried.load(Ordering::Relaxed) {
+            // The validator's records are per CPU and a switch refuses to run with one held;
+            // to the validator the task has let go, and the task landing here takes it anew.
+            if self.tracked.swap(false, Ordering::Relaxed) {
+                validate::before_release(&self.class, self.address());
+            }
+            self.owner.store(CARRIED, Ordering::Relaxed);
+        } else {
+            self.release_outermost();
+        }
         depth
+    }
+
+    /// The task landing after a switch takes over the lock its CPU carried, at `depth`: no
+    /// other CPU could have had it in between, so there is nothing to wait for.
+    #[track_caller]
+    fn adopt(&self, depth: u32) {
+        let tracked = validate::active()
+            && validate::after_try_lock(&self.class, self.address(), Location::caller());
+        self.tracked.store(tracked, Ordering::Relaxed);
+        self.owner.store(Self::me(), Ordering::Relaxed);
+        self.depth.store(depth, Ordering::Relaxed);
+    }
+
+    /// The task landing after a switch did not hold the lock its CPU carried: let it go.
+    fn let_go_carried(&self) {
+        lockstat::released(&self.class, &self.stats);
+        self.owner.store(0, Ordering::Relaxed);
+        self.holder_cpu.store(0, Ordering::Relaxed);
+        // SAFETY: `carried_by_this_cpu` showed this CPU holds the raw lock, and only the task
+        // running on it after the switch, which is us, acts on it.
+        unsafe { self.raw.unlock() };
     }
 
     /// Take the lock back at `depth` (after the switch).
@@ -282,7 +348,7 @@ impl Drop for Hold {
 }
 
 /// How many big locks the kernel may register.
-pub const MAX_BIG_LOCKS: usize = 8;
+pub const MAX_BIG_LOCKS: usize = 12;
 
 static REGISTERED: [AtomicPtr<BigLock>; MAX_BIG_LOCKS] =
     [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_BIG_LOCKS];
@@ -314,8 +380,17 @@ pub struct Held {
     depths: [u32; MAX_BIG_LOCKS],
 }
 
+/// A task's first run after the switch that started it: it holds no big lock, so it lets go
+/// of any its CPU carried through that switch.
+pub fn settle_after_switch() {
+    Held {
+        depths: [0; MAX_BIG_LOCKS],
+    }
+    .reacquire();
+}
+
 /// Let go of every registered big lock the running task holds (`schedule` calls this before
-/// it switches away).
+/// it switches away); one marked `set_carried_through_switch` stays locked by the CPU.
 pub fn release_for_switch() -> Held {
     let mut held = Held {
         depths: [0; MAX_BIG_LOCKS],
@@ -336,16 +411,36 @@ pub fn release_for_switch() -> Held {
 }
 
 impl Held {
-    /// Take back, in the registered order, every lock given up at the switch.
+    /// Take back, in the registered order, every lock given up at the switch; adopt a lock
+    /// this CPU carried through the switch if this task held it, and let it go if not.
     pub fn reacquire(self) {
-        if !self.any() {
+        let n = COUNT.load(Ordering::Acquire);
+        if n == 0 || crate::arch::task_word() == 0 {
             return;
         }
         preempt::preempt_disable();
-        for (i, &depth) in self.depths.iter().enumerate() {
-            if depth > 0 {
-                // SAFETY: as in `release_for_switch`.
-                let lock = unsafe { &*REGISTERED[i].load(Ordering::Acquire) };
+        let lock = |i: usize| {
+            // SAFETY: as in `release_for_switch`.
+            unsafe { &*REGISTERED[i].load(Ordering::Acquire) }
+        };
+        // First let go of what this task did not hold: it must not make other CPUs wait while
+        // this task takes back locks that come before it in the order.
+        for i in 0..n {
+            let lock = lock(i);
+            if lock.carried_by_this_cpu()
+                && (self.depths[i] == 0 || lock.broken_reacquire.load(Ordering::Relaxed))
+            {
+                lock.let_go_carried();
+            }
+        }
+        for (i, &depth) in self.depths[..n].iter().enumerate() {
+            if depth == 0 {
+                continue;
+            }
+            let lock = lock(i);
+            if lock.carried_by_this_cpu() {
+                lock.adopt(depth);
+            } else {
                 lock.reacquire(depth);
             }
         }
@@ -444,6 +539,56 @@ mod tests {
         let none = release_for_switch();
         assert!(!none.any(), "a task holding nothing gives nothing up");
         none.reacquire();
+    }
+
+    #[test]
+    fn a_carried_lock_stays_locked_through_the_switch_and_the_next_task_adopts_or_frees_it() {
+        static LOCK: BigLock = BigLock::named("test: carried");
+        assert!(register(&LOCK));
+        LOCK.set_carried_through_switch(true);
+        let _cpus = crate::percpu::playing_cpus();
+        crate::percpu::install(3);
+        as_task();
+        let sleeper = crate::arch::task_word();
+        LOCK.lock();
+        LOCK.lock();
+        let held = release_for_switch();
+        assert!(
+            !LOCK.held_by_current(),
+            "no task holds it across the switch"
+        );
+        assert!(
+            LOCK.raw.is_locked(),
+            "the CPU carries it: nobody else may take it"
+        );
+        assert!(LOCK.carried_by_this_cpu());
+        // The sleeper itself lands (woken before it left, or nothing else to run): it adopts.
+        held.reacquire();
+        assert_eq!(LOCK.depth_of_current(), 2);
+        assert_eq!(LOCK.stats().0, 1, "adopting is not a new acquisition");
+
+        // It sleeps again, and a task that held nothing lands on this CPU: it lets go.
+        let held = release_for_switch();
+        as_task();
+        settle_after_switch();
+        assert!(!LOCK.raw.is_locked(), "the task that landed let go of it");
+        // Another CPU takes it meanwhile; the sleeper, woken there, waits its turn.
+        let other = std::thread::spawn(|| {
+            as_task();
+            LOCK.lock();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            LOCK.unlock();
+        });
+        while !LOCK.raw.is_locked() && !other.is_finished() {
+            std::thread::yield_now();
+        }
+        crate::arch::set_task_word(sleeper);
+        held.reacquire();
+        other.join().unwrap();
+        assert_eq!(LOCK.depth_of_current(), 2, "taken back at its depth");
+        LOCK.unlock();
+        LOCK.unlock();
+        assert!(!LOCK.raw.is_locked());
     }
 
     #[test]

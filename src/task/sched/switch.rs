@@ -158,7 +158,9 @@ pub(super) enum Reason {
 /// or at once if it may go on (nothing else to run, or woken before it slept).
 pub(super) fn schedule(reason: Reason) {
     // A task gives up its big locks while it is off the CPU and takes them back when it runs
-    // again (src/sync/biglock.rs): a holder that sleeps must not stop every other CPU.
+    // again (src/sync/biglock.rs): a holder that sleeps must not stop every other CPU. A lock
+    // carried through the switch (Linux 2.0's) covers the switch too, and whichever task
+    // lands here adopts or releases it.
     let held = crate::sync::biglock::release_for_switch();
     switch_away(reason);
     held.reacquire();
@@ -349,6 +351,8 @@ fn finish_switch() {
 /// A new task's first Rust, reached from the trampoline with its PID.
 pub(super) extern "C" fn task_entry(pid: usize) -> usize {
     finish_switch();
+    // Not yet holding any big lock: one the CPU carried through the switch goes now.
+    crate::sync::biglock::settle_after_switch();
     // A task starts with IRQs on once its CPU takes interrupts (the switcher masked them).
     if crate::smp::interrupts_ready(percpu::this_cpu().id) {
         irqflags::local_irq_enable();
