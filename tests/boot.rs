@@ -387,7 +387,12 @@ fn test_run(board: Board, env: &[(&str, &str)]) -> Run {
 /// The process, file-system and big-lock tests under locking strategy `strategy`, on 4 CPUs:
 /// every strategy must run the same programs with the same results.
 fn assert_strategy_passes(strategy: &str) {
-    let bootargs = format!("test=user_,fs_,biglock locking={strategy}");
+    assert_strategy_passes_with(strategy, "");
+}
+
+/// As `assert_strategy_passes`, with more boot arguments; the boot log, for more checks.
+fn assert_strategy_passes_with(strategy: &str, more: &str) -> Run {
+    let bootargs = format!("test=user_,fs_,biglock locking={strategy} {more}");
     let run = boot(Boot {
         board: Board::Virt,
         env: &[("SMP", "4"), ("GIC", "3")],
@@ -402,11 +407,29 @@ fn assert_strategy_passes(strategy: &str) {
         run.output
     );
     assert_suite_passed(&run);
+    run
 }
 
 #[test]
 fn locking_bkl_runs_the_processes_files_and_big_lock_tests_on_4_cpus() {
-    assert_strategy_passes("bkl");
+    let run = assert_strategy_passes_with("bkl", "");
+    assert!(
+        run.output
+            .contains("carries it through a switch, as in Linux 2.0"),
+        "locking=bkl carries the lock through switches unless told otherwise:\n{}",
+        run.output
+    );
+}
+
+#[test]
+fn locking_bkl_let_go_before_each_switch_runs_the_same_tests_on_4_cpus() {
+    let run = assert_strategy_passes_with("bkl", "bklswitch=release");
+    assert!(
+        run.output
+            .contains("let go before each switch and taken back after it, as in Linux 2.2"),
+        "bklswitch=release is announced:\n{}",
+        run.output
+    );
 }
 
 #[test]

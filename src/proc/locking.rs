@@ -204,7 +204,8 @@ pub fn init(requested: Option<&str>, bkl_switch: Option<&str>) {
     }
 }
 
-/// Every entry from user mode (system call, fault, interrupt) starts here, with IRQs masked.
+/// Every entry from user mode (system call, fault, interrupt) starts here, with IRQs masked;
+/// so does a process thread's first run, on its way to user mode (`run::enter_user`).
 pub fn enter_from_user() {
     if strategy() == Strategy::Bkl {
         BKL.lock();

@@ -198,6 +198,9 @@ fn process_thread() -> i32 {
 /// the stack (a new program) and enter user mode. Never returns: the thread leaves through
 /// `exit_current`.
 fn enter_user(process: Arc<Process>, start: Start) -> i32 {
+    // The way to user mode is kernel work for the process like any other: under `bkl` it runs
+    // under the big lock, which `return_path` lets go just before the first `eret`.
+    locking::enter_from_user();
     let me = task::current();
     me.set_user_context(process::attach(&process));
     // The switch hook loads the address space from now on; this first time by hand.
