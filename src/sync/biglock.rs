@@ -415,7 +415,7 @@ impl Held {
     /// this CPU carried through the switch if this task held it, and let it go if not.
     pub fn reacquire(self) {
         let n = COUNT.load(Ordering::Acquire);
-        if n == 0 || crate::arch::task_word() == 0 {
+        if n == 0 {
             return;
         }
         preempt::preempt_disable();
@@ -433,6 +433,8 @@ impl Held {
                 lock.let_go_carried();
             }
         }
+        // Only a task can have given up a lock (`release_for_switch` gives up nothing without a
+        // task word), so a flow without one, which cannot adopt, finds every depth 0 here.
         for (i, &depth) in self.depths[..n].iter().enumerate() {
             if depth == 0 {
                 continue;
