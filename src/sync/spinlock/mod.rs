@@ -204,7 +204,7 @@ impl<T: ?Sized, R: RawSpinLock> SpinLock<T, R> {
     }
 
     /// The raw lock underneath, for tests that instrument it.
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn raw(&self) -> &R {
         &self.raw
     }
