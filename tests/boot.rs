@@ -667,7 +667,7 @@ fn virt_gicv3_smp64_ipis_reach_each_cpu_in_every_cluster() {
 
 /// The in-kernel tests of what bring-up and interrupts give every CPU (per-CPU areas, stacks,
 /// maps, heap, ticks, IPIs, RCU grace periods), on 16 vCPUs: about 10 s on a 2-core host. The
-/// whole suite passes there too (`GIC=3 SMP=16 BOOTARGS=test make run`: 100 of 100 in 4 min 58 s
+/// whole suite passes there too (`GIC=3 SMP=16 BOOTARGS=test make run`: 102 of 102 in 4 min 22 s
 /// on a quiet 2-core host, 19 minutes with other builds loading it), too long to add to every
 /// `make test`: the lock torture tests hand a fair lock from vCPU to vCPU, and each hand-over
 /// waits for the host to run the one vCPU whose turn it is.
