@@ -52,7 +52,9 @@ pub fn start_secondaries(
             continue;
         }
         wait_until_online(id);
-        if !percpu::cpu(id).keep_or_abandon() {
+        if percpu::cpu(id).keep_or_abandon() {
+            wait_until_announced(id, desc.mpidr);
+        } else {
             log::warn!(
                 "cpu{id} (MPIDR {:#x}) did not report within {CPU_START_TIMEOUT_MS} ms; skipping it",
                 desc.mpidr
@@ -160,6 +162,27 @@ fn wait_until_online(id: usize) {
     }
 }
 
+/// A CPU that came online logs its `online` line before the boot CPU starts the next one, so
+/// the boot log lists the CPUs in order whatever the host does to their vCPUs (and the `smp:`
+/// count line comes after all of them). Bounded like the start itself: a CPU that claimed its
+/// place but never reports is named, and bring-up goes on.
+fn wait_until_announced(id: usize, mpidr: u64) {
+    let deadline = cpu::counter() + cpu::counter_frequency() * CPU_START_TIMEOUT_MS / 1000;
+    while !ANNOUNCED.for_cpu(id).load(Ordering::Acquire) {
+        if cpu::counter() >= deadline {
+            log::warn!(
+                "cpu{id} (MPIDR {mpidr:#x}) is online but did not log it within {CPU_START_TIMEOUT_MS} ms; going on"
+            );
+            return;
+        }
+        core::hint::spin_loop();
+    }
+}
+
+/// Per CPU: it has logged its `online` line (see `wait_until_announced`).
+static ANNOUNCED: PerCpu<AtomicBool> =
+    PerCpu::new([const { CacheAligned(AtomicBool::new(false)) }; MAX_CPUS]);
+
 /// The contract line: exactly once, after bring-up, `smp: N/M CPUs online`. Tests and tools
 /// look for it; the counter value after it is the guest time bring-up took.
 pub fn report_online(online: usize, in_tree: usize) {
@@ -201,6 +224,7 @@ pub fn secondary_started(block: &SecondaryBootBlock, entry_el: u64) -> ! {
         me.stack_bottom.load(Ordering::Relaxed),
         me.stack_top.load(Ordering::Relaxed)
     );
+    ANNOUNCED.for_cpu(me.id).store(true, Ordering::Release);
     interrupts_on_this_cpu();
     secondary_idle_loop()
 }
