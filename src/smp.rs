@@ -153,13 +153,23 @@ fn release_from_spin_table(release_addr: u64) {
     cpu::send_event();
 }
 
-/// Poll until CPU `id` claims to be online or `CPU_START_TIMEOUT_MS` passes; the caller then
-/// settles its fate with `keep_or_abandon`.
-fn wait_until_online(id: usize) {
+/// Spin until `done` holds or `CPU_START_TIMEOUT_MS` of generic-counter time has passed;
+/// whether it held.
+fn spin_until(done: impl Fn() -> bool) -> bool {
     let deadline = cpu::counter() + cpu::counter_frequency() * CPU_START_TIMEOUT_MS / 1000;
-    while cpu::counter() < deadline && !percpu::cpu(id).is_online() {
+    while cpu::counter() < deadline {
+        if done() {
+            return true;
+        }
         core::hint::spin_loop();
     }
+    done()
+}
+
+/// Poll until CPU `id` claims to be online or the start timeout passes; the caller then
+/// settles its fate with `keep_or_abandon`.
+fn wait_until_online(id: usize) {
+    spin_until(|| percpu::cpu(id).is_online());
 }
 
 /// A CPU that came online logs its `online` line before the boot CPU starts the next one, so
@@ -167,15 +177,10 @@ fn wait_until_online(id: usize) {
 /// count line comes after all of them). Bounded like the start itself: a CPU that claimed its
 /// place but never reports is named, and bring-up goes on.
 fn wait_until_announced(id: usize, mpidr: u64) {
-    let deadline = cpu::counter() + cpu::counter_frequency() * CPU_START_TIMEOUT_MS / 1000;
-    while !ANNOUNCED.for_cpu(id).load(Ordering::Acquire) {
-        if cpu::counter() >= deadline {
-            log::warn!(
-                "cpu{id} (MPIDR {mpidr:#x}) is online but did not log it within {CPU_START_TIMEOUT_MS} ms; going on"
-            );
-            return;
-        }
-        core::hint::spin_loop();
+    if !spin_until(|| ANNOUNCED.for_cpu(id).load(Ordering::Acquire)) {
+        log::warn!(
+            "cpu{id} (MPIDR {mpidr:#x}) is online but did not log it within {CPU_START_TIMEOUT_MS} ms; going on"
+        );
     }
 }
 
