@@ -578,18 +578,30 @@ fn assert_gicv3_shell_with_every_cpu(smp: usize) {
     assert!(!boot.output.contains(" ERROR "), "{}", boot.output);
     let redistributors = format!("GICv3: {smp} redistributors in 1 region(s)");
     assert!(boot.output.contains(&redistributors), "{}", boot.output);
+    // Each CPU's line, in the order the CPUs were started, all before the count line: the boot
+    // CPU starts the next CPU only once the last one has logged (`wait_until_announced`).
+    let mut last = 0;
     for id in 1..kept {
         let online = format!(
             "cpu{id} online: MPIDR {:#x} (cluster {})",
             virt_mpidr(id),
             id / 16
         );
-        assert!(
-            boot.output.contains(&online),
-            "no {online:?}:\n{}",
-            boot.output
-        );
+        let Some(at) = boot.output.find(&online) else {
+            panic!("no {online:?}:\n{}", boot.output);
+        };
+        assert!(at > last, "{online:?} out of order:\n{}", boot.output);
+        last = at;
     }
+    let count_line = boot
+        .output
+        .find("CPUs online (counter")
+        .expect("the smp: line");
+    assert!(
+        last < count_line,
+        "an online line after the count:\n{}",
+        boot.output
+    );
     let cpus = s.command("cpus");
     let summary = format!(
         "{kept} of {kept} CPUs online in {clusters} cluster{}",
